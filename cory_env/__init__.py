@@ -1,0 +1,1 @@
+"""CORY environment package (filled in by the environment issue)."""

@@ -1,0 +1,145 @@
+"""The task object: where queries come from, how prompts are built, how answers are scored.
+
+A task is data, not a subclass hierarchy: a :class:`Task` holds its train/eval queries,
+the pioneer prompt template, the observer's knowledge-transfer template, its reward
+function and its generation defaults. Tasks are looked up by name through
+:func:`make_task`; a new task is one :func:`register_task` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+"""Batch in, batch out: ``(queries, responses) -> float32 array of shape (len(queries),)``."""
+
+
+class Query(str):
+    """A query text that may carry its gold answer as ``query.answer``.
+
+    It *is* a ``str`` (so templates, tokenizers and user reward functions treat it as
+    text); reward functions that need the reference answer (``answer-match``) read
+    ``getattr(query, "answer", None)``.
+    """
+
+    answer: str | None
+
+    def __new__(cls, text: str, answer: str | None = None) -> Query:
+        obj = super().__new__(cls, text)
+        obj.answer = None if answer is None else str(answer)
+        return obj
+
+    def __getnewargs__(self) -> tuple[str, str | None]:  # pickling / deepcopy
+        return (str(self), self.answer)
+
+    def __repr__(self) -> str:
+        return f"Query({str(self)!r}, answer={self.answer!r})"
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Sampling defaults of a task (the paper's settings unless said otherwise)."""
+
+    max_new_tokens: int = 16
+    """Upper bound of new tokens per turn (the env's ``max_new_tokens`` default)."""
+    min_new_tokens: int | None = None
+    """If set, the per-batch length is sampled uniformly in ``[min_new_tokens, max_new_tokens]``
+    (IMDB: 4-16, as TRL's ``LengthSampler``); ``None`` means always ``max_new_tokens``."""
+    temperature: float = 1.0
+    top_k: int = 0
+    """0 disables top-k (the paper samples from the full distribution)."""
+    top_p: float = 1.0
+    stop_strings: tuple[str, ...] = ()
+    """A turn also ends when the decoded answer contains one of these (e.g. ``"\\nQuestion:"``)."""
+    max_prompt_tokens: int = 64
+    """Room for the longest prompt (the observer's, which embeds the pioneer's answer)."""
+
+
+@dataclass
+class Task:
+    """A CORY task: queries, the two prompt templates, the reward and generation defaults.
+
+    Templates are ``str.format`` strings over ``{q}`` (the query) and, for the observer,
+    ``{a1}`` (the pioneer's answer).
+    """
+
+    name: str
+    train_queries: Sequence[Query]
+    eval_queries: Sequence[Query]
+    reward_fn: RewardFn
+    pioneer_template: str = "{q}"
+    observer_template: str = "{q}{a1}"
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.train_queries:
+            raise ValueError(f"task {self.name!r} has no training queries")
+        if "{q}" not in self.pioneer_template:
+            raise ValueError(f"task {self.name!r}: pioneer_template must contain '{{q}}'")
+        if "{a1}" not in self.observer_template:
+            raise ValueError(
+                f"task {self.name!r}: observer_template must contain '{{a1}}' (the pioneer's answer)"
+            )
+        if not callable(self.reward_fn):
+            raise TypeError(f"task {self.name!r}: reward_fn must be callable")
+
+    def queries(self, split: str = "train") -> Sequence[Query]:
+        """The query pool of ``split`` (``"train"`` or ``"eval"``)."""
+        if split == "train":
+            return self.train_queries
+        if split == "eval":
+            return self.eval_queries or self.train_queries
+        raise ValueError(f"unknown split {split!r}; expected 'train' or 'eval'")
+
+    def pioneer_prompt(self, query: str) -> str:
+        """The prompt the pioneer (and any model evaluated alone) answers."""
+        return self.pioneer_template.format(q=query)
+
+    def observer_prompt(self, query: str, pioneer_answer: str) -> str:
+        """The knowledge-transfer prompt: the query plus the pioneer's answer."""
+        return self.observer_template.format(q=query, a1=pioneer_answer)
+
+    def with_reward(self, reward_fn: RewardFn) -> Task:
+        """The same task with another reward function (the env's ``reward_fn=`` override)."""
+        return replace(self, reward_fn=reward_fn)
+
+    def lookup(self, text: str) -> Query:
+        """The known :class:`Query` for ``text`` (with its gold answer), else a bare one."""
+        if isinstance(text, Query) and text.answer is not None:
+            return text
+        index = self.__dict__.get("_index")
+        if index is None:
+            index = {str(q): q for q in (*self.train_queries, *self.eval_queries)}
+            self.__dict__["_index"] = index
+        return index.get(str(text), Query(str(text)))
+
+
+_REGISTRY: dict[str, Callable[..., Task]] = {}
+
+
+def register_task(name: str, factory: Callable[..., Task]) -> None:
+    """Make ``make_task(name, **kwargs)`` call ``factory(**kwargs)``."""
+    _REGISTRY[name] = factory
+
+
+def available_tasks() -> list[str]:
+    """Names accepted by :func:`make_task`."""
+    return sorted(_REGISTRY)
+
+
+def make_task(task: str | Task, **kwargs: Any) -> Task:
+    """A task from its registered name (with factory keyword arguments) or a :class:`Task`."""
+    if isinstance(task, Task):
+        if kwargs:
+            raise TypeError("keyword arguments are only accepted with a task name, not a Task")
+        return task
+    if not isinstance(task, str):
+        raise TypeError(f"task must be a name or a Task, got {type(task).__name__}")
+    if task not in _REGISTRY:
+        raise ValueError(f"unknown task {task!r}; available: {', '.join(available_tasks())}")
+    return _REGISTRY[task](**kwargs)

@@ -1,0 +1,29 @@
+"""Prompt and knowledge-transfer templates of the paper's two settings.
+
+Templates are ``str.format`` strings over ``{q}`` (the query) and ``{a1}`` (the pioneer's
+answer), consumed by :class:`cory_env.tasks.base.Task`.
+"""
+
+from __future__ import annotations
+
+# IMDB (subjective reward): the pioneer continues the review opening; the observer is asked
+# to make the pioneer's sentence more positive and then continues the same opening.
+IMDB_PIONEER = "{q}"
+IMDB_OBSERVER = 'I can make this sentence "{q}{a1}" more positive: {q}'
+
+# GSM8K (objective reward): a 1-shot "Question: ... Answer:" prompt; the observer's prompt
+# adds the pioneer's answer as a reference before "Answer:".
+GSM8K_SHOT_QUESTION = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+    "in May. How many clips did Natalia sell altogether in April and May?"
+)
+GSM8K_SHOT_ANSWER = (
+    "Natalia sold 48/2 = 24 clips in May. Natalia sold 48+24 = 72 clips altogether in April "
+    "and May. The answer is 72."
+)
+GSM8K_SHOT = f"Question: {GSM8K_SHOT_QUESTION}\nAnswer: {GSM8K_SHOT_ANSWER}\n\n"
+GSM8K_PIONEER = GSM8K_SHOT + "Question: {q}\nAnswer:"
+GSM8K_OBSERVER = GSM8K_SHOT + "Question: {q}\nReference: {a1}\nAnswer:"
+# A GSM8K turn ends when the model starts the next question.
+GSM8K_STOP = ("\nQuestion:", "\n\n")
+

@@ -1,0 +1,61 @@
+"""Tiny offline tokenizer and causal LM that the tests build themselves (no hub access)."""
+
+from __future__ import annotations
+
+import functools
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+CORPUS = [
+    "This movie was great and the acting was wonderful.",
+    "I loved this film, a beautiful and moving story.",
+    "The plot was boring and the ending was terrible.",
+    "Question: Tom has 3 apples and buys 5 more. How many apples does he have? Answer: 8",
+    "Question: A box holds 12 eggs. How many eggs are in 4 boxes? Answer: The answer is 48.",
+    'I can make this sentence "this film" more positive: this film',
+    "Reference: 18 #### 18 $1,234.50 -7 0.5",
+    "the a an is was of and to in it that this with for on not but very good bad",
+] * 4
+
+
+@functools.cache
+def tiny_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained in milliseconds on a fixed corpus.
+
+    Byte-level means any text encodes; ``<eos>`` is id 0 and doubles as padding.
+    """
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
+    return fast
+
+
+def tiny_model(seed: int = 0, vocab_size: int | None = None) -> LlamaForCausalLM:
+    """A 2-layer Llama with random weights over the tiny tokenizer's vocabulary."""
+    import torch
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=vocab_size or len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(cfg).eval()
