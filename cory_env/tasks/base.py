@@ -64,7 +64,8 @@ class Task:
     """A CORY task: queries, the two prompt templates, the reward and generation defaults.
 
     Templates are ``str.format`` strings over ``{q}`` (the query) and, for the observer,
-    ``{a1}`` (the pioneer's answer).
+    ``{a1}`` (the pioneer's answer; an observer template without it is the
+    no-knowledge-transfer ablation, see :meth:`without_knowledge_transfer`).
     """
 
     name: str
@@ -81,10 +82,8 @@ class Task:
             raise ValueError(f"task {self.name!r} has no training queries")
         if "{q}" not in self.pioneer_template:
             raise ValueError(f"task {self.name!r}: pioneer_template must contain '{{q}}'")
-        if "{a1}" not in self.observer_template:
-            raise ValueError(
-                f"task {self.name!r}: observer_template must contain '{{a1}}' (the pioneer's answer)"
-            )
+        if "{q}" not in self.observer_template:
+            raise ValueError(f"task {self.name!r}: observer_template must contain '{{q}}'")
         if not callable(self.reward_fn):
             raise TypeError(f"task {self.name!r}: reward_fn must be callable")
 
@@ -103,6 +102,10 @@ class Task:
     def observer_prompt(self, query: str, pioneer_answer: str) -> str:
         """The knowledge-transfer prompt: the query plus the pioneer's answer."""
         return self.observer_template.format(q=query, a1=pioneer_answer)
+
+    def without_knowledge_transfer(self) -> Task:
+        """The ablation where the observer sees only the query (its prompt is the pioneer's)."""
+        return replace(self, observer_template=self.pioneer_template)
 
     def with_reward(self, reward_fn: RewardFn) -> Task:
         """The same task with another reward function (the env's ``reward_fn=`` override)."""

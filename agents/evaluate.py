@@ -1,0 +1,61 @@
+"""Evaluation of one model alone, from the query-only prompt, on held-out queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from agents.batch import TokenBatch
+from agents.rollout import Turns, rollout_alone
+from cory_env.rewards import score
+from cory_env.tasks.base import GenerationConfig, Task
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct-n: unique word n-grams over all n-grams of ``texts`` (0 when there are none)."""
+    grams = [tuple(w[i : i + n]) for w in (t.split() for t in texts) for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+@torch.no_grad()
+def sequence_kl(agent, turns: Turns, pad_id: int) -> np.ndarray:
+    """Per-answer KL to the reference, sum over tokens of log pi - log pi_ref (the
+    estimator the paper plots), for answers sampled from the policy."""
+    batch = TokenBatch.from_lists(turns.prompts, turns.responses, pad_id, device=agent.device)
+    logprobs = agent.forward(batch).logprobs
+    ref = agent.ref_logprobs(batch)
+    return ((logprobs - ref) * batch.response_mask).sum(1).float().cpu().numpy()
+
+
+def evaluate_alone(
+    agent,
+    venv,
+    task: Task,
+    queries: Sequence[str],
+    generation: GenerationConfig,
+    max_new_tokens: int,
+    seed: int,
+    pad_id: int,
+) -> tuple[dict[str, float], Turns]:
+    """Task reward, KL to the reference, answer length and distinct-1/2 of ``agent`` alone.
+
+    Sampling uses a generator seeded with ``seed`` so every evaluation of a run draws with
+    the same random numbers (differences come from the model, not the dice).
+    """
+    generator = torch.Generator(device=agent.device).manual_seed(seed)
+    was_training = agent.training
+    agent.eval()
+    turns = rollout_alone(venv, agent, queries, generation, max_new_tokens, generator)
+    turns.scores = score(task.reward_fn, [task.lookup(q) for q in queries], turns.texts)
+    kl = sequence_kl(agent, turns, pad_id)
+    agent.train(was_training)
+    return {
+        "reward": float(turns.scores.mean()),
+        "reward_std": float(turns.scores.std()),
+        "kl": float(kl.mean()),
+        "length": float(np.mean([len(r) for r in turns.responses])),
+        "distinct1": distinct_n(turns.texts, 1),
+        "distinct2": distinct_n(turns.texts, 2),
+    }, turns

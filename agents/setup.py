@@ -1,0 +1,161 @@
+"""Building a run from its config: task, model, agents, learners, envs and random streams.
+
+Shared by the CORY trainer and the single-agent PPO baseline, so both see the same
+queries, generation settings and evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from agents.config import TrainConfig
+from agents.learner import make_learner
+from agents.llm_agent import LLMAgent
+from agents.models import load_model
+from agents.ppo import PPOConfig
+from cory_env.rewards import make_reward
+from cory_env.tasks import GenerationConfig, Query, Task, make_task
+from cory_env.vector import CoryTextVecEnv
+
+
+def build_task(config: TrainConfig, task: Task | None = None) -> Task:
+    """The configured task, with the reward override and the knowledge-transfer ablation."""
+    if task is None:
+        kwargs = {"path": config.task_path} if config.task_path else {}
+        task = make_task(config.task, **kwargs)
+    if config.reward:
+        reward_kwargs = {"model": config.reward_model} if config.reward_model else {}
+        task = task.with_reward(make_reward(config.reward, **reward_kwargs))
+    if not config.knowledge_transfer:
+        task = task.without_knowledge_transfer()
+    return task
+
+
+def generation_of(config: TrainConfig, task: Task) -> GenerationConfig:
+    """The task's generation defaults with the config's length overrides."""
+    gen = task.generation
+    max_new = config.max_new_tokens or gen.max_new_tokens
+    min_new = config.min_new_tokens if config.min_new_tokens is not None else gen.min_new_tokens
+    if min_new is not None and min_new > max_new:
+        min_new = max_new
+    return replace(gen, max_new_tokens=max_new, min_new_tokens=min_new)
+
+
+def build_agents(config: TrainConfig, model, tokenizer, n: int) -> list[LLMAgent]:
+    """``n`` trainable agents over ``model``: LoRA adapters on one shared frozen base (whose
+    adapters-off forward is the reference), or full copies sharing one frozen reference."""
+    torch.manual_seed(config.seed)
+    common = {"dtype": config.dtype, "device": config.device}
+    if config.mode == "lora":
+        return LLMAgent.lora_agents(
+            model, tokenizer, n=n, r=config.lora_r, alpha=config.lora_alpha, **common
+        )
+    reference = copy.deepcopy(model)
+    return [
+        LLMAgent.full_copy(copy.deepcopy(model) if i < n - 1 else model, tokenizer,
+                           reference=reference, **common)
+        for i in range(n)
+    ]
+
+
+def ppo_config(config: TrainConfig) -> PPOConfig:
+    """The PPO hyper-parameters of the run."""
+    return PPOConfig(
+        learning_rate=config.learning_rate,
+        batch_size=config.batch_size,
+        mini_batch_size=config.mini_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        ppo_epochs=config.ppo_epochs,
+        gamma=config.gamma,
+        lam=config.lam,
+        cliprange=config.cliprange,
+        cliprange_value=config.cliprange_value,
+        vf_coef=config.vf_coef,
+        init_kl_coef=config.init_kl_coef,
+        adap_kl_ctrl=config.adap_kl_ctrl,
+        target=config.target,
+        horizon=config.horizon,
+        kl_penalty=config.kl_penalty,
+        use_score_scaling=config.use_score_scaling,
+        use_score_norm=config.use_score_norm,
+        score_clip=config.score_clip,
+        max_grad_norm=config.max_grad_norm,
+        target_kl=config.target_kl,
+        seed=config.seed,
+    )
+
+
+def build_learner(name: str, agent: LLMAgent, config: TrainConfig, index: int = 0):
+    """A learner by name over ``agent``; each gets its own seed for mini-batch shuffling."""
+    ppo = replace(ppo_config(config), seed=config.seed + 1000 * (index + 1))
+    if name == "rloo":
+        return make_learner("rloo", agent, config=ppo, k=config.rloo_k)
+    return make_learner(name, agent, config=ppo)
+
+
+@dataclass
+class Run:
+    """What a trainer is built from: the task, the tokenizer, the envs and random streams."""
+
+    config: TrainConfig
+    task: Task
+    tokenizer: object
+    generation: GenerationConfig
+    venv: CoryTextVecEnv
+    eval_venv: CoryTextVecEnv | None
+    eval_queries: list[Query]
+    rng: np.random.Generator
+    generator: torch.Generator
+    samples_per_query: int = 1
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def sample_queries(self) -> tuple[list[Query], int]:
+        """The next batch of training queries (each repeated ``samples_per_query`` times,
+        consecutively) and this batch's answer length."""
+        pool = self.task.queries("train")
+        n = self.config.batch_size
+        idx = self.rng.choice(len(pool), size=n, replace=len(pool) < n)
+        queries = [pool[i] for i in idx for _ in range(self.samples_per_query)]
+        gen = self.generation
+        if gen.min_new_tokens is None:
+            return queries, gen.max_new_tokens
+        return queries, int(self.rng.integers(gen.min_new_tokens, gen.max_new_tokens + 1))
+
+    def random_state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "generator": self.generator.get_state()}
+
+    def load_random_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.generator.set_state(state["generator"])
+
+
+def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_per_query: int = 1) -> Run:
+    """Envs and random streams for ``config`` (the model is loaded by the caller)."""
+    task = build_task(config, task)
+    generation = generation_of(config, task)
+    env_kwargs = dict(
+        task=task, tokenizer=tokenizer, max_new_tokens=generation.max_new_tokens,
+        reward_mode=config.reward_mode,
+    )
+    venv = CoryTextVecEnv(num_envs=config.batch_size * samples_per_query, **env_kwargs)
+    eval_pool = list(task.queries("eval"))[: config.eval_size]
+    eval_venv = CoryTextVecEnv(num_envs=len(eval_pool), **env_kwargs) if config.eval_every else None
+    return Run(
+        config=config, task=task, tokenizer=tokenizer, generation=generation, venv=venv,
+        eval_venv=eval_venv, eval_queries=eval_pool, rng=np.random.default_rng(config.seed),
+        generator=torch.Generator(device=config.device).manual_seed(config.seed),
+        samples_per_query=samples_per_query,
+    )
+
+
+def load(config: TrainConfig):
+    """The configured model and tokenizer."""
+    return load_model(config.model, dtype=config.dtype, device=config.device)

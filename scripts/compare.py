@@ -1,0 +1,43 @@
+"""Plot CORY and PPO runs side by side: reward and KL per iteration, reward against KL.
+
+    python scripts/compare.py runs/cory runs/ppo --out runs/compare
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import tyro
+
+from agents.plots import plot_runs
+
+
+def models_of(rows: list[dict]) -> list[str]:
+    """Model names found in a run's metrics (keys ``eval/<model>/reward`` or ``<model>/score``)."""
+    names: list[str] = []
+    for row in rows:
+        for key in row:
+            parts = key.split("/")
+            name = parts[1] if parts[0] == "eval" and len(parts) == 3 else parts[0]
+            if (key.endswith("/score") or key.endswith("/reward")) and name not in ("charts", "pioneer", "observer") and name not in names:
+                names.append(name)
+    return names
+
+
+def main(runs: list[Path], out: Path = Path("runs/compare")) -> None:
+    """Read each run folder's metrics.jsonl and write the comparison plots to ``out``."""
+    data = {}
+    for run in runs:
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        data[run.name] = (rows, models_of(rows))
+        final = [r for r in rows if any(k.startswith("eval/") for k in r)]
+        for m in data[run.name][1]:
+            if final and f"eval/{m}/reward" in final[-1]:
+                print(f"{run.name}/{m}: eval reward {final[-1][f'eval/{m}/reward']:+.4f}  KL {final[-1][f'eval/{m}/kl']:.3f}")
+    for path in plot_runs(data, out):
+        print("wrote", path)
+
+
+if __name__ == "__main__":
+    tyro.cli(main)

@@ -1,0 +1,28 @@
+"""Fine-tune an LLM with single-agent PPO on the same env: the paper's baseline.
+
+    python scripts/run_ppo.py                        # same defaults as run_cory.py
+    python scripts/run_ppo.py --preset imdb-gpt2-large --model gpt2-xl   # the paper's control
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _cli import parse  # noqa: E402
+from run_cory import summarize  # noqa: E402
+
+from baselines.ppo import PPOTrainer  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    config = parse(__doc__, argv, output_dir="runs/ppo")
+    rows = PPOTrainer(config).train()
+    summarize(rows, PPOTrainer.models, config.output_dir)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

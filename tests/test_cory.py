@@ -1,0 +1,125 @@
+"""CORY and PPO trainers end to end on the tiny model: learning, swaps, files, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from agents.config import TrainConfig
+from agents.cory import CoryTrainer
+from baselines.ppo import PPOTrainer
+from tiny import tiny_model, tiny_tokenizer
+
+TIMING = ("charts/rollout_s", "charts/iteration_s")
+
+
+def small_config(tmp_path, **kw) -> TrainConfig:
+    base = dict(
+        task="sentiment", iterations=3, batch_size=4, mini_batch_size=2, ppo_epochs=2,
+        learning_rate=1e-2, max_new_tokens=5, min_new_tokens=3, swap_period=2, eval_every=2,
+        eval_size=4, output_dir=str(tmp_path / "run"), progress=False, lora_r=4, lora_alpha=8,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def trainable(learner) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in learner.agent.trainable_parameters()]
+
+
+def changed(before, learner) -> bool:
+    return any(not torch.equal(a, b.detach()) for a, b in zip(before, learner.agent.trainable_parameters()))
+
+
+def without_timing(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_cory_trains_both_models_swaps_and_writes_the_run(tmp_path, mode):
+    config = small_config(tmp_path, mode=mode)
+    trainer = CoryTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer())
+    before = {m: trainable(lr) for m, lr in trainer.learners.items()}
+    a, b = trainer.learners["model_a"], trainer.learners["model_b"]
+    rows = trainer.train()
+
+    for m, learner in trainer.learners.items():
+        assert changed(before[m], learner), f"{m} did not change"
+    # swap_period=2: roles exchange after iteration 1, so model_b is pioneer at iteration 2
+    assert [r["model_a/role"] for r in rows[:3]] == [0.0, 0.0, 1.0]
+    assert trainer.roles.num_swaps == 1
+    assert trainer.roles[("pioneer_0")] is b and trainer.roles["observer_0"] is a
+    # the optimiser state survived the swap: Adam has taken a step on every iteration
+    for learner in (a, b):
+        steps = [s["step"] for s in learner.optimizer.state_dict()["state"].values()]
+        assert steps and all(float(s) >= 3 for s in steps)
+
+    out = tmp_path / "run"
+    for name in ("config.json", "metrics.csv", "metrics.jsonl", "samples.jsonl", "checkpoints/last.pt",
+                 "plots/reward.png", "plots/kl.png", "plots/reward_vs_kl.png"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").iterdir())
+    assert json.loads((out / "config.json").read_text())["mode"] == mode
+    # cooperative reward: both roles received r(q,a1) + r(q,a2)
+    assert rows[0]["charts/reward"] == pytest.approx(rows[0]["pioneer/score"] + rows[0]["observer/score"], abs=1e-5)
+    assert "eval/model_a/reward" in rows[0] and "eval/model_b/distinct2" in rows[-1]
+    assert rows[-1]["iteration"] == 3  # the final evaluation row
+
+
+def test_cory_resume_reproduces_the_uninterrupted_run(tmp_path):
+    full = CoryTrainer(small_config(tmp_path / "a"), model=tiny_model(), tokenizer=tiny_tokenizer())
+    rows_full = full.train()
+
+    cfg = small_config(tmp_path / "b")
+    CoryTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train(stop_after=2)
+    resumed = CoryTrainer(dataclasses.replace(cfg, resume=True), model=tiny_model(), tokenizer=tiny_tokenizer())
+    rows_resumed = resumed.train()
+
+    assert without_timing(rows_resumed) == without_timing(rows_full)
+    for m in full.learners:
+        for p, q in zip(full.learners[m].agent.trainable_parameters(),
+                        resumed.learners[m].agent.trainable_parameters()):
+            assert torch.equal(p, q)
+
+
+def test_output_dir_of_an_existing_run_is_not_overwritten(tmp_path):
+    cfg = small_config(tmp_path, iterations=1, eval_every=0)
+    CoryTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    with pytest.raises(FileExistsError, match="--resume"):
+        CoryTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+
+
+def test_ppo_baseline_trains_and_resumes(tmp_path):
+    cfg = small_config(tmp_path / "a")
+    full = PPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    before = trainable(full.learner)
+    rows_full = full.train()
+    assert changed(before, full.learner)
+    assert (tmp_path / "a" / "run" / "plots" / "reward.png").is_file()
+    assert rows_full[0]["charts/reward"] == pytest.approx(rows_full[0]["policy/score"])
+
+    cfg_b = small_config(tmp_path / "b")
+    PPOTrainer(cfg_b, model=tiny_model(), tokenizer=tiny_tokenizer()).train(stop_after=1)
+    resumed = PPOTrainer(dataclasses.replace(cfg_b, resume=True), model=tiny_model(), tokenizer=tiny_tokenizer())
+    assert without_timing(resumed.train()) == without_timing(rows_full)
+
+
+@pytest.mark.parametrize("ablation", [dict(role_exchange=False), dict(knowledge_transfer=False),
+                                      dict(reward_mode="independent")])
+def test_ablation_switches(tmp_path, ablation):
+    cfg = small_config(tmp_path, iterations=2, swap_period=1, eval_every=0, **ablation)
+    trainer = CoryTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    rows = trainer.train()
+    if "role_exchange" in ablation:
+        assert trainer.roles.num_swaps == 0
+    else:
+        assert trainer.roles.num_swaps == 2
+    if ablation.get("reward_mode") == "independent":
+        assert rows[0]["charts/reward"] == pytest.approx(rows[0]["pioneer/score"], abs=1e-5)
+    if "knowledge_transfer" in ablation:
+        # the observer's prompt is the query alone: it never contains the pioneer's answer
+        sample = json.loads((tmp_path / "run" / "samples.jsonl").read_text().splitlines()[0])
+        assert trainer.run.task.observer_prompt(sample["query"], "XYZ") == sample["query"]
