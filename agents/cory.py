@@ -53,6 +53,12 @@ class CoryTrainer:
         names = (config.learner, config.observer_learner or config.learner)
         self.learners = {m: build_learner(n, a, config, i) for i, (m, n, a) in enumerate(zip(MODELS, names, agents))}
         k = max(learner.samples_per_query for learner in self.learners.values())
+        for m, learner in self.learners.items():
+            if k % learner.samples_per_query:
+                raise ValueError(
+                    f"{m}'s learner wants groups of {learner.samples_per_query} samples per query, "
+                    f"which does not divide the {k} the other learner draws; use matching group sizes"
+                )
         self.run = build_run(config, tokenizer, task, samples_per_query=k)
         self.roles = RoleAssignment({PIONEER: self.learners["model_a"], OBSERVER: self.learners["model_b"]})
         self.schedule = make_schedule(config.swap_period if config.role_exchange else "never")
@@ -90,7 +96,7 @@ class CoryTrainer:
             self.roles.swap()
         metrics.update({
             "charts/reward": float(first.rewards.mean()),
-            "charts/kl": (metrics["pioneer/objective/kl"] + metrics["observer/objective/kl"]) / 2,
+            "charts/kl": float(np.mean([metrics[f"{m}/kl"] for m in MODELS])),
             "charts/max_new_tokens": float(max_new),
             "charts/swapped": float(swapped),
             "charts/num_swaps": float(self.roles.num_swaps),

@@ -9,7 +9,12 @@ each role receives (``cooperative``: both get ``r(q,a1)+r(q,a2)``, the paper's s
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
+import re
 from collections.abc import Callable, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
@@ -94,3 +99,202 @@ def check_mode(mode: str) -> str:
 
 # Concrete reward functions (vader, hf-classifier, answer-match) are defined below and
 # registered with register_reward.
+
+
+# --------------------------------------------------------------------------- vader
+
+
+@functools.cache
+def _vader_analyzer() -> Any:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+def vader_reward() -> RewardFn:
+    """VADER's compound score (in [-1, 1]) of ``query + response``; offline, CPU-cheap.
+
+    The analyzer is built once per process and shared.
+    """
+    analyzer = _vader_analyzer()
+
+    def vader(queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        return np.array(
+            [analyzer.polarity_scores(q + r)["compound"] for q, r in zip(queries, responses, strict=True)],
+            dtype=np.float32,
+        )
+
+    return vader
+
+
+# --------------------------------------------------------------------------- hf-classifier
+
+
+def _label_index(config: Any, label: str | int) -> int:
+    """Index of ``label`` in a classifier's outputs, from ``id2label`` / ``label2id``."""
+    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    label2id = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
+    num = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
+    if isinstance(label, int) and not isinstance(label, bool):
+        if 0 <= label < num:
+            return label
+        raise ValueError(f"label index {label} out of range for a {num}-label classifier")
+    names = {**{v: k for k, v in id2label.items()}, **label2id}
+    if label in names:
+        return names[label]
+    folded = {k.lower(): v for k, v in names.items()}
+    if str(label).lower() in folded:
+        return folded[str(label).lower()]
+    raise ValueError(
+        f"label {label!r} not found in the classifier's labels "
+        f"(id2label: {id2label}, label2id: {label2id}); pass label= one of them or an index"
+    )
+
+
+def hf_classifier_reward(
+    model: Any = "lvwerra/distilbert-imdb",
+    tokenizer: Any = None,
+    label: str | int = "POSITIVE",
+    batch_size: int = 32,
+    device: str | None = None,
+    max_length: int = 512,
+) -> RewardFn:
+    """The raw logit of ``label`` from a text-classification model on ``query + response``
+    (the paper's IMDB reward: ``lvwerra/distilbert-imdb``, label ``POSITIVE``).
+
+    ``model`` is a hub id / local folder or a loaded ``*ForSequenceClassification``;
+    ``tokenizer`` defaults to the model's own (required with a loaded model). Runs in
+    batches of ``batch_size`` under ``torch.no_grad``; ``device`` defaults to CUDA when
+    available for a model loaded here, and to the model's own device for a loaded one.
+    """
+    import torch
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(model, (str, os.PathLike)):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        name = os.fspath(model)
+        try:
+            if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+                tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer or name))
+            model = AutoModelForSequenceClassification.from_pretrained(name)
+        except Exception as exc:  # offline hub, missing folder, not a classifier
+            raise RewardError(
+                f"could not load the classifier {name!r} ({exc}); offline, pass a local "
+                "folder or a loaded model as model=, or use reward='vader'"
+            ) from exc
+        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    else:
+        if tokenizer is None:
+            raise ValueError("hf-classifier: pass tokenizer= along with a loaded model")
+        if isinstance(tokenizer, (str, os.PathLike)):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+        if device is not None:
+            model.to(device)
+    model.eval()
+    index = _label_index(model.config, label)
+    accepted = set(inspect.signature(model.forward).parameters)
+    can_pad = tokenizer.pad_token is not None
+    step = batch_size if can_pad else 1  # without a pad token, one text at a time
+
+    def hf_classifier(queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        texts = [q + r for q, r in zip(queries, responses, strict=True)]
+        dev = next(model.parameters()).device
+        out = np.empty(len(texts), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, len(texts), step):
+                enc = tokenizer(
+                    texts[start : start + step],
+                    padding=can_pad,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                )
+                inputs = {k: v.to(dev) for k, v in enc.items() if k in accepted}
+                logits = model(**inputs).logits
+                out[start : start + step] = logits[:, index].float().cpu().numpy()
+        return out
+
+    return hf_classifier
+
+
+# --------------------------------------------------------------------------- answer-match
+
+_NUMBER = r"(?:(?<![\w)\]])[-−])?[$€£¥]?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|(?<!\d)\.\d+"
+_NUMBER_RE = re.compile(_NUMBER)
+_MARKERS = (
+    re.compile(r"####\s*[:=]?[\s*]*(" + _NUMBER + ")"),
+    re.compile(r"answer\s+is\s*[:=]?[\s*]*(" + _NUMBER + ")", re.IGNORECASE),
+)
+
+
+def _clean_number(text: str) -> str:
+    return re.sub(r"[\s,$€£¥]", "", text).replace("−", "-")
+
+
+def extract_answer(text: str | None) -> str | None:
+    """The final numeric answer in ``text``, without commas or currency signs, else ``None``.
+
+    An explicit ``#### X`` marker wins, then ``The answer is X``, then the last number:
+    ``"... The answer is $1,234."`` -> ``"1234"``; ``"so -3 apples"`` -> ``"-3"``.
+    """
+    if not text:
+        return None
+    for marker in _MARKERS:
+        found = marker.findall(text)
+        if found:
+            return _clean_number(found[-1])
+    found = _NUMBER_RE.findall(text)
+    return _clean_number(found[-1]) if found else None
+
+
+def _to_decimal(value: str | float | int) -> Decimal | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Decimal(str(value))
+    text = str(value).strip().rstrip(".")
+    if not text:
+        return None
+    try:
+        number = Decimal(_clean_number(text))
+    except InvalidOperation:
+        extracted = extract_answer(text)
+        number = None if extracted is None else Decimal(extracted)
+    return number if number is not None and number.is_finite() else None
+
+
+def answers_equal(a: str | float | int | None, b: str | float | int | None) -> bool:
+    """Whether two answers are the same number (``"18" == "18.00" == "$18"``, ``"1,234" ==
+    "1234"``); non-numeric answers are compared as stripped, case-folded text."""
+    if a is None or b is None:
+        return False
+    da, db = _to_decimal(a), _to_decimal(b)
+    if da is not None and db is not None:
+        return da == db
+    return str(a).strip().casefold() == str(b).strip().casefold()
+
+
+def answer_match_reward() -> RewardFn:
+    """1.0 when the response's final number (:func:`extract_answer`) equals the gold answer
+    carried by the query (``query.answer``), else 0.0."""
+
+    def answer_match(queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        out = np.zeros(len(responses), dtype=np.float32)
+        for i, (q, r) in enumerate(zip(queries, responses, strict=True)):
+            gold = getattr(q, "answer", None)
+            if gold is None:
+                raise ValueError(
+                    f"answer-match needs a gold answer, but query {i} ({str(q)[:60]!r}) has "
+                    "none; pass Query(text, answer=...) or a query from the task"
+                )
+            out[i] = float(answers_equal(extract_answer(r), gold))
+        return out
+
+    return answer_match
+
+
+register_reward("vader", vader_reward)
+register_reward("hf-classifier", hf_classifier_reward)
+register_reward("answer-match", answer_match_reward)

