@@ -8,7 +8,7 @@ task, LoRA, about ten minutes on 2 cores. ``--preset`` loads the paper's setting
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 
@@ -127,8 +127,6 @@ class TrainConfig:
     """Continue from ``output_dir/checkpoints/last.pt``."""
     progress: bool = True
     """Show a progress bar with reward, KL and ETA."""
-    extra: dict[str, str] = field(default_factory=dict)
-    """Free-form notes saved with the config (e.g. a run description)."""
 
     def __post_init__(self) -> None:
         positive = ("iterations", "batch_size", "mini_batch_size", "ppo_epochs", "swap_period",

@@ -117,12 +117,13 @@ class CoryTrainer:
         return learner.update(batch, turns.rewards)
 
     def evaluate(self) -> dict[str, float]:
-        """Each model alone, from the query-only prompt, on the held-out queries."""
+        """Each model alone, from the query-only prompt, on the held-out queries; every model
+        (and the PPO baseline's policy) samples with the same random numbers."""
         run, out = self.run, {}
-        for i, (model, learner) in enumerate(self.learners.items()):
+        for model, learner in self.learners.items():
             stats, _ = evaluate_alone(
                 learner.agent, run.eval_venv, run.task, run.eval_queries, run.generation,
-                run.generation.max_new_tokens, seed=self.config.seed + 7919 * (i + 1), pad_id=run.pad_id,
+                run.generation.max_new_tokens, seed=self.config.seed + 7919, pad_id=run.pad_id,
             )
             out.update({f"eval/{model}/{k}": v for k, v in stats.items()})
         return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,6 +41,7 @@ __all__ = [
     "KL_ESTIMATORS",
     "AdaptiveKLController",
     "FixedKLController",
+    "LearnerBase",
     "PPOConfig",
     "PPOLearner",
     "RunningMoments",
@@ -52,8 +54,10 @@ __all__ = [
     "masked_mean",
     "masked_var",
     "masked_whiten",
+    "optimise",
     "policy_loss",
     "process_scores",
+    "rollout_pass",
     "value_loss",
 ]
 
@@ -454,21 +458,132 @@ class PPOConfig:
 
 # --------------------------------------------------------------------------- learner
 
+MinibatchLoss = Callable[[TokenBatch, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+"""``(sub_batch, idx) -> (loss, stats)``: the loss of the mini-batch ``batch.subset(idx)``
+(``idx`` indexes the full batch's rollout tensors) and its detached 0-d stats, which must
+include ``policy/ratio`` and ``policy/approxkl``."""
 
-class PPOLearner:
-    """Token-level PPO on one agent (a :class:`agents.learner.Learner`).
 
-    ``agent`` must provide ``forward(batch, with_logits=False)`` (an output with
-    ``logprobs``, ``values``, ``entropy``, ``logits`` fields, response-aligned, with grad),
-    ``ref_logprobs(batch, full=False)`` (no grad) and ``trainable_parameters()``.
+def optimise(
+    learner: Any,
+    batch: TokenBatch,
+    minibatch_loss: MinibatchLoss,
+    params: list[torch.Tensor],
+    name: str = "PPO",
+) -> dict[str, Any]:
+    """The clipped multi-epoch optimisation shared by :class:`PPOLearner` and
+    :class:`agents.rloo.RLOOLearner`.
 
-    The learner owns the optimiser, the KL controller, the running score moments and a
-    private generator for shuffling; :meth:`state_dict` holds exactly those (the weights
-    are the agent's). Like torch's, the returned state shares tensors with the live
-    optimiser: ``torch.save`` it or ``copy.deepcopy`` it to take a snapshot.
+    Uses ``learner.config`` (:class:`PPOConfig`), ``learner.optimizer``,
+    ``learner.lr_scheduler`` and ``learner.generator``. For each of ``ppo_epochs`` epochs:
+    a permutation drawn from ``learner.generator``, cut into optimiser steps of
+    ``mini_batch_size * gradient_accumulation_steps`` trajectories and those into
+    mini-batches; a mini-batch whose mean ratio exceeds ``ratio_threshold`` is skipped (with
+    a warning naming ``name``), the others' losses are back-propagated scaled by their share
+    of the step; then ``params`` are clipped to ``max_grad_norm`` and the optimiser steps.
+    Stops after the epoch whose mean approx KL exceeds ``1.5 * target_kl``; steps the lr
+    scheduler once at the end.
+
+    Returns ``minibatch`` (each stat's mean over all mini-batches, skipped ones included, in
+    first-seen order), ``grad_norm`` (mean clipped norm, or None), ``epochs``,
+    ``early_stop``, ``skipped`` (mini-batches) and ``learning_rate`` (before the update).
     """
+    cfg = learner.config
+    n, device = len(batch), batch.device
+    lr = float(learner.optimizer.param_groups[0]["lr"])
+    mb = min(cfg.mini_batch_size, n)
+    backward_bs = mb * cfg.gradient_accumulation_steps
+    mb_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+    grad_norms: list[torch.Tensor] = []
+    epochs, early_stop, skipped = 0, False, 0
+    for _ in range(cfg.ppo_epochs):
+        perm = torch.randperm(n, generator=learner.generator).to(device)
+        epoch_kl: list[torch.Tensor] = []
+        for b_start in range(0, n, backward_bs):
+            b_idx = perm[b_start : b_start + backward_bs]
+            learner.optimizer.zero_grad(set_to_none=True)
+            stepped = False
+            for m_start in range(0, len(b_idx), mb):
+                idx = b_idx[m_start : m_start + mb]
+                loss, stats = minibatch_loss(batch.subset(idx), idx)
+                for k, v in stats.items():
+                    mb_stats[k].append(v)
+                epoch_kl.append(stats["policy/approxkl"])
+                ratio = float(stats["policy/ratio"])
+                if ratio > cfg.ratio_threshold:
+                    warnings.warn(
+                        f"{name}: mean ratio {ratio:.2f} > ratio_threshold "
+                        f"{cfg.ratio_threshold}; skipping this mini-batch",
+                        stacklevel=3,  # the learner's caller
+                    )
+                    skipped += 1
+                    continue
+                (loss * (len(idx) / len(b_idx))).backward()
+                stepped = True
+            if stepped:
+                if cfg.max_grad_norm is not None:
+                    grad_norms.append(
+                        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).detach()
+                    )
+                learner.optimizer.step()
+        epochs += 1
+        if cfg.target_kl is not None and float(torch.stack(epoch_kl).mean()) > 1.5 * cfg.target_kl:
+            early_stop = True
+            break
+    learner.optimizer.zero_grad(set_to_none=True)
+    if learner.lr_scheduler is not None:
+        learner.lr_scheduler.step()
+    with torch.no_grad():
+        return {
+            "minibatch": {k: float(torch.stack(v).mean()) for k, v in mb_stats.items()},
+            "grad_norm": float(torch.stack(grad_norms).mean()) if grad_norms else None,
+            "epochs": epochs,
+            "early_stop": early_stop,
+            "skipped": skipped,
+            "learning_rate": lr,
+        }
 
-    samples_per_query: int = 1
+
+@torch.no_grad()
+def rollout_pass(
+    agent: Any, batch: TokenBatch, chunk: int, estimator: str, with_values: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    """Old log-probs, values (None unless ``with_values``), ref log-probs and (for the
+    ``full`` estimator, else None) per-token KLs of ``batch``, ``chunk`` rows at a time;
+    each ``(N, T)`` float32, zero on padding."""
+    n, t_len = batch.response_ids.shape
+    full = estimator == "full"
+    old_lp, values, ref_lp, kls = (torch.zeros(n, t_len, device=batch.device) for _ in range(4))
+    for start in range(0, n, chunk):
+        idx = torch.arange(start, min(start + chunk, n), device=batch.device)
+        sub = batch.subset(idx)
+        t = sub.response_ids.shape[1]
+        out = agent.forward(sub, with_logits=full)
+        ref = agent.ref_logprobs(sub, full=full)
+        if full:
+            if out.logits is None:
+                raise ValueError(
+                    "the 'full' KL estimator needs agent.forward(with_logits=True) logits"
+                )
+            full_ref = ref.float()
+            kls[idx, :t] = kl_penalty(F.log_softmax(out.logits.float(), dim=-1), full_ref, "full")
+            ref = logprobs_from_logits(full_ref, sub.response_ids)  # already normalised
+        old_lp[idx, :t] = out.logprobs.detach().float()
+        if with_values:
+            values[idx, :t] = out.values.detach().float()
+        ref_lp[idx, :t] = ref.float()
+    mask = batch.response_mask
+    old_lp, values, ref_lp, kls = (_zero_pad(x, mask) for x in (old_lp, values, ref_lp, kls))
+    return old_lp, (values if with_values else None), ref_lp, (kls if full else None)
+
+
+class LearnerBase:
+    """What :class:`PPOLearner` and :class:`agents.rloo.RLOOLearner` share: the optimiser,
+    the KL controller, the running score moments, a private shuffling generator, and their
+    :meth:`state_dict` (exactly those; the weights are the agent's). Like torch's, the
+    returned state shares tensors with the live optimiser: ``torch.save`` it or
+    ``copy.deepcopy`` it to take a snapshot.
+    """
 
     def __init__(
         self,
@@ -493,37 +608,6 @@ class PPOLearner:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.num_updates = 0
 
-    # -- rollout quantities -------------------------------------------------------------
-
-    @torch.no_grad()
-    def _rollout_pass(self, batch: TokenBatch) -> tuple[torch.Tensor, ...]:
-        """Old log-probs, values, ref log-probs and (for ``full``) KLs, chunk by chunk."""
-        n, t_len = batch.response_ids.shape
-        full = self.config.kl_penalty == "full"
-        out_t = [torch.zeros(n, t_len, device=batch.device) for _ in range(4)]
-        chunk = self.config.mini_batch_size
-        for start in range(0, n, chunk):
-            idx = torch.arange(start, min(start + chunk, n), device=batch.device)
-            sub = batch.subset(idx)
-            t = sub.response_ids.shape[1]
-            out = self.agent.forward(sub, with_logits=full)
-            ref = self.agent.ref_logprobs(sub, full=full)
-            if full:
-                if out.logits is None:
-                    raise ValueError(
-                        "the 'full' KL estimator needs agent.forward(with_logits=True) logits"
-                    )
-                full_lp = F.log_softmax(out.logits.float(), dim=-1)
-                full_ref = ref.float()
-                kl = kl_penalty(full_lp, full_ref, "full")
-                ref = logprobs_from_logits(full_ref, sub.response_ids)  # already normalised
-                out_t[3][idx, :t] = kl
-            out_t[0][idx, :t] = out.logprobs.detach().float()
-            out_t[1][idx, :t] = out.values.detach().float()
-            out_t[2][idx, :t] = ref.float()
-        old_lp, old_v, ref_lp, kls = (_zero_pad(x, batch.response_mask) for x in out_t)
-        return old_lp, old_v, ref_lp, (kls if full else None)
-
     def _scores(
         self, scores: np.ndarray | torch.Tensor, n: int, device: torch.device
     ) -> torch.Tensor:
@@ -535,136 +619,12 @@ class PPOLearner:
             raise ValueError("scores must be finite")
         return s
 
-    # -- the update ---------------------------------------------------------------------
-
-    def update(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor) -> dict[str, float]:
-        """One PPO update on ``batch`` with per-trajectory ``scores`` ``(N,)``; returns stats."""
+    def _rollout_pass(
+        self, batch: TokenBatch, with_values: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """:func:`rollout_pass` with this learner's agent, chunk size and KL estimator."""
         cfg = self.config
-        n, device = len(batch), batch.device
-        raw_scores = self._scores(scores, n, device)
-        scores_t = process_scores(
-            raw_scores, self.running, cfg.use_score_scaling, cfg.use_score_norm, cfg.score_clip
-        )
-        mask = batch.response_mask.float()
-
-        old_lp, old_values, ref_lp, full_kls = self._rollout_pass(batch)
-        kl_coef = self.kl_ctl.value
-        rewards, non_score, kls = compute_rewards(
-            scores_t, old_lp, ref_lp, mask, kl_coef, cfg.kl_penalty, kls=full_kls
-        )
-        if cfg.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False)
-        advantages, returns = compute_gae(old_values, rewards, mask, cfg.gamma, cfg.lam)
-
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        params = list(self.agent.trainable_parameters())
-        mb = min(cfg.mini_batch_size, n)
-        backward_bs = mb * cfg.gradient_accumulation_steps
-        mb_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
-        grad_norms: list[torch.Tensor] = []
-        epochs, early_stop, skipped = 0, False, 0
-        for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(n, generator=self.generator).to(device)
-            epoch_kl: list[torch.Tensor] = []
-            for b_start in range(0, n, backward_bs):
-                b_idx = perm[b_start : b_start + backward_bs]
-                self.optimizer.zero_grad(set_to_none=True)
-                stepped = False
-                for m_start in range(0, len(b_idx), mb):
-                    idx = b_idx[m_start : m_start + mb]
-                    sub = batch.subset(idx)
-                    t = sub.response_ids.shape[1]
-                    sub_mask = sub.response_mask.float()
-                    out = self.agent.forward(sub)
-                    pg, ps = policy_loss(
-                        out.logprobs.float(),
-                        old_lp[idx, :t],
-                        advantages[idx, :t],
-                        sub_mask,
-                        cfg.cliprange,
-                        entropy=out.entropy,
-                    )
-                    vf, vs = value_loss(
-                        out.values.float(),
-                        old_values[idx, :t],
-                        returns[idx, :t],
-                        sub_mask,
-                        cfg.cliprange_value,
-                    )
-                    loss = pg + cfg.vf_coef * vf
-                    for k, v in ps.items():
-                        mb_stats[f"policy/{k}"].append(v)
-                    for k, v in vs.items():
-                        mb_stats[f"val/{k}"].append(v)
-                    mb_stats["loss/policy"].append(pg.detach())
-                    mb_stats["loss/value"].append(vf.detach())
-                    mb_stats["loss/total"].append(loss.detach())
-                    epoch_kl.append(ps["approxkl"])
-                    if float(ps["ratio"]) > cfg.ratio_threshold:
-                        warnings.warn(
-                            f"PPO: mean ratio {float(ps['ratio']):.2f} > ratio_threshold "
-                            f"{cfg.ratio_threshold}; skipping this mini-batch",
-                            stacklevel=2,
-                        )
-                        skipped += 1
-                        continue
-                    (loss * (len(idx) / len(b_idx))).backward()
-                    stepped = True
-                if stepped:
-                    if cfg.max_grad_norm is not None:
-                        grad_norms.append(
-                            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).detach()
-                        )
-                    self.optimizer.step()
-            epochs += 1
-            if (
-                cfg.target_kl is not None
-                and float(torch.stack(epoch_kl).mean()) > 1.5 * cfg.target_kl
-            ):
-                early_stop = True
-                break
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.lr_scheduler is not None:
-            self.lr_scheduler.step()
-
-        with torch.no_grad():
-            mean_kl = float(kls.sum(1).mean())
-            stats = {f"ppo/{k}": float(torch.stack(v).mean()) for k, v in mb_stats.items()}
-            returns_var = masked_var(returns, mask)
-            stats.update(
-                {
-                    "objective/kl": mean_kl,
-                    "objective/kl_coef": kl_coef,
-                    "objective/entropy": float((-old_lp * mask).sum(1).mean()),
-                    "objective/ref_logprobs": float(masked_mean(ref_lp, mask)),
-                    "objective/logprobs": float(masked_mean(old_lp, mask)),
-                    "ppo/mean_non_score_reward": float(masked_mean(non_score, mask)),
-                    "ppo/mean_scores": float(scores_t.mean()),
-                    "ppo/std_scores": float(scores_t.std()) if n > 1 else 0.0,
-                    "env/reward_mean": float(raw_scores.mean()),
-                    "env/reward_std": float(raw_scores.std()) if n > 1 else 0.0,
-                    "ppo/returns/mean": float(masked_mean(returns, mask)),
-                    "ppo/returns/var": float(returns_var),
-                    "ppo/val/mean": float(masked_mean(old_values, mask)),
-                    "ppo/val/var": float(masked_var(old_values, mask)),
-                    "ppo/learning_rate": lr,
-                    "ppo/epochs": float(epochs),
-                    "ppo/early_stop": float(early_stop),
-                    "ppo/skipped_minibatches": float(skipped),
-                    "tokens/queries_len_mean": float(batch.query_lengths.float().mean()),
-                    "tokens/responses_len_mean": float(mask.sum(1).mean()),
-                }
-            )
-            stats["ppo/val/var_explained"] = (
-                1.0 - stats["ppo/val/error"] / float(returns_var) if float(returns_var) > 0 else 0.0
-            )
-            if grad_norms:
-                stats["ppo/grad_norm"] = float(torch.stack(grad_norms).mean())
-        self.kl_ctl.update(mean_kl, n)
-        self.num_updates += 1
-        return stats
-
-    # -- state --------------------------------------------------------------------------
+        return rollout_pass(self.agent, batch, cfg.mini_batch_size, cfg.kl_penalty, with_values)
 
     def state_dict(self) -> dict[str, Any]:
         """Optimiser, KL controller, score moments, shuffling generator (not the weights)."""
@@ -687,3 +647,100 @@ class PPOLearner:
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.num_updates = int(state.get("num_updates", 0))
+
+
+class PPOLearner(LearnerBase):
+    """Token-level PPO on one agent (a :class:`agents.learner.Learner`).
+
+    ``agent`` must provide ``forward(batch, with_logits=False)`` (an output with
+    ``logprobs``, ``values``, ``entropy``, ``logits`` fields, response-aligned, with grad),
+    ``ref_logprobs(batch, full=False)`` (no grad) and ``trainable_parameters()``.
+
+    The learner owns the optimiser, the KL controller, the running score moments and a
+    private generator for shuffling; :meth:`state_dict` holds exactly those (the weights
+    are the agent's). Like torch's, the returned state shares tensors with the live
+    optimiser: ``torch.save`` it or ``copy.deepcopy`` it to take a snapshot.
+    """
+
+    samples_per_query: int = 1
+
+    def update(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor) -> dict[str, float]:
+        """One PPO update on ``batch`` with per-trajectory ``scores`` ``(N,)``; returns stats."""
+        cfg = self.config
+        n, device = len(batch), batch.device
+        raw_scores = self._scores(scores, n, device)
+        scores_t = process_scores(
+            raw_scores, self.running, cfg.use_score_scaling, cfg.use_score_norm, cfg.score_clip
+        )
+        mask = batch.response_mask.float()
+
+        old_lp, old_values, ref_lp, full_kls = self._rollout_pass(batch)
+        kl_coef = self.kl_ctl.value
+        rewards, non_score, kls = compute_rewards(
+            scores_t, old_lp, ref_lp, mask, kl_coef, cfg.kl_penalty, kls=full_kls
+        )
+        if cfg.whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
+        advantages, returns = compute_gae(old_values, rewards, mask, cfg.gamma, cfg.lam)
+
+        def minibatch_loss(
+            sub: TokenBatch, idx: torch.Tensor
+        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            t = sub.response_ids.shape[1]
+            sub_mask = sub.response_mask.float()
+            out = self.agent.forward(sub)
+            pg, ps = policy_loss(
+                out.logprobs.float(), old_lp[idx, :t], advantages[idx, :t], sub_mask,
+                cfg.cliprange, entropy=out.entropy,
+            )
+            vf, vs = value_loss(
+                out.values.float(), old_values[idx, :t], returns[idx, :t], sub_mask,
+                cfg.cliprange_value,
+            )
+            loss = pg + cfg.vf_coef * vf
+            stats = {f"policy/{k}": v for k, v in ps.items()}
+            stats.update({f"val/{k}": v for k, v in vs.items()})
+            stats.update(
+                {"loss/policy": pg.detach(), "loss/value": vf.detach(), "loss/total": loss.detach()}
+            )
+            return loss, stats
+
+        params = list(self.agent.trainable_parameters())
+        opt = optimise(self, batch, minibatch_loss, params, "PPO")
+
+        with torch.no_grad():
+            mean_kl = float(kls.sum(1).mean())
+            stats = {f"ppo/{k}": v for k, v in opt["minibatch"].items()}
+            returns_var = masked_var(returns, mask)
+            stats.update(
+                {
+                    "objective/kl": mean_kl,
+                    "objective/kl_coef": kl_coef,
+                    "objective/entropy": float((-old_lp * mask).sum(1).mean()),
+                    "objective/ref_logprobs": float(masked_mean(ref_lp, mask)),
+                    "objective/logprobs": float(masked_mean(old_lp, mask)),
+                    "ppo/mean_non_score_reward": float(masked_mean(non_score, mask)),
+                    "ppo/mean_scores": float(scores_t.mean()),
+                    "ppo/std_scores": float(scores_t.std()) if n > 1 else 0.0,
+                    "env/reward_mean": float(raw_scores.mean()),
+                    "env/reward_std": float(raw_scores.std()) if n > 1 else 0.0,
+                    "ppo/returns/mean": float(masked_mean(returns, mask)),
+                    "ppo/returns/var": float(returns_var),
+                    "ppo/val/mean": float(masked_mean(old_values, mask)),
+                    "ppo/val/var": float(masked_var(old_values, mask)),
+                    "ppo/learning_rate": opt["learning_rate"],
+                    "ppo/epochs": float(opt["epochs"]),
+                    "ppo/early_stop": float(opt["early_stop"]),
+                    "ppo/skipped_minibatches": float(opt["skipped"]),
+                    "tokens/queries_len_mean": float(batch.query_lengths.float().mean()),
+                    "tokens/responses_len_mean": float(mask.sum(1).mean()),
+                }
+            )
+            stats["ppo/val/var_explained"] = (
+                1.0 - stats["ppo/val/error"] / float(returns_var) if float(returns_var) > 0 else 0.0
+            )
+            if opt["grad_norm"] is not None:
+                stats["ppo/grad_norm"] = opt["grad_norm"]
+        self.kl_ctl.update(mean_kl, n)
+        self.num_updates += 1
+        return stats

@@ -35,25 +35,19 @@ updates it (nor keeps state for it).
 
 from __future__ import annotations
 
-import warnings
-from collections import defaultdict
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .batch import TokenBatch
 from .ppo import (
-    AdaptiveKLController,
-    FixedKLController,
+    LearnerBase,
     PPOConfig,
-    RunningMoments,
     compute_rewards,
-    kl_penalty,
-    logprobs_from_logits,
     masked_mean,
+    optimise,
     policy_loss,
     process_scores,
 )
@@ -88,7 +82,7 @@ def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
     return (groups - baseline).reshape(-1)
 
 
-class RLOOLearner:
+class RLOOLearner(LearnerBase):
     """REINFORCE leave-one-out with a PPO-style clipped, multi-epoch update (a ``Learner``).
 
     ``agent`` needs ``forward(batch, with_logits=False)`` (``logprobs``, ``entropy`` and,
@@ -108,60 +102,12 @@ class RLOOLearner:
         lr_scheduler: Any | None = None,
     ) -> None:
         check_group_size(k, k)
-        self.agent = agent
         self.samples_per_query = int(k)
-        self.config = config = config if config is not None else PPOConfig()
-        self.optimizer = optimizer or torch.optim.Adam(
-            list(agent.trainable_parameters()), lr=config.learning_rate
-        )
-        self.lr_scheduler = lr_scheduler
-        if config.adap_kl_ctrl:
-            self.kl_ctl: AdaptiveKLController | FixedKLController = AdaptiveKLController(
-                config.init_kl_coef, config.target, config.horizon
-            )
-        else:
-            self.kl_ctl = FixedKLController(config.init_kl_coef)
-        self.running = RunningMoments()
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.num_updates = 0
+        super().__init__(agent, config, optimizer, lr_scheduler)
 
     @property
     def k(self) -> int:
         return self.samples_per_query
-
-    @torch.no_grad()
-    def _rollout_pass(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Old log-probs, ref log-probs and (``full`` estimator) per-token KLs, chunk by chunk."""
-        n, t_len = batch.response_ids.shape
-        full = self.config.kl_penalty == "full"
-        old_lp, ref_lp, kls = (torch.zeros(n, t_len, device=batch.device) for _ in range(3))
-        for start in range(0, n, self.config.mini_batch_size):
-            idx = torch.arange(start, min(start + self.config.mini_batch_size, n), device=batch.device)
-            sub = batch.subset(idx)
-            t = sub.response_ids.shape[1]
-            out = self.agent.forward(sub, with_logits=full)
-            ref = self.agent.ref_logprobs(sub, full=full)
-            if full:
-                if out.logits is None:
-                    raise ValueError("the 'full' KL estimator needs agent.forward(with_logits=True) logits")
-                full_ref = ref.float()
-                kls[idx, :t] = kl_penalty(F.log_softmax(out.logits.float(), dim=-1), full_ref, "full")
-                ref = logprobs_from_logits(full_ref, sub.response_ids)
-            old_lp[idx, :t] = out.logprobs.detach().float()
-            ref_lp[idx, :t] = ref.float()
-        mask = batch.response_mask != 0
-        zero = torch.zeros((), device=batch.device)
-        old_lp, ref_lp = torch.where(mask, old_lp, zero), torch.where(mask, ref_lp, zero)
-        return old_lp, ref_lp, (kls if full else None)
-
-    def _scores(self, scores: np.ndarray | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
-        s = scores.detach() if torch.is_tensor(scores) else torch.as_tensor(np.asarray(scores))
-        s = s.to(device=device, dtype=torch.float32).reshape(-1)
-        if s.numel() != n:
-            raise ValueError(f"got {s.numel()} scores for a batch of {n} trajectories")
-        if not bool(torch.isfinite(s).all()):
-            raise ValueError("scores must be finite")
-        return s
 
     def update(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor) -> dict[str, float]:
         """One RLOO update on ``batch`` (``N/k`` groups of ``k`` consecutive samples of the
@@ -173,7 +119,7 @@ class RLOOLearner:
         scores_t = process_scores(raw_scores, self.running, cfg.use_score_scaling, cfg.use_score_norm, cfg.score_clip)
         mask = batch.response_mask.float()
 
-        old_lp, ref_lp, full_kls = self._rollout_pass(batch)
+        old_lp, _, ref_lp, full_kls = self._rollout_pass(batch, with_values=False)
         kl_coef = self.kl_ctl.value
         token_rewards, non_score, kls = compute_rewards(
             scores_t, old_lp, ref_lp, mask, kl_coef, cfg.kl_penalty, kls=full_kls
@@ -182,59 +128,22 @@ class RLOOLearner:
         adv = rloo_advantages(rewards, k)
         advantages = adv[:, None] * mask  # the sequence advantage on every real token
 
-        lr = float(self.optimizer.param_groups[0]["lr"])
+        def minibatch_loss(sub: TokenBatch, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            t = sub.response_ids.shape[1]
+            out = self.agent.forward(sub)
+            loss, ps = policy_loss(
+                out.logprobs.float(), old_lp[idx, :t], advantages[idx, :t],
+                sub.response_mask.float(), cfg.cliprange, entropy=out.entropy,
+            )
+            return loss, {**{f"policy/{name}": v for name, v in ps.items()}, "loss/policy": loss.detach()}
+
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        mb = min(cfg.mini_batch_size, n)
-        backward_bs = mb * cfg.gradient_accumulation_steps
-        mb_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
-        grad_norms: list[torch.Tensor] = []
-        epochs, early_stop, skipped = 0, False, 0
-        for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(n, generator=self.generator).to(device)
-            epoch_kl: list[torch.Tensor] = []
-            for b_start in range(0, n, backward_bs):
-                b_idx = perm[b_start : b_start + backward_bs]
-                self.optimizer.zero_grad(set_to_none=True)
-                stepped = False
-                for m_start in range(0, len(b_idx), mb):
-                    idx = b_idx[m_start : m_start + mb]
-                    sub = batch.subset(idx)
-                    t = sub.response_ids.shape[1]
-                    out = self.agent.forward(sub)
-                    loss, ps = policy_loss(
-                        out.logprobs.float(), old_lp[idx, :t], advantages[idx, :t],
-                        sub.response_mask.float(), cfg.cliprange, entropy=out.entropy,
-                    )
-                    for name, v in ps.items():
-                        mb_stats[f"policy/{name}"].append(v)
-                    mb_stats["loss/policy"].append(loss.detach())
-                    epoch_kl.append(ps["approxkl"])
-                    if float(ps["ratio"]) > cfg.ratio_threshold:
-                        warnings.warn(
-                            f"RLOO: mean ratio {float(ps['ratio']):.2f} > ratio_threshold "
-                            f"{cfg.ratio_threshold}; skipping this mini-batch",
-                            stacklevel=2,
-                        )
-                        skipped += 1
-                        continue
-                    (loss * (len(idx) / len(b_idx))).backward()
-                    stepped = True
-                if stepped:
-                    if cfg.max_grad_norm is not None:
-                        grad_norms.append(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).detach())
-                    self.optimizer.step()
-            epochs += 1
-            if cfg.target_kl is not None and float(torch.stack(epoch_kl).mean()) > 1.5 * cfg.target_kl:
-                early_stop = True
-                break
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.lr_scheduler is not None:
-            self.lr_scheduler.step()
+        opt = optimise(self, batch, minibatch_loss, params, "RLOO")
 
         with torch.no_grad():
             mean_kl = float(kls.sum(1).mean())
             group_std = rewards.reshape(-1, k).std(1)
-            stats = {f"rloo/{name}": float(torch.stack(v).mean()) for name, v in mb_stats.items()}
+            stats = {f"rloo/{name}": v for name, v in opt["minibatch"].items()}
             stats.update({
                 "objective/kl": mean_kl,
                 "objective/kl_coef": kl_coef,
@@ -247,10 +156,10 @@ class RLOOLearner:
                 "rloo/advantage/mean": float(adv.mean()),
                 "rloo/advantage/std": float(adv.std()),
                 "rloo/advantage/abs_max": float(adv.abs().max()),
-                "rloo/learning_rate": lr,
-                "rloo/epochs": float(epochs),
-                "rloo/early_stop": float(early_stop),
-                "rloo/skipped_minibatches": float(skipped),
+                "rloo/learning_rate": opt["learning_rate"],
+                "rloo/epochs": float(opt["epochs"]),
+                "rloo/early_stop": float(opt["early_stop"]),
+                "rloo/skipped_minibatches": float(opt["skipped"]),
                 "ppo/mean_non_score_reward": float(masked_mean(non_score, mask)),
                 "ppo/mean_scores": float(scores_t.mean()),
                 "ppo/std_scores": float(scores_t.std()),
@@ -259,34 +168,20 @@ class RLOOLearner:
                 "tokens/queries_len_mean": float(batch.query_lengths.float().mean()),
                 "tokens/responses_len_mean": float(mask.sum(1).mean()),
             })
-            if grad_norms:
-                stats["rloo/grad_norm"] = float(torch.stack(grad_norms).mean())
+            if opt["grad_norm"] is not None:
+                stats["rloo/grad_norm"] = opt["grad_norm"]
         self.kl_ctl.update(mean_kl, n)
         self.num_updates += 1
         return stats
 
     def state_dict(self) -> dict[str, Any]:
-        """Optimiser, KL controller, score moments, shuffling generator (not the weights)."""
-        return {
-            "k": self.samples_per_query,
-            "optimizer": self.optimizer.state_dict(),
-            "kl_ctl": self.kl_ctl.state_dict(),
-            "running": self.running.state_dict(),
-            "generator": self.generator.get_state(),
-            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
-            "num_updates": self.num_updates,
-        }
+        """``k``, then :meth:`agents.ppo.LearnerBase.state_dict` (not the weights)."""
+        return {"k": self.samples_per_query, **super().state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state.get("k", self.samples_per_query)) != self.samples_per_query:
             raise ValueError(f"state saved with k={state['k']}, this learner has k={self.samples_per_query}")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.kl_ctl.load_state_dict(state["kl_ctl"])
-        self.running.load_state_dict(state["running"])
-        self.generator.set_state(state["generator"].clone())
-        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
-            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        self.num_updates = int(state.get("num_updates", 0))
+        super().load_state_dict(state)
 
 
 def make_rloo_learner(

@@ -11,9 +11,13 @@ What this is: **plain SB3 PPO on the task reward** of the pioneer role
 (:class:`cory_env.wrappers.PioneerEnv`), with SB3's per-step GAE, advantage
 normalisation and value loss. There is no KL penalty to a frozen reference model (unlike
 :mod:`baselines.ppo`, the paper's RLHF-style baseline), so nothing keeps the policy near
-the original model except the clip range and a small learning rate. No KV cache either:
-every step runs the LM over the whole (trimmed) observation, which is what makes it
-slower than :class:`baselines.ppo.PPOTrainer` (see ``bench/sb3_vs_ppo.py``).
+the original model except the clip range and a small learning rate.
+
+Cost: SB3's policy sees one observation at a time, so a rollout step re-runs the LM over
+the whole prompt-plus-answer-so-far (no KV cache), and the update scores token steps, not
+sequences. The update recovers part of that: observations of a mini-batch that are
+prefixes of another one (steps of the same episode) share its forward pass. See
+``bench/sb3_vs_ppo.py`` for the speed against :class:`baselines.ppo.PPOTrainer`.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         lr_schedule,
         lm: nn.Module,
         dtype: str = "fp32",
+        share_prefixes: bool = True,
         **kwargs: Any,
     ) -> None:
         if not isinstance(action_space, spaces.Discrete):
@@ -77,7 +82,8 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         nn.init.normal_(self.value_head.weight, std=1.0 / np.sqrt(hidden + 1))
         nn.init.zeros_(self.value_head.bias)
         self.value_head.to(_device_of(lm))
-        self._gather_logits = True  # logits_to_keep=(B, 1) positions; off if the model lacks it
+        self.share_prefixes = share_prefixes
+        self._gather_logits = True  # logits_to_keep=(R, K) positions; off if the model lacks it
         self.optimizer = self.optimizer_class(
             [p for p in self.parameters() if p.requires_grad], lr=lr_schedule(1), **self.optimizer_kwargs
         )
@@ -94,27 +100,41 @@ class LMActorCriticPolicy(ActorCriticPolicy):
     # --- the LM as actor and critic
 
     def lm_outputs(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(B, V)`` (float32) at each observation's last real token and the values ``(B,)``."""
+        """Logits ``(B, V)`` (float32) at each observation's last real token and the values ``(B,)``.
+
+        Observations that are prefixes of another one in the batch (earlier steps of the same
+        episode, as in SB3's update mini-batches) are read off that one's forward pass: a
+        causal LM's outputs at a position depend only on the tokens up to it.
+        """
         ids, mask = obs["input_ids"].long(), obs["attention_mask"].long()
         if ids.dim() == 1:
             ids, mask = ids[None], mask[None]
         positions = torch.arange(mask.shape[1], device=mask.device)
         last = (mask * positions).argmax(dim=1)  # 0 for an all-padding row
-        width = int(last.max()) + 1
+        root, slot = _prefix_roots(ids, last) if self.share_prefixes else (None, None)
+        if root is None:  # every row runs
+            root = torch.arange(len(ids), device=ids.device)
+            slot = torch.zeros_like(root)
+            run = root
+        else:
+            run, root = torch.unique(root, return_inverse=True)  # root: row -> index into run
+        ids, mask, run_last = ids[run], mask[run], last[run]
+        width = int(run_last.max()) + 1
         ids, mask = ids[:, :width], mask[:, :width].clone()
         mask[:, 0] = torch.where(mask.sum(1) == 0, 1, mask[:, 0])  # no fully-masked rows
-        rows = torch.arange(len(ids), device=ids.device)
         logits = None
-        if self._gather_logits:  # project only the needed position onto the vocabulary
+        if self._gather_logits:  # project only the needed positions onto the vocabulary
+            keep = run_last[:, None].repeat(1, int(slot.max()) + 1)  # (R, K) positions
+            keep[root, slot] = last
             with contextlib.suppress(TypeError):  # TypeError: the model takes no logits_to_keep
-                logits, hidden = self._run_lm(ids, mask, keep=last[:, None])
-            if logits is None or logits.shape[:2] != (len(ids), 1) or hidden.shape[:2] != (len(ids), 1):
+                logits, hidden = self._run_lm(ids, mask, keep=keep)
+            if logits is None or logits.shape[:2] != keep.shape or hidden.shape[:2] != keep.shape:
                 self._gather_logits, logits = False, None
             else:
-                logits, hidden = logits[:, 0], hidden[:, 0]
+                logits, hidden = logits[root, slot], hidden[root, slot]
         if logits is None:
             logits, hidden = self._run_lm(ids, mask)
-            logits, hidden = logits[rows, last], hidden[rows, last]
+            logits, hidden = logits[root, last], hidden[root, last]
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         return logits.float(), values
 
@@ -158,6 +178,33 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         return self.get_distribution(observation).get_actions(deterministic=deterministic)
 
 
+def _prefix_roots(ids: torch.Tensor, last: torch.Tensor, max_rows: int = 1024):
+    """For each row, the row whose forward pass gives its outputs and its slot there.
+
+    ``root[i]`` is the longest row (ties: the smallest index) of which row ``i`` is a
+    prefix, itself included; ``slot[i]`` numbers the rows sharing a root. ``(None, None)``
+    when every row is its own root or the batch is too large to compare all pairs.
+    """
+    n, width = last + 1, int(last.max()) + 1
+    if len(ids) < 2 or len(ids) > max_rows:
+        return None, None
+    ids = ids[:, :width]
+    inside = torch.arange(width, device=ids.device)[None, :] < n[:, None]  # (B, W) row i's tokens
+    same = ((ids[:, None, :] == ids[None, :, :]) | ~inside[:, None, :]).all(-1)  # j starts with i
+    extends = same & (n[None, :] >= n[:, None])
+    rows = torch.arange(len(ids), device=ids.device)
+    key = torch.where(extends, n[None, :] * len(ids) + (len(ids) - 1 - rows)[None, :], -1)
+    root = key.argmax(dim=1)
+    if bool((root == rows).all()):
+        return None, None
+    order = torch.argsort(root, stable=True)
+    counts = torch.bincount(root, minlength=len(ids))
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(root)
+    slot[order] = rows - starts[root[order]]
+    return root, slot
+
+
 def _hidden_size(lm: nn.Module) -> int:
     head = lm.get_output_embeddings()
     if head is not None and getattr(head, "in_features", None):
@@ -195,7 +242,7 @@ def make_sb3_ppo(
     model: nn.Module,
     tokenizer: Any,
     task: Any = "sentiment",
-    max_new_tokens: int | None = 8,
+    max_new_tokens: int | None = None,
     n_steps: int = 64,
     batch_size: int = 32,
     learning_rate: float = 1e-5,
@@ -211,9 +258,9 @@ def make_sb3_ppo(
 ) -> PPO:
     """An SB3 ``PPO`` training ``model`` on ``PioneerEnv(task=task, tokenizer=tokenizer, ...)``.
 
-    ``n_steps`` tokens per env per rollout, ``n_envs`` envs (a ``DummyVecEnv`` with
-    ``Monitor``, so ``ep_info_buffer`` holds episode rewards), mini-batches of
-    ``batch_size`` tokens, ``n_epochs`` passes. ``lora_r``: train a LoRA adapter (wraps
+    ``max_new_tokens=None``: the task's default. ``n_steps`` tokens per env per rollout,
+    ``n_envs`` envs (a ``DummyVecEnv`` with ``Monitor``, so ``ep_info_buffer`` holds episode
+    rewards), mini-batches of ``batch_size`` tokens, ``n_epochs`` passes. ``lora_r``: train a LoRA adapter (wraps
     ``model`` with PEFT) instead of all weights. Defaults follow the paper where SB3 has a
     counterpart: gamma 1, GAE lambda 0.95, clip 0.2, value clip 0.2, vf_coef 0.1, grad
     norm 1; ``ppo_kwargs`` overrides any ``PPO`` argument. ``env_kwargs`` go to
@@ -297,7 +344,7 @@ def train_sb3_ppo(
     """Build with :func:`make_sb3_ppo` and learn for ``total_timesteps`` tokens.
 
     Returns the trained ``PPO`` and one metrics row per iteration (see :class:`EpisodeLog`);
-    ``on_row(row)`` is called as each rollout ends (e.g. to print or log it).
+    ``on_row(row)`` is called as each iteration's update ends (e.g. to print or log it).
     """
     algo = make_sb3_ppo(model, tokenizer, **make_kwargs)
     log = EpisodeLog(on_row)

@@ -17,8 +17,8 @@ One untimed warm-up iteration each, then the timed iterations interleaved (PPO, 
 ...) so that load on the machine hits both alike. ``--model tiny`` (default) is the tests'
 2-layer model (CPU, seconds); ``--model smollm2-135m-instruct`` the embedded SmolLM2.
 
-    python bench/sb3_vs_ppo.py                       # tiny model, ~1 min on 2 cores
-    python bench/sb3_vs_ppo.py --model smollm2-135m-instruct --iterations 1
+    python bench/sb3_vs_ppo.py                       # tiny model, ~20 s on 2 cores
+    python bench/sb3_vs_ppo.py --model smollm2-135m-instruct --iterations 2   # ~1.5 min
 
 Prints a table, then as its last line one JSON object of the metrics.
 """
@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--iterations", type=int, default=3, help="timed iterations of each")
     p.add_argument("--mode", choices=["lora", "full"], default="lora")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (0: torch's default). 1 by default: the timings are "
+                        "steadier, and 2 threads on a 2-core machine that is also running "
+                        "something else slow down badly (20x seen)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,8 +149,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"<= {T} tokens, {args.epochs} epochs, mini-batches of {args.mini_batch} episodes; "
           f"{args.iterations} timed iterations each, {torch.get_num_threads()} torch threads")
     print(f"{'':14s}{'tokens':>8s}{'s / 1k tok':>12s}{'rollout':>10s}{'update':>10s}")
-    for name in ("sb3", "ppo"):
-        print(f"{name + ' PPO' if name == 'sb3' else 'PPOTrainer':14s}{int(metrics[f'{name}_tokens']):8d}"
+    for name, label in (("sb3", "SB3 PPO"), ("ppo", "PPOTrainer")):
+        print(f"{label:14s}{int(metrics[f'{name}_tokens']):8d}"
               f"{metrics[f'{name}_s_per_1k_tokens']:12.2f}{metrics[f'{name}_rollout_s_per_1k_tokens']:10.2f}"
               f"{metrics[f'{name}_update_s_per_1k_tokens']:10.2f}")
     print(f"SB3 PPO / PPOTrainer, time per token: {metrics['sb3_over_ppo']:.2f}x")

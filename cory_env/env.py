@@ -77,7 +77,7 @@ from cory_env.state import (
     check_token,
     draw_query,
     forced_query,
-    make_config,
+    setup_env,
 )
 from cory_env.tasks.base import Query, Task
 
@@ -133,13 +133,11 @@ class CoryTextEnv(AECEnv):
         task_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-        self.config = make_config(
-            task, tokenizer, max_new_tokens, reward_mode, reward_fn, max_prompt_tokens, split, task_kwargs
+        setup_env(
+            self, render_mode, task=task, tokenizer=tokenizer, max_new_tokens=max_new_tokens,
+            reward_mode=reward_mode, reward_fn=reward_fn, max_prompt_tokens=max_prompt_tokens,
+            split=split, task_kwargs=task_kwargs,
         )
-        self.task, self.tokenizer = self.config.task, self.config.tokenizer
-        self.render_mode = render_mode
         self.possible_agents = list(AGENTS)
         self.observation_spaces = {a: observation_space(self.config) for a in AGENTS}
         self.action_spaces = {a: spaces.Discrete(self.config.vocab_size) for a in AGENTS}

@@ -118,6 +118,18 @@ def make_config(
     )
 
 
+def setup_env(env: Any, render_mode: str | None = None, **config: Any) -> None:
+    """What the constructors of :class:`cory_env.env.CoryTextEnv` and
+    :class:`cory_env.vector.CoryTextVecEnv` share: check ``render_mode`` against
+    ``env.metadata``, resolve ``config`` (:func:`make_config`'s arguments) into
+    ``env.config``, and set ``env.task``, ``env.tokenizer`` and ``env.render_mode``."""
+    if render_mode not in (None, *env.metadata["render_modes"]):
+        raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+    env.config = make_config(**config)
+    env.task, env.tokenizer = env.config.task, env.config.tokenizer
+    env.render_mode = render_mode
+
+
 def draw_query(task: Task, split: str, rng: np.random.Generator) -> Query:
     """One query of ``split``, drawn uniformly with ``rng``."""
     pool = task.queries(split)

@@ -17,13 +17,14 @@ while venv.agent_selection is not None:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
-from cory_env.env import observation_space
+from cory_env.env import CoryTextEnv, observation_space
 from cory_env.state import (
     AGENTS,
     DONE,
@@ -31,11 +32,11 @@ from cory_env.state import (
     Episodes,
     draw_query,
     forced_query,
-    make_config,
+    setup_env,
 )
-from cory_env.tasks.base import Task
 
 Obs = dict[str, np.ndarray]
+_ENV_ARGS = inspect.signature(CoryTextEnv)  # the arguments after num_envs
 
 
 class CoryTextVecEnv:
@@ -44,26 +45,12 @@ class CoryTextVecEnv:
     metadata = {"render_modes": ["ansi"], "name": "cory_text_vec_v0"}
     possible_agents = list(AGENTS)
 
-    def __init__(
-        self,
-        num_envs: int,
-        task: str | Task = "sentiment",
-        tokenizer: Any = None,
-        max_new_tokens: int | None = None,
-        reward_mode: str = "cooperative",
-        render_mode: str | None = None,
-        reward_fn: Any = None,
-        max_prompt_tokens: int | None = None,
-        split: str = "train",
-        task_kwargs: dict[str, Any] | None = None,
-    ) -> None:
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-        self.config = make_config(
-            task, tokenizer, max_new_tokens, reward_mode, reward_fn, max_prompt_tokens, split, task_kwargs
-        )
-        self.task, self.tokenizer = self.config.task, self.config.tokenizer
-        self.render_mode = render_mode
+    def __init__(self, num_envs: int, *args: Any, **env_kwargs: Any) -> None:
+        """``num_envs`` episodes; the other arguments are :class:`CoryTextEnv`'s (same names,
+        order and defaults)."""
+        env_args = _ENV_ARGS.bind(*args, **env_kwargs)
+        env_args.apply_defaults()
+        setup_env(self, **env_args.arguments)
         self._episodes = Episodes(self.config, num_envs)
         self.num_envs = self._episodes.num_envs
         self.single_observation_space = observation_space(self.config)

@@ -6,10 +6,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny import tiny_model, tiny_tokenizer  # noqa: E402
+
+# The tests' models are tiny: one thread avoids thread start-up and contention costs that
+# dominate at this size (and keeps a 2-core CI machine responsive).
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

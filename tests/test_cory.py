@@ -123,3 +123,34 @@ def test_ablation_switches(tmp_path, ablation):
         # the observer's prompt is the query alone: it never contains the pioneer's answer
         sample = json.loads((tmp_path / "run" / "samples.jsonl").read_text().splitlines()[0])
         assert trainer.run.task.observer_prompt(sample["query"], "XYZ") == sample["query"]
+
+
+@pytest.mark.slow
+def test_run_cory_script_trains_the_real_default_model_for_one_iteration(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import run_cory
+
+    out = tmp_path / "real"
+    rows = run_cory.main(["--iterations", "1", "--batch-size", "4", "--mini-batch-size", "4",
+                          "--eval-every", "1", "--eval-size", "4", "--output-dir", str(out),
+                          "--no-progress"])
+    assert rows[0]["iteration"] == 0 and rows[-1]["iteration"] == 1
+    assert rows[0]["model_a/kl"] == pytest.approx(0.0, abs=1e-3)  # first update: policy == reference
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert state["iteration"] == 1
+    lora_b = state["trainer"]["learners"]["model_b"]["agent"]
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in _flatten(lora_b).items())
+    assert (out / "plots" / "reward_vs_kl.png").is_file()
+
+
+def _flatten(state, prefix=""):
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, torch.Tensor):
+            out[f"{prefix}{k}"] = v
+    return out

@@ -79,10 +79,18 @@ def test_update_reproduces_the_rollout_log_probs_and_values():
     assert algo.collect_rollouts(algo.env, callback, algo.rollout_buffer, algo.n_steps)
     algo.policy.set_training_mode(True)  # as PPO.train() does
     data = next(algo.rollout_buffer.get(None))
-    with torch.no_grad():
-        values, logp, _ = algo.policy.evaluate_actions(data.observations, data.actions.long().flatten())
-    torch.testing.assert_close(logp, data.old_log_prob, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(values.flatten(), data.old_values, atol=1e-5, rtol=1e-4)
+    policy, actions = algo.policy, data.actions.long().flatten()
+    rows_run: list[int] = []
+    policy.lm.register_forward_pre_hook(
+        lambda _m, _a, kw: rows_run.append(len(kw["input_ids"])), with_kwargs=True)
+    for share in (True, False):
+        policy.share_prefixes = share
+        with torch.no_grad():
+            values, logp, _ = policy.evaluate_actions(data.observations, actions)
+        torch.testing.assert_close(logp, data.old_log_prob, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(values.flatten(), data.old_values, atol=1e-5, rtol=1e-4)
+    # 16 observations = 2 envs x 8 steps, each episode 4 tokens: one forward per episode
+    assert rows_run[-1] == 16 and rows_run[-2] <= 6
 
 
 def test_predict_returns_valid_token_ids():

@@ -15,7 +15,7 @@ the hub.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,32 @@ def sentiment_reward(
     return make_reward(reward, **kwargs)
 
 
+def review_task(
+    name: str,
+    openings: Sequence[str],
+    eval_fraction: float,
+    seed: int,
+    generation: GenerationConfig,
+    description: str,
+    reward: str | RewardFn,
+    reward_model: Any,
+    reward_kwargs: Mapping[str, Any] | None,
+) -> Task:
+    """A sentiment-style task on review ``openings``: a seeded train/eval split, the IMDB
+    templates and :func:`sentiment_reward` (shared by ``imdb`` and ``sentiment``)."""
+    train, evals = split_items([Query(q) for q in openings], eval_fraction, seed)
+    return Task(
+        name=name,
+        train_queries=train,
+        eval_queries=evals,
+        reward_fn=sentiment_reward(reward, reward_model, reward_kwargs),
+        pioneer_template=templates.IMDB_PIONEER,
+        observer_template=templates.IMDB_OBSERVER,
+        generation=generation,
+        description=description,
+    )
+
+
 def imdb_task(
     path: str | Path | None = None,
     reward: str | RewardFn = "vader",
@@ -144,20 +170,13 @@ def imdb_task(
     openings = review_openings(load_reviews(path), seed=seed, tokenizer=tokenizer)
     if not openings:
         raise ValueError(f"no review longer than {MIN_REVIEW_CHARS} characters in {path}")
-    openings = openings[:limit]
-    train, evals = split_items([Query(q) for q in openings], eval_fraction, seed)
     generation = GENERATION
     if tokenizer is None:
         generation = replace(GENERATION, max_prompt_tokens=WORD_PROMPT_TOKENS)
-    return Task(
-        name="imdb",
-        train_queries=train,
-        eval_queries=evals,
-        reward_fn=sentiment_reward(reward, reward_model, reward_kwargs),
-        pioneer_template=templates.IMDB_PIONEER,
-        observer_template=templates.IMDB_OBSERVER,
-        generation=generation,
-        description="Continue an IMDB review opening; reward: positive sentiment.",
+    return review_task(
+        "imdb", openings[:limit], eval_fraction, seed, generation,
+        "Continue an IMDB review opening; reward: positive sentiment.",
+        reward, reward_model, reward_kwargs,
     )
 
 

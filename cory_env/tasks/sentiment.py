@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-from cory_env import templates
-from cory_env.tasks.base import GenerationConfig, Query, RewardFn, Task, register_task
-from cory_env.tasks.imdb import DEFAULT_REWARD_MODEL, sentiment_reward
-from cory_env.tasks.loading import check_limit, split_items
+from cory_env.tasks.base import GenerationConfig, RewardFn, Task, register_task
+from cory_env.tasks.imdb import DEFAULT_REWARD_MODEL, review_task
+from cory_env.tasks.loading import check_limit
 
 DATA_FILE = "sentiment_openings.txt"
 
@@ -57,17 +56,10 @@ def sentiment_task(
         limit: use only the first ``limit`` openings of the file.
     """
     check_limit(limit)
-    openings = load_openings()[:limit]
-    train, evals = split_items([Query(q) for q in openings], eval_fraction, seed)
-    return Task(
-        name="sentiment",
-        train_queries=train,
-        eval_queries=evals,
-        reward_fn=sentiment_reward(reward, reward_model, reward_kwargs),
-        pioneer_template=templates.IMDB_PIONEER,
-        observer_template=templates.IMDB_OBSERVER,
-        generation=GENERATION,
-        description="Continue an embedded movie-review opening; reward: positive sentiment.",
+    return review_task(
+        "sentiment", load_openings()[:limit], eval_fraction, seed, GENERATION,
+        "Continue an embedded movie-review opening; reward: positive sentiment.",
+        reward, reward_model, reward_kwargs,
     )
 
 
