@@ -73,6 +73,19 @@ def sample_tokens(
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
+def zero_value_head(hidden: int) -> nn.Linear:
+    """A scalar value head that starts at exactly 0.
+
+    A randomly initialised head reads the LM's final hidden state (norm ~ sqrt(hidden)) into
+    values far larger than a task's rewards, and its errors then swamp the GAE advantages
+    for many iterations; starting at 0 makes the first advantages plain reward-to-go.
+    """
+    head = nn.Linear(hidden, 1)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
+
+
 def _disable_dropout(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.Dropout):
@@ -118,7 +131,7 @@ class LLMAgent:
         self.pad_id = int(tokenizer.pad_token_id)
         self.reference = reference
         self.adapter = adapter
-        self.value_head = nn.Linear(_hidden_size(model), 1) if value_head is None else value_head
+        self.value_head = zero_value_head(_hidden_size(model)) if value_head is None else value_head
         self.value_head.to(self.device)
         self.training = True
         params = inspect.signature(_hf_model(model).forward).parameters
@@ -164,14 +177,16 @@ class LLMAgent:
         r: int = 16,
         alpha: int = 32,
         dropout: float = 0.0,
-        target_modules: list[str] | str | None = None,
+        target_modules: list[str] | str = "all-linear",
         dtype: str = "fp32",
         device: str | torch.device = "cpu",
         disable_dropout: bool = True,
     ) -> list[LLMAgent]:
         """``n`` agents, each with its own LoRA adapter (and value head) on ONE shared frozen
         base. ``base_model`` may already be a ``PeftModel``: the adapters are added to it.
-        ``target_modules=None`` uses peft's default for the architecture (else all linears)."""
+        ``target_modules`` defaults to every linear layer but the output head (peft's
+        ``"all-linear"``): peft's per-architecture default (attention q/v only) barely moves
+        a policy's output distribution in a few PPO iterations; pass ``None`` for it."""
         from peft import LoraConfig, PeftModel, get_peft_model
 
         if n < 1:
@@ -200,6 +215,7 @@ class LLMAgent:
                 except ValueError:
                     if target_modules is not None:
                         raise
+                    # no peft default for this architecture
                     peft = get_peft_model(base_model, config("all-linear"), adapter_name=name)
             else:
                 peft.add_adapter(name, config(target_modules or _targets(peft)))
