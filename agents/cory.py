@@ -45,10 +45,7 @@ class CoryTrainer:
 
     def __init__(self, config: TrainConfig, *, model=None, tokenizer=None, task: Task | None = None):
         self.config = config
-        if model is None:
-            model, tokenizer = load(config)
-        elif tokenizer is None:
-            raise ValueError("pass the tokenizer together with the model")
+        model, tokenizer = load(config, model, tokenizer)
         agents = build_agents(config, model, tokenizer, n=2)
         names = (config.learner, config.observer_learner or config.learner)
         self.learners = {m: build_learner(n, a, config, i) for i, (m, n, a) in enumerate(zip(MODELS, names, agents))}

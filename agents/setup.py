@@ -156,6 +156,10 @@ def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_
     )
 
 
-def load(config: TrainConfig):
-    """The configured model and tokenizer."""
-    return load_model(config.model, dtype=config.dtype, device=config.device)
+def load(config: TrainConfig, model=None, tokenizer=None):
+    """The configured model and tokenizer, unless both are given (tests, notebooks)."""
+    if model is None:
+        return load_model(config.model, dtype=config.dtype, device=config.device)
+    if tokenizer is None:
+        raise ValueError("pass the tokenizer together with the model")
+    return model, tokenizer

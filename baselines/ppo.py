@@ -30,10 +30,7 @@ class PPOTrainer:
 
     def __init__(self, config: TrainConfig, *, model=None, tokenizer=None, task: Task | None = None):
         self.config = config
-        if model is None:
-            model, tokenizer = load(config)
-        elif tokenizer is None:
-            raise ValueError("pass the tokenizer together with the model")
+        model, tokenizer = load(config, model, tokenizer)
         (agent,) = build_agents(config, model, tokenizer, n=1)
         self.learner = build_learner(config.learner, agent, config)
         self.run = build_run(config, tokenizer, task, samples_per_query=self.learner.samples_per_query)
