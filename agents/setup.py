@@ -7,7 +7,7 @@ queries, generation settings and evaluation.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -63,30 +63,10 @@ def build_agents(config: TrainConfig, model, tokenizer, n: int) -> list[LLMAgent
 
 
 def ppo_config(config: TrainConfig) -> PPOConfig:
-    """The PPO hyper-parameters of the run."""
-    return PPOConfig(
-        learning_rate=config.learning_rate,
-        batch_size=config.batch_size,
-        mini_batch_size=config.mini_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        ppo_epochs=config.ppo_epochs,
-        gamma=config.gamma,
-        lam=config.lam,
-        cliprange=config.cliprange,
-        cliprange_value=config.cliprange_value,
-        vf_coef=config.vf_coef,
-        init_kl_coef=config.init_kl_coef,
-        adap_kl_ctrl=config.adap_kl_ctrl,
-        target=config.target,
-        horizon=config.horizon,
-        kl_penalty=config.kl_penalty,
-        use_score_scaling=config.use_score_scaling,
-        use_score_norm=config.use_score_norm,
-        score_clip=config.score_clip,
-        max_grad_norm=config.max_grad_norm,
-        target_kl=config.target_kl,
-        seed=config.seed,
-    )
+    """The PPO hyper-parameters of the run: every :class:`PPOConfig` field the run config
+    also has (same names), so a field added to both is passed on without a mapping to edit."""
+    shared = {f.name for f in fields(PPOConfig)} & {f.name for f in fields(TrainConfig)}
+    return PPOConfig(**{name: getattr(config, name) for name in shared})
 
 
 def build_learner(name: str, agent: LLMAgent, config: TrainConfig, index: int = 0):
