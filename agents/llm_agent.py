@@ -100,6 +100,25 @@ def _hf_model(model: nn.Module) -> nn.Module:
     return get_base() if callable(get_base) else model
 
 
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Keep only each decoder layer's input during a forward with grad and recompute the
+    rest in the backward pass (transformers' activation checkpointing, non-reentrant).
+
+    A PPO update then holds ``layers x tokens x hidden`` activations instead of everything
+    each layer computes, for about one more forward pass of compute. It applies to
+    training-mode forwards only: :meth:`LLMAgent.act` and reference passes are unchanged.
+    For LoRA agents it is a property of the shared base, so it covers every adapter.
+    """
+    hf = _hf_model(model)
+    if not getattr(hf, "supports_gradient_checkpointing", False):
+        raise ValueError(f"{type(hf).__name__} does not support activation checkpointing")
+    enable = getattr(hf, "activation_checkpointing_enable", None)
+    if enable is not None:  # transformers >= 5.x
+        enable({"use_reentrant": False})
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _hidden_size(model: nn.Module) -> int:
     head = _hf_model(model).get_output_embeddings()
     if isinstance(head, nn.Linear):

@@ -14,7 +14,7 @@ import torch
 
 from agents.config import TrainConfig
 from agents.learner import make_learner
-from agents.llm_agent import LLMAgent
+from agents.llm_agent import LLMAgent, enable_activation_checkpointing
 from agents.models import load_model
 from agents.ppo import PPOConfig
 from cory_env.rewards import make_reward
@@ -51,15 +51,20 @@ def build_agents(config: TrainConfig, model, tokenizer, n: int) -> list[LLMAgent
     torch.manual_seed(config.seed)
     common = {"dtype": config.dtype, "device": config.device}
     if config.mode == "lora":
-        return LLMAgent.lora_agents(
+        agents = LLMAgent.lora_agents(
             model, tokenizer, n=n, r=config.lora_r, alpha=config.lora_alpha, **common
         )
-    reference = copy.deepcopy(model)
-    return [
-        LLMAgent.full_copy(copy.deepcopy(model) if i < n - 1 else model, tokenizer,
-                           reference=reference, **common)
-        for i in range(n)
-    ]
+    else:
+        reference = copy.deepcopy(model)
+        agents = [
+            LLMAgent.full_copy(copy.deepcopy(model) if i < n - 1 else model, tokenizer,
+                               reference=reference, **common)
+            for i in range(n)
+        ]
+    if config.activation_checkpointing:
+        for trained in {id(a.model): a.model for a in agents}.values():
+            enable_activation_checkpointing(trained)
+    return agents
 
 
 def ppo_config(config: TrainConfig) -> PPOConfig:

@@ -11,7 +11,7 @@ Measures, in one run:
 | ``cory_over_ppo_iteration``: one CORY iteration / one PPO iteration | <= 2.0 |
 | ``rollout_over_generate``: rollout through the env / raw ``model.generate`` of the same tokens | <= 1.15 |
 | ``swap_ms``: one role swap | < 10 ms for any model size |
-| ``peak_mem_cory_lora_over_ppo``: peak memory of CORY (LoRA) / PPO (LoRA; and full fine-tune) | <= 1.25 |
+| ``peak_mem_cory_lora_over_ppo``: peak memory of CORY (LoRA) / PPO (LoRA; and full fine-tune; and both LoRA with activation checkpointing) | <= 1.25 |
 
 Peak memory is measured in a fresh subprocess per configuration, over building the
 trainer and one iteration (CUDA: peak allocated bytes; CPU: peak RSS sampled every 2 ms),
@@ -51,10 +51,11 @@ class Args:
     """Internal: measure peak memory of one configuration in this process."""
 
 
-def config(args: Args, mode: str = "lora", out: str = "/tmp/cory-bench"):
+def config(args: Args, mode: str = "lora", out: str = "/tmp/cory-bench", checkpointing: bool = False):
     from agents.config import TrainConfig
 
     return TrainConfig(
+        activation_checkpointing=checkpointing,
         model=args.model, task="sentiment", iterations=args.iterations + 1, batch_size=args.batch_size,
         mini_batch_size=args.batch_size, ppo_epochs=1, max_new_tokens=args.new_tokens,
         min_new_tokens=args.new_tokens, mode=mode, device=args.device, dtype=args.dtype,
@@ -155,15 +156,16 @@ class RssSampler:
 
 
 def child(args: Args) -> None:
-    """Peak memory of one configuration ('cory-lora', 'ppo-lora', 'ppo-full'): building the
-    trainer and one iteration, counted from the loaded model (CUDA: peak allocated bytes;
-    CPU: peak RSS above the RSS right after loading)."""
+    """Peak memory of one configuration (``cory-lora``, ``ppo-lora``, ``ppo-full``, and with
+    ``-ckpt`` appended, with activation checkpointing): building the trainer and one
+    iteration, counted from the loaded model (CUDA: peak allocated bytes; CPU: peak RSS
+    above the RSS right after loading)."""
     import gc
 
     model, tokenizer = load(args)
     gc.collect()
-    algo, mode = args.child.split("-")
-    cfg = config(args, mode=mode, out=f"/tmp/cory-bench-{args.child}")
+    algo, mode, *ckpt = args.child.split("-")
+    cfg = config(args, mode=mode, out=f"/tmp/cory-bench-{args.child}", checkpointing=bool(ckpt))
     if algo == "cory":
         from agents.cory import CoryTrainer as Trainer
     else:
@@ -204,7 +206,7 @@ def main(args: Args) -> dict:
     t_cory, t_ppo = time_steps(cory, args), time_steps(ppo, args)
     t_roll, t_gen, steps = rollout_vs_generate(ppo, args)
     swap = swap_ms(cory)
-    measured = {w: peak(args, w) for w in ("cory-lora", "ppo-lora", "ppo-full")}
+    measured = {w: peak(args, w) for w in ("cory-lora", "ppo-lora", "ppo-full", "cory-lora-ckpt", "ppo-lora-ckpt")}
     mem = {w: m["peak_bytes"] for w, m in measured.items()}
     net = {w: m["net_bytes"] for w, m in measured.items()}
     metrics = {
@@ -216,8 +218,10 @@ def main(args: Args) -> dict:
         **{f"net_mb_{w}": round(v / 2**20, 1) for w, v in net.items()},
         "peak_mem_cory_lora_over_ppo_lora": mem["cory-lora"] / mem["ppo-lora"],
         "peak_mem_cory_lora_over_ppo_full": mem["cory-lora"] / mem["ppo-full"],
+        "peak_mem_cory_lora_over_ppo_lora_ckpt": mem["cory-lora-ckpt"] / mem["ppo-lora-ckpt"],
         "net_mem_cory_lora_over_ppo_lora": net["cory-lora"] / max(net["ppo-lora"], 1),
         "net_mem_cory_lora_over_ppo_full": net["cory-lora"] / max(net["ppo-full"], 1),
+        "net_mem_cory_lora_over_ppo_lora_ckpt": net["cory-lora-ckpt"] / max(net["ppo-lora-ckpt"], 1),
     }
     print(f"model {args.model} on {args.device}, batch {args.batch_size}, {args.new_tokens} new tokens")
     print(f"  CORY iteration {t_cory:8.3f} s   PPO iteration {t_ppo:8.3f} s   ratio {t_cory / t_ppo:.2f} (goal <= 2.0)")
@@ -225,6 +229,8 @@ def main(args: Args) -> dict:
     print(f"  role swap {swap * 1e3:.2f} us (goal < 10 ms)")
     print(f"  peak memory MB (process) { {w: metrics[f'peak_mb_{w}'] for w in mem} }: CORY-LoRA/PPO-LoRA {metrics['peak_mem_cory_lora_over_ppo_lora']:.2f}, "
           f"CORY-LoRA/PPO-full {metrics['peak_mem_cory_lora_over_ppo_full']:.2f} (goal <= 1.25)")
+    print(f"  with activation checkpointing (both): CORY-LoRA/PPO-LoRA "
+          f"{metrics['peak_mem_cory_lora_over_ppo_lora_ckpt']:.2f} (goal <= 1.25)")
     print(f"  memory added by training, MB { {w: metrics[f'net_mb_{w}'] for w in net} }: "
           f"CORY-LoRA/PPO-LoRA {metrics['net_mem_cory_lora_over_ppo_lora']:.2f}, "
           f"CORY-LoRA/PPO-full {metrics['net_mem_cory_lora_over_ppo_full']:.2f}")

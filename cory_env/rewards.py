@@ -127,6 +127,28 @@ def vader_reward() -> RewardFn:
     return vader
 
 
+def vader_gain_reward() -> RewardFn:
+    """VADER's compound score of ``query + response`` minus that of the query alone: the
+    sentiment the response adds to the opening, in [-2, 2].
+
+    For a fixed query the subtracted term is a constant, so the best response is the same
+    as under :func:`vader_reward` and a mean over fixed queries moves by the same amount;
+    what goes is the query's own sentiment ("This horror movie" scores -0.57 whatever
+    follows), about half of the reward's variance over a batch of openings, which a
+    learner would otherwise have to explain away before it sees the response's effect.
+    """
+    analyzer = _vader_analyzer()
+
+    def vader_gain(queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        return np.array(
+            [analyzer.polarity_scores(q + r)["compound"] - analyzer.polarity_scores(q)["compound"]
+             for q, r in zip(queries, responses, strict=True)],
+            dtype=np.float32,
+        )
+
+    return vader_gain
+
+
 # --------------------------------------------------------------------------- hf-classifier
 
 
@@ -296,5 +318,6 @@ def answer_match_reward() -> RewardFn:
 
 
 register_reward("vader", vader_reward)
+register_reward("vader-gain", vader_gain_reward)
 register_reward("hf-classifier", hf_classifier_reward)
 register_reward("answer-match", answer_match_reward)

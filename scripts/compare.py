@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import tyro
+from tyro.conf import Positional
 
 from agents.plots import plot_runs
 
@@ -25,19 +26,32 @@ def models_of(rows: list[dict]) -> list[str]:
     return names
 
 
-def main(runs: list[Path], out: Path = Path("runs/compare")) -> None:
+def main(runs: Positional[list[Path]], out: Path = Path("runs/compare")) -> None:
     """Read each run folder's metrics.jsonl and write the comparison plots to ``out``."""
+    if not runs:
+        raise SystemExit("give at least one run folder, e.g. runs/cory runs/ppo")
+    missing = [str(r) for r in runs if not (r / "metrics.jsonl").is_file()]
+    if missing:
+        raise SystemExit(f"no metrics.jsonl in {', '.join(missing)}: pass run folders written by "
+                         "scripts/run_cory.py or scripts/run_ppo.py")
+    names = [run.name for run in runs]
+    labels = names if len(set(names)) == len(names) else [str(run) for run in runs]
     data = {}
-    for run in runs:
+    for run, label in zip(runs, labels):
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        data[run.name] = (rows, models_of(rows))
+        data[label] = (rows, models_of(rows))
         final = [r for r in rows if any(k.startswith("eval/") for k in r)]
-        for m in data[run.name][1]:
+        for m in data[label][1]:
             if final and f"eval/{m}/reward" in final[-1]:
-                print(f"{run.name}/{m}: eval reward {final[-1][f'eval/{m}/reward']:+.4f}  KL {final[-1][f'eval/{m}/kl']:.3f}")
+                print(f"{label}/{m}: eval reward {final[-1][f'eval/{m}/reward']:+.4f}  KL {final[-1][f'eval/{m}/kl']:.3f}")
     for path in plot_runs(data, out):
         print("wrote", path)
 
 
+def cli(args: list[str] | None = None) -> None:
+    """Parse ``args`` (default: the command line) and run :func:`main`."""
+    tyro.cli(main, args=args)
+
+
 if __name__ == "__main__":
-    tyro.cli(main)
+    cli()

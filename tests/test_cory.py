@@ -107,6 +107,54 @@ def test_ppo_baseline_trains_and_resumes(tmp_path):
     assert without_timing(resumed.train()) == without_timing(rows_full)
 
 
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_activation_checkpointing_changes_memory_not_results(tmp_path, mode):
+    def run(checkpointing: bool):
+        cfg = small_config(tmp_path / str(checkpointing), mode=mode, iterations=2, eval_every=0,
+                           activation_checkpointing=checkpointing)
+        trainer = CoryTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+        rows = trainer.train()
+        return trainer, rows
+
+    plain, rows_plain = run(False)
+    ckpt, rows_ckpt = run(True)
+    layers = [m for m in ckpt.learners["model_a"].agent.model.modules() if hasattr(m, "gradient_checkpointing")]
+    assert layers and all(m.gradient_checkpointing for m in layers)
+    assert not any(getattr(m, "gradient_checkpointing", False)
+                   for m in plain.learners["model_a"].agent.model.modules())
+    # the recomputed activations are the same numbers: same losses, same weights
+    for key in ("charts/reward", "pioneer/ppo/loss/total", "observer/ppo/loss/total", "charts/kl"):
+        assert [r[key] for r in rows_ckpt] == pytest.approx([r[key] for r in rows_plain], rel=1e-4, abs=1e-6)
+    for m in ("model_a", "model_b"):
+        for a, b in zip(plain.learners[m].agent.trainable_parameters(),
+                        ckpt.learners[m].agent.trainable_parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_compare_script_plots_cory_next_to_ppo(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "compare", Path(__file__).resolve().parents[1] / "scripts" / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    cory_dir, ppo_dir = tmp_path / "cory", tmp_path / "ppo"
+    CoryTrainer(small_config(cory_dir, iterations=2), model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    PPOTrainer(small_config(ppo_dir, iterations=2), model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    out = tmp_path / "compare"
+    compare.cli([str(cory_dir / "run"), str(ppo_dir / "run"), "--out", str(out)])  # the README's command
+    for name in ("reward.png", "kl.png", "reward_vs_kl.png"):
+        assert (out / name).stat().st_size > 0
+    printed = capsys.readouterr().out
+    # both folders are called "run": the labels fall back to the paths, no run hides the other
+    for model in ("model_a", "model_b"):
+        assert f"{cory_dir / 'run'}/{model}: eval reward" in printed
+    assert f"{ppo_dir / 'run'}/policy: eval reward" in printed
+    with pytest.raises(SystemExit, match="no metrics.jsonl"):
+        compare.cli([str(tmp_path / "nowhere")])
+
+
 @pytest.mark.parametrize("ablation", [dict(role_exchange=False), dict(knowledge_transfer=False),
                                       dict(reward_mode="independent")])
 def test_ablation_switches(tmp_path, ablation):

@@ -58,7 +58,7 @@ def test_cooperative_rewards_match_infos(cooperative):
     collective = np.array([e.pioneer_reward + e.observer_reward for e in episodes])
     np.testing.assert_allclose(returns[:, 0], collective, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(returns[:, 1], collective, rtol=1e-6, atol=1e-6)
-    assert np.any(collective != 0), "vader gave every episode 0: nothing to learn from"
+    assert np.any(collective != 0), "the reward gave every episode 0: nothing to learn from"
 
 
 def test_independent_rewards_match_infos(tokenizer):

@@ -8,7 +8,7 @@ import torch
 from tiny import tiny_model, tiny_tokenizer
 
 from agents.batch import TokenBatch
-from agents.llm_agent import AgentOutput, LLMAgent, sample_tokens
+from agents.llm_agent import AgentOutput, LLMAgent, enable_activation_checkpointing, sample_tokens
 from cory_env import CoryTextVecEnv, GenerationConfig
 
 PIONEER, OBSERVER = "pioneer_0", "observer_0"
@@ -81,6 +81,48 @@ def test_values_and_gradients_flow():
     assert all(p.grad is None for p in agent.reference.parameters())
     ids = {id(p) for p in agent.trainable_parameters()}
     assert id(agent.value_head.weight) in ids and id(agent.model.lm_head.weight) in ids
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_activation_checkpointing_recomputes_layers_in_backward_only(lora):
+    tok = tiny_tokenizer()
+    if lora:
+        agent = LLMAgent.lora(tiny_model(), tok, r=4, alpha=8)
+    else:
+        agent = LLMAgent.full_copy(tiny_model(), tok)
+    batch = make_batch(tok)
+
+    def layer_calls(fn) -> int:
+        hf = agent.model.get_base_model() if lora else agent.model
+        # the MLP runs inside the checkpointed forward, so it starts again on the recompute
+        # (a pre-hook: torch stops the recompute once it has what the backward needs)
+        calls = []
+        handle = hf.model.layers[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+        try:
+            fn()
+        finally:
+            handle.remove()
+        return len(calls)
+
+    def step():
+        for p in agent.trainable_parameters():
+            p.grad = None
+        out = agent.forward(batch)
+        (masked(out.logprobs, batch).sum() + masked(out.values, batch).sum()).backward()
+        return [p.grad.clone() for p in agent.trainable_parameters() if p.grad is not None]
+
+    grads_plain = []
+    assert layer_calls(lambda: grads_plain.extend(step())) == 1
+    ref_before = agent.ref_logprobs(batch)
+    enable_activation_checkpointing(agent.model)
+    grads_ckpt = []
+    assert layer_calls(lambda: grads_ckpt.extend(step())) == 2  # forward, then recomputed
+    with torch.no_grad():  # the learners' rollout pass: nothing to recompute
+        assert layer_calls(lambda: agent.forward(batch)) == 1
+    assert len(grads_plain) == len(grads_ckpt) > 0
+    for a, b in zip(grads_plain, grads_ckpt):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(agent.ref_logprobs(batch), ref_before)
 
 
 def test_ref_logprobs_full_copy_before_and_after_a_step():

@@ -21,7 +21,7 @@ from cory_env.tasks import Query
 
 
 def test_registered_names():
-    assert {"vader", "hf-classifier", "answer-match"} <= set(available_rewards())
+    assert {"vader", "vader-gain", "hf-classifier", "answer-match"} <= set(available_rewards())
 
 
 # ------------------------------------------------------------------ vader
@@ -43,6 +43,24 @@ def test_vader_signs_and_cache():
     assert pos > 0.5 and neg < -0.5 and neutral == 0.0
     assert make_reward("vader") is not fn  # a new function each time...
     assert rewards._vader_analyzer() is rewards._vader_analyzer()  # ...over one cached analyzer
+
+
+def test_vader_gain_removes_the_query_own_sentiment():
+    queries = ["This horror movie", "What a waste of", "The plot"]
+    responses = [" was wonderful.", " time and money.", " is set in Paris."]
+    got = score(make_reward("vader-gain"), queries, responses)
+    sia = SentimentIntensityAnalyzer()
+    want = [sia.polarity_scores(q + r)["compound"] - sia.polarity_scores(q)["compound"]
+            for q, r in zip(queries, responses, strict=True)]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert sia.polarity_scores("This horror movie")["compound"] < -0.5  # the opening alone
+    assert got[0] > 0.5  # a positive answer gains even after a negative opening
+    assert got[2] == 0.0  # a neutral answer after a neutral opening adds nothing
+    # same queries: the gain and the plain score differ by a per-query constant
+    other = [" was awful.", " a lovely afternoon.", " is great."]
+    plain, gain = make_reward("vader"), make_reward("vader-gain")
+    np.testing.assert_allclose(plain(queries, other) - gain(queries, other),
+                               plain(queries, responses) - gain(queries, responses), atol=1e-6)
 
 
 # ------------------------------------------------------------------ hf-classifier

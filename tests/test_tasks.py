@@ -287,6 +287,13 @@ def test_sentiment_task():
     assert (g.min_new_tokens, g.max_new_tokens, g.top_k, g.top_p) == (4, 8, 0, 1.0)
     r = score(task.reward_fn, ["This movie was", "This movie was"], [" wonderful!", " terrible."])
     assert r[0] > 0.5 and r[1] < -0.3
+    # the default reward is vader-gain: the opening's own sentiment is taken out
+    sia = SentimentIntensityAnalyzer()
+    q, a = "What a waste of", " a great evening, I loved it"
+    (gain,) = score(task.reward_fn, [q], [a])
+    assert gain == pytest.approx(sia.polarity_scores(q + a)["compound"] - sia.polarity_scores(q)["compound"], abs=1e-6)
+    (plain,) = score(make_task("sentiment", reward="vader").reward_fn, [q], [a])
+    assert plain == pytest.approx(sia.polarity_scores(q + a)["compound"], abs=1e-6)
     assert len(make_task("sentiment", limit=20, eval_fraction=0.0).train_queries) == 20
 
 

@@ -3,7 +3,13 @@
 Queries are 370 movie-review openings of 2-8 words, written for this project (not taken
 from IMDB) and shipped as ``data/sentiment_openings.txt``: neutral, negative and positive
 ones ("This movie was", "What a waste of", "I was pleasantly surprised"). Same templates
-as ``imdb``; the reward defaults to VADER on ``query + response``. Generation is cheaper
+as ``imdb``. The reward defaults to ``vader-gain``: VADER's compound score of ``query +
+response`` minus that of the query alone, i.e. the sentiment the answer adds. For each
+query that is VADER on ``query + response`` (the ``imdb`` default) shifted by a constant,
+so the best answer is the same; the shift takes the opening's own sentiment (about half
+the variance of a batch's rewards) out of what a critic must learn, which is what lets
+PPO raise the reward within the ten-minute CPU run (with plain ``vader`` it did not).
+``reward="vader"`` gives the unshifted score. Generation is cheaper
 than the paper's: 4-8 new tokens per turn (half of ``imdb``'s 4-16), enough for a
 sentiment-bearing continuation.
 """
@@ -38,7 +44,7 @@ def load_openings() -> list[str]:
 
 
 def sentiment_task(
-    reward: str | RewardFn = "vader",
+    reward: str | RewardFn = "vader-gain",
     reward_model: Any = DEFAULT_REWARD_MODEL,
     reward_kwargs: Mapping[str, Any] | None = None,
     eval_fraction: float = 0.1,
@@ -48,7 +54,7 @@ def sentiment_task(
     """The embedded sentiment task.
 
     Args:
-        reward: ``"vader"`` (default), ``"hf-classifier"`` or a callable.
+        reward: ``"vader-gain"`` (default), ``"vader"``, ``"hf-classifier"`` or a callable.
         reward_model: the classifier of ``"hf-classifier"``.
         reward_kwargs: extra keyword arguments of the reward factory.
         eval_fraction: share held out for evaluation (seeded shuffle; 10% = 37 openings).
@@ -58,7 +64,7 @@ def sentiment_task(
     check_limit(limit)
     return review_task(
         "sentiment", load_openings()[:limit], eval_fraction, seed, GENERATION,
-        "Continue an embedded movie-review opening; reward: positive sentiment.",
+        "Continue an embedded movie-review opening; reward: the positive sentiment it adds.",
         reward, reward_model, reward_kwargs,
     )
 
