@@ -4,7 +4,9 @@
     python bench/iteration.py --model tiny            # the tests' tiny model (seconds)
     python bench/iteration.py --device cuda --batch-size 32 --new-tokens 16
 
-Measures, in one run:
+Measures, in one run (the trainers step in turn, so machine noise hits all of them alike;
+CORY is also timed without knowledge transfer, which isolates the cost of the observer's
+longer prompt, and with activation checkpointing):
 
 | metric | goal |
 |---|---|
@@ -41,8 +43,8 @@ class Args:
     """Queries per iteration."""
     new_tokens: int = 8
     """Answer length per turn (fixed, so both algorithms generate the same number of tokens)."""
-    iterations: int = 2
-    """Timed iterations per algorithm (after one warm-up iteration)."""
+    iterations: int = 3
+    """Timed iterations per trainer (after one warm-up iteration each)."""
     device: str = "cpu"
     """cpu or cuda."""
     dtype: str = "fp32"
@@ -51,11 +53,12 @@ class Args:
     """Internal: measure peak memory of one configuration in this process."""
 
 
-def config(args: Args, mode: str = "lora", out: str = "/tmp/cory-bench", checkpointing: bool = False):
+def config(args: Args, mode: str = "lora", out: str = "/tmp/cory-bench", checkpointing: bool = False,
+           knowledge_transfer: bool = True):
     from agents.config import TrainConfig
 
     return TrainConfig(
-        activation_checkpointing=checkpointing,
+        activation_checkpointing=checkpointing, knowledge_transfer=knowledge_transfer,
         model=args.model, task="sentiment", iterations=args.iterations + 1, batch_size=args.batch_size,
         mini_batch_size=args.batch_size, ppo_epochs=1, max_new_tokens=args.new_tokens,
         min_new_tokens=args.new_tokens, mode=mode, device=args.device, dtype=args.dtype,
@@ -78,39 +81,45 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_steps(trainer, args: Args) -> float:
-    trainer.step(0)  # warm-up
-    sync(args.device)
-    t0 = time.perf_counter()
+def time_steps(trainers: dict, args: Args) -> dict[str, float]:
+    """Seconds per iteration of each trainer. They step in turn (one warm-up step each,
+    then ``iterations`` rounds), so a load spike on a noisy machine hits all of them."""
+    for trainer in trainers.values():
+        trainer.step(0)
+    totals = dict.fromkeys(trainers, 0.0)
     for it in range(1, args.iterations + 1):
-        trainer.step(it)
-    sync(args.device)
-    return (time.perf_counter() - t0) / args.iterations
+        for name, trainer in trainers.items():
+            sync(args.device)
+            t0 = time.perf_counter()
+            trainer.step(it)
+            sync(args.device)
+            totals[name] += time.perf_counter() - t0
+    return {name: total / args.iterations for name, total in totals.items()}
 
 
 @torch.no_grad()
-def rollout_vs_generate(trainer, args: Args) -> tuple[float, float, int]:
+def rollout_vs_generate(trainer, args: Args, repeats: int = 5) -> tuple[float, float, int]:
     """Seconds of one pioneer rollout through the env, and of ``generate`` of the same
-    number of new tokens on the same left-padded prompts, with the same sampling."""
+    number of new tokens on the same left-padded prompts, with the same sampling: the
+    fastest of ``repeats`` runs each, the two alternating."""
     from agents.rollout import rollout_alone
 
     run, agent = trainer.run, trainer.learner.agent
     queries, n = run.sample_queries()
-    times, gens = [], []
-    for _ in range(3):
+    tok = run.tokenizer
+    tok.padding_side = "left"
+    enc = tok([run.task.pioneer_prompt(q) for q in queries], return_tensors="pt", padding=True).to(args.device)
+    model = agent.model
+    times, gens, steps = [], [], n
+    for _ in range(repeats):
         sync(args.device)
         t0 = time.perf_counter()
         turns = rollout_alone(run.venv, agent, queries, run.generation, n, run.generator)
         sync(args.device)
         times.append(time.perf_counter() - t0)
-    steps = max(len(r) for r in turns.responses)
-    tok = run.tokenizer
-    tok.padding_side = "left"
-    enc = tok([run.task.pioneer_prompt(q) for q in queries], return_tensors="pt", padding=True).to(args.device)
-    model = agent.model
-    if agent.is_lora:
-        model.set_adapter(agent.adapter)
-    for _ in range(3):
+        steps = max(len(r) for r in turns.responses)
+        if agent.is_lora:
+            model.set_adapter(agent.adapter)
         sync(args.device)
         t0 = time.perf_counter()
         model.generate(**enc, max_new_tokens=steps, min_new_tokens=steps, do_sample=True, top_k=0,
@@ -202,8 +211,18 @@ def main(args: Args) -> dict:
     import copy
 
     cory = CoryTrainer(config(args, out="/tmp/cory-bench-cory"), model=copy.deepcopy(model), tokenizer=tokenizer)
-    ppo = PPOTrainer(config(args, out="/tmp/cory-bench-ppo"), model=model, tokenizer=tokenizer)
-    t_cory, t_ppo = time_steps(cory, args), time_steps(ppo, args)
+    trainers = {
+        "cory": cory,
+        # the observer reads only the query: the same prompt lengths as the pioneer's
+        "cory_no_transfer": CoryTrainer(config(args, out="/tmp/cory-bench-cory-nokt", knowledge_transfer=False),
+                                        model=copy.deepcopy(model), tokenizer=tokenizer),
+        "cory_ckpt": CoryTrainer(config(args, out="/tmp/cory-bench-cory-ckpt", checkpointing=True),
+                                 model=copy.deepcopy(model), tokenizer=tokenizer),
+        "ppo": PPOTrainer(config(args, out="/tmp/cory-bench-ppo"), model=model, tokenizer=tokenizer),
+    }
+    times = time_steps(trainers, args)
+    t_cory, t_ppo = times["cory"], times["ppo"]
+    ppo = trainers["ppo"]
     t_roll, t_gen, steps = rollout_vs_generate(ppo, args)
     swap = swap_ms(cory)
     measured = {w: peak(args, w) for w in ("cory-lora", "ppo-lora", "ppo-full", "cory-lora-ckpt", "ppo-lora-ckpt")}
@@ -212,6 +231,10 @@ def main(args: Args) -> dict:
     metrics = {
         "model": args.model, "device": args.device, "batch_size": args.batch_size, "new_tokens": args.new_tokens,
         "cory_iteration_s": t_cory, "ppo_iteration_s": t_ppo, "cory_over_ppo_iteration": t_cory / t_ppo,
+        "cory_no_transfer_iteration_s": times["cory_no_transfer"],
+        "cory_no_transfer_over_ppo_iteration": times["cory_no_transfer"] / t_ppo,
+        "cory_ckpt_iteration_s": times["cory_ckpt"],
+        "cory_ckpt_over_cory_iteration": times["cory_ckpt"] / t_cory,
         "rollout_s": t_roll, "generate_s": t_gen, "rollout_steps": steps, "rollout_over_generate": t_roll / t_gen,
         "swap_ms": swap,
         **{f"peak_mb_{w}": round(v / 2**20, 1) for w, v in mem.items()},
@@ -225,6 +248,10 @@ def main(args: Args) -> dict:
     }
     print(f"model {args.model} on {args.device}, batch {args.batch_size}, {args.new_tokens} new tokens")
     print(f"  CORY iteration {t_cory:8.3f} s   PPO iteration {t_ppo:8.3f} s   ratio {t_cory / t_ppo:.2f} (goal <= 2.0)")
+    print(f"  CORY without knowledge transfer {times['cory_no_transfer']:8.3f} s   "
+          f"ratio to PPO {metrics['cory_no_transfer_over_ppo_iteration']:.2f}")
+    print(f"  CORY with activation checkpointing {times['cory_ckpt']:8.3f} s   "
+          f"ratio to CORY {metrics['cory_ckpt_over_cory_iteration']:.2f}")
     print(f"  rollout {t_roll:8.3f} s   generate {t_gen:8.3f} s ({steps} tokens)   ratio {t_roll / t_gen:.2f} (goal <= 1.15)")
     print(f"  role swap {swap * 1e3:.2f} us (goal < 10 ms)")
     print(f"  peak memory MB (process) { {w: metrics[f'peak_mb_{w}'] for w in mem} }: CORY-LoRA/PPO-LoRA {metrics['peak_mem_cory_lora_over_ppo_lora']:.2f}, "
