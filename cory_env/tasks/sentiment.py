@@ -8,7 +8,7 @@ response`` minus that of the query alone, i.e. the sentiment the answer adds. Fo
 query that is VADER on ``query + response`` (the ``imdb`` default) shifted by a constant,
 so the best answer is the same; the shift takes the opening's own sentiment (about half
 the variance of a batch's rewards) out of what a critic must learn, which is what lets
-PPO raise the reward within the ten-minute CPU run (with plain ``vader`` it did not).
+PPO raise the reward within the default CPU run (with plain ``vader`` it did not).
 ``reward="vader"`` gives the unshifted score. Generation is cheaper
 than the paper's: 4-8 new tokens per turn (half of ``imdb``'s 4-16), enough for a
 sentiment-bearing continuation.
