@@ -108,7 +108,7 @@ def test_ppo_baseline_trains_and_resumes(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
-def test_activation_checkpointing_changes_memory_not_results(tmp_path, mode):
+def test_activation_checkpointing_keeps_the_training_numbers(tmp_path, mode):
     def run(checkpointing: bool):
         cfg = small_config(tmp_path / str(checkpointing), mode=mode, iterations=2, eval_every=0,
                            activation_checkpointing=checkpointing)
