@@ -363,37 +363,28 @@ def test_ppo_learner_is_a_learner_and_registered():
 
 
 def test_docstring_example_learner_satisfies_protocol():
-    class Reinforce:
-        samples_per_query = 1
+    """Runs the worked example of ``agents.learner``'s docstring itself, not a copy of it."""
+    import textwrap
 
-        def __init__(self, agent, learning_rate=1e-5):
-            self.agent = agent
-            self.opt = torch.optim.Adam(agent.trainable_parameters(), lr=learning_rate)
+    import agents.learner as learner_mod
 
-        def update(self, batch, scores):
-            scores = torch.as_tensor(scores, dtype=torch.float32)
-            adv = scores - scores.mean()
-            seq_logp = (self.agent.forward(batch).logprobs * batch.response_mask).sum(1)
-            loss = -(adv * seq_logp).mean()
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-            return {"reinforce/loss": loss.item()}
-
-        def state_dict(self):
-            return {"optimizer": self.opt.state_dict()}
-
-        def load_state_dict(self, state):
-            self.opt.load_state_dict(state["optimizer"])
-
-    register_learner("test-reinforce", Reinforce, overwrite=True)
+    doc = learner_mod.__doc__
+    example = textwrap.dedent(doc[doc.index("no critic::") + len("no critic::"):])
     agent = BigramAgent()
-    learner = make_learner("test-reinforce", agent, learning_rate=0.1)
-    assert isinstance(learner, Learner)
-    before = agent.prob(2, 3)
-    for _ in range(5):
-        learner.update(make_batch(), SCORES)
-    assert agent.prob(2, 3) > before
+    namespace = {"agent": agent, "Learner": Learner}
+    try:
+        exec(compile(example, "agents/learner.py (docstring)", "exec"), namespace)
+        learner = namespace["learner"]
+        assert isinstance(learner, Learner) and learner.agent is agent
+        learner.opt.param_groups[0]["lr"] = 0.1  # the example's 1e-4 moves a bigram too slowly
+        before = agent.prob(2, 3)
+        for _ in range(5):
+            stats = learner.update(make_batch(), SCORES)
+        assert agent.prob(2, 3) > before
+        assert set(stats) == {"reinforce/loss", "env/reward_mean"}
+        assert stats["env/reward_mean"] == pytest.approx(float(SCORES.mean()))
+    finally:
+        learner_mod._REGISTRY.pop("reinforce", None)
 
 
 def test_ppo_update_learns_rewarded_token():
