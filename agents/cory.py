@@ -13,9 +13,10 @@ Each iteration (:meth:`CoryTrainer.step`):
    score statistics) stay where they are, only the role -> learner mapping flips.
 
 Models are named ``model_a`` (the first pioneer) and ``model_b``; metrics are logged per
-role (``pioneer/...``, ``observer/...``) and per model (``model_a/...``), evaluation of
-each model alone under ``eval/model_a/...``. The loop itself (evaluation cadence,
-logging, checkpoints, resume, plots) is :func:`agents.loop.fit`.
+seat (``pioneer/...``, ``observer/...``) and per model (``model_a/...``), evaluation of
+each model alone under ``eval/model_a/...`` (:mod:`agents.run.metrics`). Evaluation,
+state and the loop (cadence, logging, checkpoints, resume, plots) are the shared
+:class:`agents.run.trainer.Trainer`'s.
 """
 
 from __future__ import annotations
@@ -25,26 +26,26 @@ from typing import Any
 
 import numpy as np
 
-from agents.batch import TokenBatch
-from agents.config import TrainConfig
-from agents.evaluate import evaluate_alone
-from agents.loop import fit
 from agents.roles import RoleAssignment, make_schedule
-from agents.rollout import OBSERVER, PIONEER, Turns, rollout_pair
-from agents.setup import build_agents, build_learner, build_run, load
+from agents.run.config import TrainConfig
+from agents.run.metrics import model_key, run_key, seat_key
+from agents.run.rollout import rollout_pair
+from agents.run.setup import build_agents, build_learner, build_run, load
+from agents.run.trainer import Trainer
+from cory_env import OBSERVER, PIONEER
 from cory_env.tasks.base import Task
 
 MODELS = ("model_a", "model_b")
 
 
-class CoryTrainer:
+class CoryTrainer(Trainer):
     """CORY over a causal LM: composes the vector env, two learners, the role assignment
     and its schedule. ``model``/``tokenizer``/``task`` may be given to skip loading."""
 
     models = MODELS
 
     def __init__(self, config: TrainConfig, *, model=None, tokenizer=None, task: Task | None = None):
-        self.config = config
+        super().__init__(config)
         model, tokenizer = load(config, model, tokenizer)
         agents = build_agents(config, model, tokenizer, n=2)
         names = (config.learner, config.observer_learner or config.learner)
@@ -59,12 +60,10 @@ class CoryTrainer:
         self.run = build_run(config, tokenizer, task, samples_per_query=k)
         self.roles = RoleAssignment({PIONEER: self.learners["model_a"], OBSERVER: self.learners["model_b"]})
         self.schedule = make_schedule(config.swap_period if config.role_exchange else "never")
-        self.samples: list[dict[str, Any]] = []
 
     def model_of(self, role: str) -> str:
-        """Which model plays ``role`` now."""
-        learner = self.roles[role]
-        return next(m for m, lr in self.learners.items() if lr is learner)
+        """Which model plays ``role`` now (the assignment keeps the learners in model order)."""
+        return MODELS[self.roles.index(role)]
 
     def step(self, iteration: int) -> dict[str, float]:
         """One CORY iteration; returns its metrics."""
@@ -72,33 +71,30 @@ class CoryTrainer:
         queries, max_new = run.sample_queries()
         pioneer, observer = self.roles[PIONEER], self.roles[OBSERVER]
         first, second = rollout_pair(
-            run.venv, pioneer.agent, observer.agent, queries, run.generation, max_new,
-            self.config.reward_mode, run.generator,
+            run.venv, pioneer.agent, observer.agent, queries, run.generation, max_new, run.generator
         )
         t_rollout = time.perf_counter() - t0
         metrics: dict[str, float] = {}
         for role, learner, turns in ((PIONEER, pioneer, first), (OBSERVER, observer, second)):
-            stats = self._update(learner, turns)
+            stats = self.update(learner, turns)
             model = self.model_of(role)
-            metrics.update({f"{role[:-2]}/{k}": v for k, v in stats.items()})
+            metrics.update({seat_key(role, k): v for k, v in stats.items()})
             metrics.update({
-                f"{model}/score": float(turns.scores.mean()),
-                f"{model}/kl": stats.get("objective/kl", float("nan")),
-                f"{model}/role": 0.0 if role == PIONEER else 1.0,
-                f"{role[:-2]}/score": float(turns.scores.mean()),
-                f"{role[:-2]}/length": float(np.mean([len(r) for r in turns.responses])),
+                model_key(model, "score"): float(turns.scores.mean()),
+                model_key(model, "kl"): stats.get("objective/kl", float("nan")),
+                model_key(model, "role"): 0.0 if role == PIONEER else 1.0,
+                seat_key(role, "score"): float(turns.scores.mean()),
+                seat_key(role, "length"): float(np.mean([len(r) for r in turns.responses])),
             })
-        swapped = self.schedule.should_swap(iteration)
-        if swapped:
-            self.roles.swap()
+        swapped = self.roles.maybe_swap(self.schedule, iteration)
         metrics.update({
-            "charts/reward": float(first.rewards.mean()),
-            "charts/kl": float(np.mean([metrics[f"{m}/kl"] for m in MODELS])),
-            "charts/max_new_tokens": float(max_new),
-            "charts/swapped": float(swapped),
-            "charts/num_swaps": float(self.roles.num_swaps),
-            "charts/rollout_s": t_rollout,
-            "charts/iteration_s": time.perf_counter() - t0,
+            run_key("reward"): float(first.rewards.mean()),
+            run_key("kl"): float(np.mean([metrics[model_key(m, "kl")] for m in MODELS])),
+            run_key("max_new_tokens"): float(max_new),
+            run_key("swapped"): float(swapped),
+            run_key("num_swaps"): float(self.roles.num_swaps),
+            run_key("rollout_s"): t_rollout,
+            run_key("iteration_s"): time.perf_counter() - t0,
         })
         self.samples = [
             {"query": str(q), "pioneer": a1, "observer": a2, "pioneer_score": float(s1),
@@ -108,38 +104,8 @@ class CoryTrainer:
         ]
         return metrics
 
-    def _update(self, learner, turns: Turns) -> dict[str, float]:
-        batch = TokenBatch.from_lists(turns.prompts, turns.responses, self.run.pad_id,
-                                      device=learner.agent.device)
-        return learner.update(batch, turns.rewards)
+    def extra_state(self) -> dict[str, Any]:
+        return {"roles": self.roles.state_dict()}
 
-    def evaluate(self) -> dict[str, float]:
-        """Each model alone, from the query-only prompt, on the held-out queries; every model
-        (and the PPO baseline's policy) samples with the same random numbers."""
-        run, out = self.run, {}
-        for model, learner in self.learners.items():
-            stats, _ = evaluate_alone(
-                learner.agent, run.eval_venv, run.task, run.eval_queries, run.generation,
-                run.generation.max_new_tokens, seed=self.config.seed + 7919, pad_id=run.pad_id,
-            )
-            out.update({f"eval/{model}/{k}": v for k, v in stats.items()})
-        return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "learners": {m: {"agent": lr.agent.state_dict(), "learner": lr.state_dict()}
-                         for m, lr in self.learners.items()},
-            "roles": self.roles.state_dict(),
-            "random": self.run.random_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for m, lr in self.learners.items():
-            lr.agent.load_state_dict(state["learners"][m]["agent"])
-            lr.load_state_dict(state["learners"][m]["learner"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.roles.load_state_dict(state["roles"])
-        self.run.load_random_state(state["random"])
-
-    def train(self, stop_after: int | None = None) -> list[dict[str, Any]]:
-        """Run the configured iterations (resuming if asked); returns the metric rows."""
-        return fit(self, self.config, stop_after=stop_after)

@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .learner import Learner
+from agents.rl.learner import Learner
+from cory_env import AGENTS, OBSERVER, PIONEER
 
 __all__ = [
     "OBSERVER",
@@ -31,9 +32,8 @@ __all__ = [
     "make_schedule",
 ]
 
-PIONEER, OBSERVER = "pioneer_0", "observer_0"
-ROLES: tuple[str, str] = (PIONEER, OBSERVER)
-"""The env's agent names; these are roles, not models."""
+ROLES: tuple[str, str] = AGENTS
+"""The env's agent names (defined in :mod:`cory_env.state`); these are roles, not models."""
 
 
 @runtime_checkable

@@ -3,7 +3,9 @@
 :class:`LMActorCriticPolicy` is an SB3 ``ActorCriticPolicy`` whose actor *is* a Hugging
 Face causal LM: the logits at the last real position of the observation (found from its
 ``attention_mask``) are the Categorical action distribution over the vocabulary, and a
-linear value head on the final hidden state at that position gives the value. SB3's
+linear value head on the final hidden state at that position gives the value (zero at
+start, and LoRA adapters on every linear layer: both from :mod:`agents.policy.construction`,
+as :class:`agents.policy.agent.LLMAgent`'s). SB3's
 features extractor and MLP are not used; SB3's own ``PPO`` class collects the rollouts
 (one env step = one token) and runs its clipped-surrogate update unchanged.
 
@@ -38,7 +40,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
-from agents.models import autocast
+from agents.policy.construction import hidden_size, with_lora, zero_value_head
+from agents.policy.loading import autocast
 from cory_env.wrappers import PioneerEnv
 
 Obs = dict[str, torch.Tensor]
@@ -77,11 +80,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)  # _build: no-op
         self.lm = lm
         self.dtype = dtype
-        hidden = _hidden_size(lm)
-        self.value_head = nn.Linear(hidden, 1)
-        nn.init.normal_(self.value_head.weight, std=1.0 / np.sqrt(hidden + 1))
-        nn.init.zeros_(self.value_head.bias)
-        self.value_head.to(_device_of(lm))
+        self.value_head = zero_value_head(hidden_size(lm)).to(_device_of(lm))  # as LLMAgent's
         self.share_prefixes = share_prefixes
         self._gather_logits = True  # logits_to_keep=(R, K) positions; off if the model lacks it
         self.optimizer = self.optimizer_class(
@@ -205,37 +204,8 @@ def _prefix_roots(ids: torch.Tensor, last: torch.Tensor, max_rows: int = 1024):
     return root, slot
 
 
-def _hidden_size(lm: nn.Module) -> int:
-    head = lm.get_output_embeddings()
-    if head is not None and getattr(head, "in_features", None):
-        return int(head.in_features)
-    config = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
-    return int(config.hidden_size)
-
-
 def _device_of(lm: nn.Module) -> torch.device:
     return next(lm.parameters()).device
-
-
-def with_lora(model: nn.Module, r: int = 16, alpha: int = 32, seed: int = 0,
-              target_modules: str | list[str] | None = None) -> nn.Module:
-    """``model`` with a fresh LoRA adapter (only the adapter trains). ``target_modules=None``:
-    peft's default for the architecture (as :class:`agents.llm_agent.LLMAgent`), else all
-    linear layers."""
-    from peft import LoraConfig, get_peft_model
-
-    def config(targets):
-        return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets,
-                          task_type="CAUSAL_LM")
-
-    torch.manual_seed(seed)
-    model.requires_grad_(False)
-    try:
-        return get_peft_model(model, config(target_modules))
-    except ValueError:  # peft knows no default targets for this architecture
-        if target_modules is not None:
-            raise
-        return get_peft_model(model, config("all-linear"))
 
 
 def make_sb3_ppo(
@@ -260,7 +230,7 @@ def make_sb3_ppo(
 
     ``max_new_tokens=None``: the task's default. ``n_steps`` tokens per env per rollout,
     ``n_envs`` envs (a ``DummyVecEnv`` with ``Monitor``, so ``ep_info_buffer`` holds episode
-    rewards), mini-batches of ``batch_size`` tokens, ``n_epochs`` passes. ``lora_r``: train a LoRA adapter (wraps
+    rewards), mini-batches of ``batch_size`` tokens, ``n_epochs`` passes. ``lora_r``: train a LoRA adapter, the same modules as ``LLMAgent``'s (wraps
     ``model`` with PEFT) instead of all weights. Defaults follow the paper where SB3 has a
     counterpart: gamma 1, GAE lambda 0.95, clip 0.2, value clip 0.2, vf_coef 0.1, grad
     norm 1; ``ppo_kwargs`` overrides any ``PPO`` argument. ``env_kwargs`` go to

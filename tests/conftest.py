@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tiny import tiny_model, tiny_tokenizer  # noqa: E402
+from helpers.tiny import tiny_model, tiny_tokenizer
 
 # The tests' models are tiny: one thread avoids thread start-up and contention costs that
 # dominate at this size (and keeps a 2-core CI machine responsive).

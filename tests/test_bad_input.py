@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_env import BANG, EOS, FILM, make_test_task, play
+from helpers.tasks import BANG, EOS, FILM, make_test_task, play
 
 import cory_env
 from cory_env import CoryTextEnv, CoryTextVecEnv, RewardError

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-from agents.config import PRESETS, TrainConfig, preset_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from _cli import parse  # noqa: E402
+from agents.run.cli import parse
+from agents.run.config import PRESETS, TrainConfig, preset_config
 
 
 def test_defaults_are_the_cpu_run():

@@ -7,23 +7,14 @@ import json
 
 import pytest
 import torch
-from tiny import tiny_model, tiny_tokenizer
+from helpers.configs import small_config
+from helpers.scripts import load_script
+from helpers.tiny import tiny_model, tiny_tokenizer
 
-from agents.config import TrainConfig
 from agents.cory import CoryTrainer
 from baselines.ppo import PPOTrainer
 
 TIMING = ("charts/rollout_s", "charts/iteration_s")
-
-
-def small_config(tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        task="sentiment", iterations=3, batch_size=4, mini_batch_size=2, ppo_epochs=2,
-        learning_rate=1e-2, max_new_tokens=5, min_new_tokens=3, swap_period=2, eval_every=2,
-        eval_size=4, output_dir=str(tmp_path / "run"), progress=False, lora_r=4, lora_alpha=8,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def trainable(learner) -> list[torch.Tensor]:
@@ -132,13 +123,7 @@ def test_activation_checkpointing_keeps_the_training_numbers(tmp_path, mode):
 
 
 def test_compare_script_plots_cory_next_to_ppo(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "compare", Path(__file__).resolve().parents[1] / "scripts" / "compare.py")
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    compare = load_script("scripts/compare.py")
     cory_dir, ppo_dir = tmp_path / "cory", tmp_path / "ppo"
     CoryTrainer(small_config(cory_dir, iterations=2), model=tiny_model(), tokenizer=tiny_tokenizer()).train()
     PPOTrainer(small_config(ppo_dir, iterations=2), model=tiny_model(), tokenizer=tiny_tokenizer()).train()
@@ -175,12 +160,7 @@ def test_ablation_switches(tmp_path, ablation):
 
 @pytest.mark.slow
 def test_run_cory_script_trains_the_real_default_model_for_one_iteration(tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    import run_cory
-
+    run_cory = load_script("scripts/run_cory.py")
     out = tmp_path / "real"
     rows = run_cory.main(["--iterations", "1", "--batch-size", "4", "--mini-batch-size", "4",
                           "--eval-every", "1", "--eval-size", "4", "--output-dir", str(out),
@@ -225,3 +205,18 @@ def test_training_raises_a_dense_reward(tmp_path, trainer_cls):
     first = sum(rows[0][f"{m}/score"] for m in models) / len(models)
     last = sum(r[f"{m}/score"] for r in rows[-3:] for m in models) / (3 * len(models))
     assert first < 0.2 and last > first + 0.3, (first, last)
+
+
+def test_skipped_minibatches_are_a_metric_and_one_line_per_iteration(tmp_path, capsys):
+    import warnings
+
+    cfg = small_config(tmp_path, iterations=2, eval_every=0, ratio_threshold=0.5)  # ratio ~1 > 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no Python warning per skipped mini-batch
+        rows = CoryTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    for row in rows:
+        assert row["pioneer/ppo/skipped_minibatches"] == 4  # 2 epochs x 2 mini-batches, all skipped
+        assert row["observer/ppo/skipped_minibatches"] == 4
+    lines = [x for x in capsys.readouterr().out.splitlines() if "skipped mini-batches" in x]
+    assert len(lines) == 2 and lines[0].startswith("iteration 0:") and lines[1].startswith("iteration 1:")
+    assert "pioneer/ppo/skipped_minibatches 4" in lines[0]

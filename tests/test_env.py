@@ -7,39 +7,11 @@ import functools
 import numpy as np
 import pettingzoo
 import pytest
+from helpers.tasks import BANG, EOS, FILM, QUERIES, THE, film_reward, make_test_task, play  # noqa: F401
 from pettingzoo.test import api_test, seed_test
 
 import cory_env
-from cory_env import CoryTextEnv, GenerationConfig, Query, Task
-
-FILM, THE, BANG, EOS = 292, 317, 1, 0  # tiny tokenizer: " film", " the", "!", <eos>
-QUERIES = [Query("This movie was", "8"), Query("I loved this film"), Query("The plot was")]
-
-
-def film_reward(queries, responses):
-    """Deterministic: 1 per "film", 0.25 per "!" in the answer."""
-    return np.array([r.count("film") + 0.25 * r.count("!") for r in responses], np.float32)
-
-
-def make_test_task(reward_fn=film_reward, **generation) -> Task:
-    gen = {"max_new_tokens": 6, "max_prompt_tokens": 24, **generation}
-    return Task(
-        name="test",
-        train_queries=QUERIES,
-        eval_queries=QUERIES[:1],
-        reward_fn=reward_fn,
-        pioneer_template="{q}",
-        observer_template='Better: "{q}{a1}" {q}',
-        generation=GenerationConfig(**gen),
-    )
-
-
-def play(env, pioneer: list[int], observer: list[int]) -> None:
-    """Step the given tokens for each role (the turn must end with the last one)."""
-    for role, tokens in (("pioneer_0", pioneer), ("observer_0", observer)):
-        for t in tokens:
-            assert env.agent_selection == role
-            env.step(t)
+from cory_env import CoryTextEnv
 
 
 @pytest.mark.filterwarnings("ignore:Observation is not a NumPy array")  # a dict, by design

@@ -4,11 +4,10 @@ tianshou's PettingZoo wrapper, collector and on-policy trainer."""
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.scripts import load_script
 
 # Not pytest.importorskip("tianshou"): importing tianshou here would load numba before the
 # example can switch its JIT off (see examples/tianshou_marl.py), costing ~10-30 s of compiling.
@@ -18,9 +17,7 @@ if importlib.util.find_spec("tianshou") is None:
         allow_module_level=True,
     )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
-import tianshou_marl  # noqa: E402
+tianshou_marl = load_script("examples/tianshou_marl.py")
 
 ROLES = tianshou_marl.ROLES
 TINY = dict(max_new_tokens=3, num_envs=2, episodes_per_update=4, steps_per_epoch=24, dim=8)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny import tiny_model, tiny_tokenizer
+from helpers.tiny import tiny_model, tiny_tokenizer
 
-from agents.batch import TokenBatch
-from agents.llm_agent import AgentOutput, LLMAgent, enable_activation_checkpointing, sample_tokens
-from cory_env import CoryTextVecEnv, GenerationConfig
-
-PIONEER, OBSERVER = "pioneer_0", "observer_0"
+from agents.policy import AgentOutput, LLMAgent, enable_activation_checkpointing, sample_tokens
+from agents.rl.batch import TokenBatch
+from agents.run.rollout import act
+from cory_env import OBSERVER, PIONEER, CoryTextVecEnv, GenerationConfig
 
 
 def make_batch(tok) -> TokenBatch:
@@ -291,7 +290,7 @@ def test_act_with_cache_equals_no_cache_sampler(gen):
     v1, v2 = venv_for(tok), venv_for(tok)
     for role in (PIONEER, OBSERVER):
         assert v1.agent_selection == v2.agent_selection == role
-        fast = agent.act(v1, gen, generator=torch.Generator().manual_seed(11))
+        fast = act(agent, v1, gen, generator=torch.Generator().manual_seed(11))
         slow = reference_act(agent.model, v2, gen, torch.Generator().manual_seed(11), tok.pad_token_id)
         assert [r.tolist() for r in fast] == [r.tolist() for r in slow]
     assert v1.agent_selection is None
@@ -306,7 +305,7 @@ def test_act_greedy_equals_generate():
     agent = LLMAgent.full_copy(model, tok)
     venv = venv_for(tok, n=5, max_new=8)
     prompts = venv.prompt_ids
-    got = agent.act(venv, GenerationConfig(max_new_tokens=8, top_k=1))
+    got = act(agent, venv, GenerationConfig(max_new_tokens=8, top_k=1))
     width = max(map(len, prompts))
     ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + list(p) for p in prompts])
     mask = (torch.arange(width)[None] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
@@ -330,7 +329,7 @@ def test_act_uses_the_kv_cache():
 
     agent.model.forward = spy
     prompt_width = max(map(len, venv.prompt_ids))
-    resp = agent.act(venv, GenerationConfig(max_new_tokens=6), generator=torch.Generator().manual_seed(0))
+    resp = act(agent, venv, GenerationConfig(max_new_tokens=6), generator=torch.Generator().manual_seed(0))
     steps = max(map(len, resp))
     assert widths == [prompt_width] + [1] * (steps - 1)
 
@@ -341,8 +340,8 @@ def test_lora_agents_play_both_roles():
     _perturb(b, 0.3)
     venv = venv_for(tok, n=4, max_new=8)
     gen = GenerationConfig(max_new_tokens=8)
-    first = a.act(venv, gen, generator=torch.Generator().manual_seed(0))
-    second = b.act(venv, gen, generator=torch.Generator().manual_seed(0))
+    first = act(a, venv, gen, generator=torch.Generator().manual_seed(0))
+    second = act(b, venv, gen, generator=torch.Generator().manual_seed(0))
     assert venv.agent_selection is None
     assert all(1 <= len(r) <= 8 for r in first + second)
     assert [r.tolist() for r in first] == [r.tolist() for r in venv.response_ids(PIONEER)]
@@ -356,7 +355,7 @@ def test_act_bf16_autocast_and_padded_vocab():
         model.model.embed_tokens.weight[len(tok):] *= 50.0  # make padded ids attractive
     agent = LLMAgent.full_copy(model, tok, dtype="bf16")
     venv = venv_for(tok, n=3, max_new=5)
-    resp = agent.act(venv, GenerationConfig(max_new_tokens=5), generator=torch.Generator().manual_seed(0))
+    resp = act(agent, venv, GenerationConfig(max_new_tokens=5), generator=torch.Generator().manual_seed(0))
     assert all(int(r.max()) < len(tok) for r in resp)
     out = agent.forward(make_batch(tok))
     assert out.logprobs.dtype == torch.float32 and torch.isfinite(out.logprobs).all()
@@ -368,18 +367,18 @@ def test_act_errors():
     venv = venv_for(tok, n=2, max_new=4)
     gen = GenerationConfig(max_new_tokens=4, top_k=1)
     with pytest.raises(RuntimeError, match="did not end within"):
-        agent.act(venv, gen, max_new_tokens=2)
+        act(agent, venv, gen, max_new_tokens=2)
     venv.reset(seed=0)
-    agent.act(venv, gen)
-    agent.act(venv, gen)
+    act(agent, venv, gen)
+    act(agent, venv, gen)
     with pytest.raises(RuntimeError, match="episode is over"):
-        agent.act(venv, gen)
+        act(agent, venv, gen)
 
 
 @pytest.mark.slow
 def test_smollm2_lora_pair_plays_an_episode():
     """The embedded default model: a LoRA pair plays both roles and scores its answers."""
-    from agents.models import ModelNotFoundError, alias_path, load_model
+    from agents.policy.loading import ModelNotFoundError, alias_path, load_model
 
     try:
         alias_path("smollm2-135m-instruct")
@@ -391,8 +390,8 @@ def test_smollm2_lora_pair_plays_an_episode():
     venv.reset(seed=0)
     prompts = venv.prompt_ids
     gen = GenerationConfig(max_new_tokens=4)
-    first = a.act(venv, gen, generator=torch.Generator().manual_seed(0))
-    b.act(venv, gen, generator=torch.Generator().manual_seed(1))
+    first = act(a, venv, gen, generator=torch.Generator().manual_seed(0))
+    act(b, venv, gen, generator=torch.Generator().manual_seed(1))
     assert venv.agent_selection is None and all(1 <= len(r) <= 4 for r in first)
     batch = TokenBatch.from_lists(prompts, first, pad_id=tok.pad_token_id)
     torch.testing.assert_close(masked(a.forward(batch).logprobs.detach(), batch),

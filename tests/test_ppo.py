@@ -4,32 +4,34 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+import warnings
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from helpers.fakes import QUERIES, RESPONSES, SCORES, BigramAgent, cfg, make_batch  # noqa: F401
 
-from agents.batch import TokenBatch
-from agents.learner import Learner, available_learners, make_learner, register_learner
-from agents.ppo import (
+from agents.rl import (
     AdaptiveKLController,
     FixedKLController,
+    Learner,
     PPOConfig,
     PPOLearner,
     RunningMoments,
+    available_learners,
     compute_gae,
     compute_rewards,
     entropy_from_logits,
     kl_penalty,
     last_token_index,
     logprobs_from_logits,
+    make_learner,
     masked_mean,
     masked_var,
     masked_whiten,
     policy_loss,
     process_scores,
+    register_learner,
     value_loss,
 )
 
@@ -260,73 +262,6 @@ def test_process_scores():
 # --------------------------------------------------------------------------- a tiny agent
 
 
-@dataclass
-class Out:
-    logprobs: torch.Tensor
-    values: torch.Tensor
-    entropy: torch.Tensor
-    logits: torch.Tensor | None = None
-
-
-class BigramAgent(nn.Module):
-    """Honours the LLMAgent interface: next-token logits depend on the previous token only."""
-
-    def __init__(self, vocab: int = 6, hidden: int = 8, seed: int = 0) -> None:
-        super().__init__()
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.emb = nn.Embedding(vocab, hidden)
-            self.head = nn.Linear(hidden, vocab)
-            self.v_head = nn.Linear(hidden, 1)
-        self.ref_emb = copy.deepcopy(self.emb).requires_grad_(False)
-        self.ref_head = copy.deepcopy(self.head).requires_grad_(False)
-
-    @staticmethod
-    def _prev(batch: TokenBatch) -> torch.Tensor:
-        return batch.input_ids.gather(
-            1, batch.logit_positions()
-        )  # token before each response token
-
-    def forward(self, batch: TokenBatch, with_logits: bool = False) -> Out:
-        h = torch.tanh(self.emb(self._prev(batch)))
-        logits = self.head(h)
-        return Out(
-            logprobs_from_logits(logits, batch.response_ids),
-            self.v_head(h).squeeze(-1),
-            entropy_from_logits(logits),
-            logits if with_logits else None,
-        )
-
-    @torch.no_grad()
-    def ref_logprobs(self, batch: TokenBatch, full: bool = False) -> torch.Tensor:
-        logp = torch.log_softmax(self.ref_head(torch.tanh(self.ref_emb(self._prev(batch)))), -1)
-        return logp if full else logp.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def prob(self, prev: int, token: int) -> float:
-        with torch.no_grad():
-            return float(torch.softmax(self.head(torch.tanh(self.emb(T([prev])))), -1)[0, token])
-
-
-QUERIES = [[1, 2]] * 4 + [[2]] * 4
-RESPONSES = [[3, 4], [5], [3], [4, 5, 1], [3, 5, 4], [4], [5, 5], [3, 0]]
-SCORES = np.array([1.0 if r[0] == 3 else 0.0 for r in RESPONSES], dtype=np.float32)
-
-
-def make_batch() -> TokenBatch:
-    return TokenBatch.from_lists(QUERIES, RESPONSES, pad_id=0)
-
-
-def cfg(**kw) -> PPOConfig:
-    base = dict(
-        learning_rate=3e-2, batch_size=8, mini_batch_size=4, ppo_epochs=4, init_kl_coef=0.05
-    )
-    base.update(kw)
-    return PPOConfig(**base)
-
-
 EXPECTED_KEYS = {
     "objective/kl",
     "objective/kl_coef",
@@ -363,10 +298,10 @@ def test_ppo_learner_is_a_learner_and_registered():
 
 
 def test_docstring_example_learner_satisfies_protocol():
-    """Runs the worked example of ``agents.learner``'s docstring itself, not a copy of it."""
+    """Runs the worked example of ``agents.rl.learner``'s docstring itself, not a copy of it."""
     import textwrap
 
-    import agents.learner as learner_mod
+    import agents.rl.learner as learner_mod
 
     doc = learner_mod.__doc__
     example = textwrap.dedent(doc[doc.index("no critic::") + len("no critic::"):])
@@ -435,7 +370,8 @@ def test_ratio_threshold_skips_minibatches():
     agent = BigramAgent()
     w0 = [p.detach().clone() for p in agent.trainable_parameters()]
     learner = PPOLearner(agent, cfg(ratio_threshold=0.5, ppo_epochs=2))
-    with pytest.warns(UserWarning, match="ratio_threshold"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a skipped mini-batch is a metric, not a Python warning
         stats = learner.update(make_batch(), SCORES)
     assert stats["ppo/skipped_minibatches"] == 4
     assert all(torch.equal(a, b) for a, b in zip(w0, agent.trainable_parameters(), strict=True))

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_model, tiny_tokenizer
+from helpers.tiny import tiny_model, tiny_tokenizer
 
-from agents import learner as learner_mod
-from agents.batch import TokenBatch
-from agents.learner import Learner, make_learner
-from agents.llm_agent import LLMAgent
-from agents.ppo import PPOConfig
-from agents.rloo import RLOOLearner, check_group_size, rloo_advantages
+from agents.policy.agent import LLMAgent
+from agents.rl import PPOConfig
+from agents.rl import learner as learner_mod
+from agents.rl.batch import TokenBatch
+from agents.rl.learner import Learner, make_learner
+from agents.rl.rloo import RLOOLearner, check_group_size, rloo_advantages
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "learners.md"
 
@@ -236,8 +236,8 @@ def test_the_docs_worked_example_runs():
 
 
 def test_cory_with_an_rloo_model_and_a_ppo_model_trains_swaps_and_resumes(tmp_path):
-    from agents.config import TrainConfig
     from agents.cory import CoryTrainer
+    from agents.run.config import TrainConfig
 
     def cfg(name: str, **kw) -> TrainConfig:
         return TrainConfig(

@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
-from test_ppo import SCORES, BigramAgent, cfg, make_batch
+from helpers.fakes import SCORES, BigramAgent, cfg, make_batch
 
-from agents.learner import Learner
-from agents.ppo import PPOLearner
+from agents.rl import PPOLearner
+from agents.rl.learner import Learner
 from agents.roles import (
     OBSERVER,
     PIONEER,

@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("stable_baselines3")
 
-from tiny import tiny_model, tiny_tokenizer  # noqa: E402
+from helpers.tiny import tiny_model, tiny_tokenizer  # noqa: E402
 
 from baselines.sb3_ppo import (  # noqa: E402
     LMActorCriticPolicy,
@@ -20,6 +20,16 @@ from baselines.sb3_ppo import (  # noqa: E402
 
 SMALL = dict(task="sentiment", max_new_tokens=4, n_steps=8, batch_size=8, n_envs=2, n_epochs=1,
              learning_rate=1e-2)
+
+
+def text_length(queries, responses):
+    """A dense reward (the answer's length in characters / 10): the tiny model's random
+    answers score 0 under `sentiment`'s VADER reward, and with the zero-initialised value
+    head zero rewards give zero advantages, so nothing would train."""
+    return np.array([len(r) / 10 for r in responses], np.float32)
+
+
+DENSE = dict(SMALL, reward_fn=text_length)
 
 
 def advanced_obs(algo, steps: int = 3) -> dict[str, np.ndarray]:
@@ -112,7 +122,7 @@ def test_predict_returns_valid_token_ids():
 def test_a_few_ppo_steps_change_lm_and_value_weights():
     model, tok = tiny_model(), tiny_tokenizer()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    algo, rows = train_sb3_ppo(model, tok, total_timesteps=32, **SMALL)
+    algo, rows = train_sb3_ppo(model, tok, total_timesteps=32, **DENSE)
     policy = algo.policy
     optimised = {id(p) for group in policy.optimizer.param_groups for p in group["params"]}
     assert optimised == {id(p) for p in [*model.parameters(), *policy.value_head.parameters()]}
@@ -127,7 +137,7 @@ def test_a_few_ppo_steps_change_lm_and_value_weights():
 
 def test_lora_trains_only_the_adapter_and_value_head(tmp_path):
     model, tok = tiny_model(), tiny_tokenizer()
-    algo = make_sb3_ppo(model, tok, lora_r=4, **SMALL)
+    algo = make_sb3_ppo(model, tok, lora_r=4, **DENSE)
     policy = algo.policy
     params = dict(policy.lm.named_parameters())
     trainable = {n for n, p in params.items() if p.requires_grad}
@@ -144,3 +154,23 @@ def test_lora_trains_only_the_adapter_and_value_head(tmp_path):
     assert all(1 <= e["tokens"] <= SMALL["max_new_tokens"] for e in episodes)
     out = save_sb3_ppo(algo, tmp_path / "policy", tok)
     assert (out / "model" / "adapter_config.json").exists() and (out / "value_head.pt").exists()
+
+
+def test_lora_adapters_and_value_head_are_the_same_as_llm_agents():
+    from agents.policy import LLMAgent
+
+    def adapted(model) -> set[str]:
+        """Names of the modules carrying a LoRA adapter, adapter name stripped."""
+        return {n.split(".lora_A.")[0].removeprefix("base_model.model.")
+                for n, _ in model.named_parameters() if ".lora_A." in n}
+
+    tok = tiny_tokenizer()
+    policy = make_sb3_ppo(tiny_model(), tok, lora_r=4, **SMALL).policy
+    agent = LLMAgent.lora(tiny_model(), tok, r=4, alpha=8)
+    ours, theirs = adapted(policy.lm), adapted(agent.model)
+    assert ours == theirs
+    # every linear layer of the decoder, not peft's attention-only (q/v) default
+    assert any(n.endswith("mlp.down_proj") for n in ours) and any(n.endswith("self_attn.k_proj") for n in ours)
+    assert not any(n.endswith("lm_head") for n in ours)
+    for head in (policy.value_head, agent.value_head):  # zero-initialised, as LLMAgent's
+        assert not head.weight.any() and not head.bias.any()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_env import BANG, EOS, FILM, THE, make_test_task
+from helpers.tasks import BANG, EOS, FILM, THE, make_test_task
 
 from cory_env import CoryTextEnv, CoryTextVecEnv
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-from test_env import BANG, EOS, FILM, make_test_task
+from helpers.tasks import BANG, EOS, FILM, make_test_task
 
 from cory_env.wrappers import FixedTextPolicy, ObserverEnv, PioneerEnv, RandomPolicy
 

@@ -111,6 +111,13 @@ class Task:
         """The same task with another reward function (the env's ``reward_fn=`` override)."""
         return replace(self, reward_fn=reward_fn)
 
+    def score(self, queries: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+        """The task reward of each answer to its query, ``(N,)`` float32, validated (what the
+        env gives a role for its own answer; used for a model answering alone)."""
+        from cory_env.rewards import score
+
+        return score(self.reward_fn, [self.lookup(q) for q in queries], list(answers))
+
     def lookup(self, text: str) -> Query:
         """The known :class:`Query` for ``text`` (with its gold answer), else a bare one."""
         if isinstance(text, Query) and text.answer is not None:

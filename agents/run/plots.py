@@ -1,8 +1,8 @@
 """PNG plots of a run (or several): task reward and KL per iteration per model, reward vs KL.
 
-Reads the metric rows written by :class:`agents.run_log.RunLog`: per model ``M``,
-``M/score`` and ``M/kl`` every iteration and ``eval/M/reward``, ``eval/M/kl`` at
-evaluations.
+Reads the metric rows written by :class:`agents.run.run_log.RunLog` (names:
+:mod:`agents.run.metrics`): per model ``M``, ``M/score`` and ``M/kl`` every iteration and
+``eval/M/reward``, ``eval/M/kl`` at evaluations.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from agents.run.metrics import eval_key, model_key  # noqa: E402
 
 Rows = list[dict[str, Any]]
 
@@ -41,9 +43,9 @@ def plot_runs(runs: dict[str, tuple[Rows, Sequence[str]]], out_dir: str | Path) 
     for metric, ylabel, fname in (("score", "task reward", "reward.png"), ("kl", "KL to reference", "kl.png")):
         fig, ax = plt.subplots(figsize=(7, 4))
         for name, rows, m in curves:
-            xs, ys = _series(rows, f"{m}/{metric}")
+            xs, ys = _series(rows, model_key(m, metric))
             (line,) = ax.plot(xs, ys, label=f"{name} (train)", alpha=0.6)
-            ekey = f"eval/{m}/{'reward' if metric == 'score' else 'kl'}"
+            ekey = eval_key(m, "reward" if metric == "score" else "kl")
             ex, ey = _series(rows, ekey)
             if ex:
                 ax.plot(ex, ey, "o-", color=line.get_color(), label=f"{name} (eval, alone)")
@@ -58,11 +60,11 @@ def plot_runs(runs: dict[str, tuple[Rows, Sequence[str]]], out_dir: str | Path) 
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rows, m in curves:
-        _, kl = _series(rows, f"eval/{m}/kl")
-        _, rw = _series(rows, f"eval/{m}/reward")
+        _, kl = _series(rows, eval_key(m, "kl"))
+        _, rw = _series(rows, eval_key(m, "reward"))
         source = "eval"
         if not kl:
-            (_, kl), (_, rw), source = _series(rows, f"{m}/kl"), _series(rows, f"{m}/score"), "train"
+            (_, kl), (_, rw), source = _series(rows, model_key(m, "kl")), _series(rows, model_key(m, "score")), "train"
         ax.plot(kl, rw, "o-", label=f"{name} ({source})")
     ax.set_xlabel("KL to reference")
     ax.set_ylabel("task reward")

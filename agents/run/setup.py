@@ -12,11 +12,12 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
-from agents.config import TrainConfig
-from agents.learner import make_learner
-from agents.llm_agent import LLMAgent, enable_activation_checkpointing
-from agents.models import load_model
-from agents.ppo import PPOConfig
+from agents.policy.agent import LLMAgent
+from agents.policy.construction import enable_activation_checkpointing
+from agents.policy.loading import load_model
+from agents.rl.config import PPOConfig
+from agents.rl.learner import make_learner
+from agents.run.config import TrainConfig
 from cory_env.rewards import make_reward
 from cory_env.tasks import GenerationConfig, Query, Task, make_task
 from cory_env.vector import CoryTextVecEnv

@@ -13,10 +13,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from agents.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from agents.config import TrainConfig, to_dict
-from agents.plots import plot_runs
-from agents.run_log import RunLog
+from agents.run.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from agents.run.config import TrainConfig, to_dict
+from agents.run.plots import plot_runs
+from agents.run.run_log import RunLog
+
+SKIPPED = "skipped_minibatches"
+"""A learner stat (``<seat>/<learner>/skipped_minibatches``): mini-batches left out of an
+update because their mean probability ratio exceeded the learner's ``ratio_threshold``."""
 
 
 def checkpoint_path(output_dir: str | Path) -> Path:
@@ -52,6 +56,10 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
             metrics.update(trainer.evaluate())
         metrics.update(trainer.step(it))
         log.log(it, metrics)
+        skipped = {k: int(v) for k, v in metrics.items() if k.endswith("/" + SKIPPED) and v}
+        if skipped:
+            bar.write(f"iteration {it}: skipped mini-batches over the ratio threshold "
+                      f"({', '.join(f'{k} {v}' for k, v in skipped.items())})")
         log.log_samples(it, trainer.samples[: config.num_samples])
         bar.set_postfix(reward=f"{metrics['charts/reward']:.3f}", kl=f"{metrics['charts/kl']:.3f}")
         if (it + 1) % config.checkpoint_every == 0 or it + 1 == end:

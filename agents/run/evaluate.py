@@ -7,9 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from agents.batch import TokenBatch
-from agents.rollout import Turns, rollout_alone
-from cory_env.rewards import score
+from agents.rl.batch import TokenBatch
+from agents.run.rollout import Turns, rollout_alone
 from cory_env.tasks.base import GenerationConfig, Task
 
 
@@ -47,8 +46,7 @@ def evaluate_alone(
     generator = torch.Generator(device=agent.device).manual_seed(seed)
     was_training = agent.training
     agent.eval()
-    turns = rollout_alone(venv, agent, queries, generation, max_new_tokens, generator)
-    turns.scores = score(task.reward_fn, [task.lookup(q) for q in queries], turns.texts)
+    turns = rollout_alone(venv, agent, queries, generation, max_new_tokens, generator, task=task)
     kl = sequence_kl(agent, turns, pad_id)
     agent.train(was_training)
     return {

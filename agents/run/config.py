@@ -2,7 +2,7 @@
 
 ``scripts/run_cory.py`` and ``scripts/run_ppo.py`` parse it into a CLI with tyro. The
 defaults are sized for a CPU: SmolLM2-135M-Instruct (embedded), the offline ``sentiment``
-task, LoRA, about ten minutes on 2 cores. ``--preset`` loads the paper's settings.
+task, LoRA, about 12 minutes on 2 cores. ``--preset`` loads the paper's settings.
 """
 
 from __future__ import annotations
@@ -74,6 +74,10 @@ class TrainConfig:
     """Value loss coefficient."""
     max_grad_norm: float | None = 1.0
     """Gradient clipping (None: off)."""
+    ratio_threshold: float = 10.0
+    """Skip (no backward) a PPO mini-batch whose mean probability ratio exceeds this (TRL's
+    guard against runaway updates); skips are counted in ``<seat>/<learner>/skipped_minibatches``
+    and printed as one line per iteration."""
     target_kl: float | None = None
     """Stop the PPO epochs early once the approximate KL passes 1.5x this (None: off)."""
     use_score_scaling: bool = False
@@ -145,6 +149,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.ratio_threshold > 0:
+            raise ValueError(f"ratio_threshold must be > 0, got {self.ratio_threshold}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
 

@@ -11,10 +11,10 @@ Contract:
 - ``samples_per_query``: responses the trainer samples per query. With ``k > 1`` the
   batch handed to ``update`` is grouped by query: rows ``i*k .. i*k + k-1`` share query
   ``i`` (what RLOO / GRPO-style baselines need). PPO uses 1.
-- ``agent``: the policy being trained (an :class:`agents.llm_agent.LLMAgent` or anything
+- ``agent``: the policy being trained (an :class:`agents.policy.LLMAgent` or anything
   with the same methods); the trainer samples from it.
 - ``update(batch, scores) -> dict[str, float]``: one training step on a
-  :class:`agents.batch.TokenBatch` of ``N`` trajectories with their scalar scores ``(N,)``
+  :class:`agents.rl.batch.TokenBatch` of ``N`` trajectories with their scalar scores ``(N,)``
   (numpy or torch; in CORY the collective reward). Returns flat, namespaced scalar stats
   (``"objective/kl"``, ``"ppo/loss/policy"``, ...) that the trainer logs as they are.
 - ``state_dict()`` / ``load_state_dict(state)``: the learner's own state for checkpoints
@@ -23,8 +23,7 @@ Contract:
 Worked example — REINFORCE with a batch-mean baseline and no critic::
 
     import torch
-    from agents.learner import register_learner, make_learner
-    from agents.ppo import masked_mean
+    from agents.rl import Learner, make_learner, register_learner
 
     class Reinforce:
         samples_per_query = 1
@@ -113,32 +112,10 @@ def make_learner(name: str, agent: Any, **cfg: Any) -> Learner:
     return factory(agent, **cfg)
 
 
-def _make_ppo(
-    agent: Any,
-    *,
-    config: Any = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    lr_scheduler: Any = None,
-    **cfg: Any,
-) -> Learner:
-    """``ppo``: :class:`agents.ppo.PPOLearner`; ``cfg`` are :class:`agents.ppo.PPOConfig`
-    fields (overriding those of ``config`` when both are given)."""
-    from dataclasses import replace
+# The learners that ship with the library; each builds from ``config=`` and PPOConfig fields
+# (and its own arguments, e.g. RLOO's ``k=``): see :meth:`agents.rl.base.LearnerBase.build`.
+from .ppo import PPOLearner  # noqa: E402
+from .rloo import RLOOLearner  # noqa: E402
 
-    from .ppo import PPOConfig, PPOLearner
-
-    config = replace(config, **cfg) if config is not None else PPOConfig(**cfg)
-    return PPOLearner(agent, config, optimizer=optimizer, lr_scheduler=lr_scheduler)
-
-
-register_learner("ppo", _make_ppo)
-
-
-def _make_rloo(agent: Any, **cfg: Any) -> Learner:
-    """``rloo``: :func:`agents.rloo.make_rloo_learner` (``k=``, ``config=``, PPOConfig fields)."""
-    from .rloo import make_rloo_learner
-
-    return make_rloo_learner(agent, **cfg)
-
-
-register_learner("rloo", _make_rloo)
+register_learner("ppo", PPOLearner.build)
+register_learner("rloo", RLOOLearner.build)

@@ -1,0 +1,91 @@
+"""Sampling from a policy with a KV cache: one prefill over the left-padded prompts, then
+one cached forward per token. The sampler knows nothing of the env: the rollout
+(:func:`agents.run.rollout.play_turn`) feeds it the tokens and steps the env.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["KVCacheSampler", "sample_tokens"]
+
+
+def sample_tokens(
+    logits: torch.Tensor, generation: Any, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``(B,)`` token ids drawn from ``(B, V)`` logits with the temperature / top-k / top-p of
+    ``generation`` (as Hugging Face's warpers, in that order). ``top_k=1`` or a temperature
+    of 0 is greedy."""
+    temperature = float(getattr(generation, "temperature", 1.0))
+    top_k = int(getattr(generation, "top_k", 0) or 0)
+    top_p = float(getattr(generation, "top_p", 1.0))
+    logits = logits.float()
+    if top_k == 1 or temperature <= 0:
+        return logits.argmax(-1)
+    if temperature != 1.0:
+        logits = logits / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1)
+        drop = sorted_logits.softmax(-1).cumsum(-1) <= 1.0 - top_p
+        drop[:, -1] = False  # always keep the most likely token
+        logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(-1)
+    if generator is not None and generator.device != probs.device:  # e.g. a CPU generator, CUDA model
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(1).to(probs.device)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+class KVCacheSampler:
+    """Incremental decoding of ``B`` prompts under an agent's policy (no grad, eval mode).
+
+    Use :meth:`open`: ``with KVCacheSampler.open(agent, prompts, budget) as s:`` then read
+    :attr:`logits` ``(B, V)`` (the next token's), and :meth:`advance` with the ``(B,)``
+    tokens chosen. ``budget`` sizes the attention mask up front (it grows if exceeded).
+    """
+
+    def __init__(self, agent: Any, model: torch.nn.Module, prompts: Sequence[np.ndarray], budget: int) -> None:
+        prompts = [np.asarray(p, dtype=np.int64) for p in prompts]
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        self.model, self.device = model, agent.device
+        b, p_len = len(prompts), max(len(p) for p in prompts)
+        ids = np.full((b, p_len), agent.pad_id, dtype=np.int64)
+        mask = torch.zeros((b, p_len + budget), dtype=torch.int64)
+        for i, p in enumerate(prompts):
+            ids[i, p_len - len(p):] = p
+            mask[i, p_len - len(p):p_len] = 1
+        self.lengths = torch.tensor([len(p) for p in prompts], dtype=torch.int64, device=self.device)
+        positions = (mask[:, :p_len].cumsum(1) - 1).clamp(min=0).to(self.device)
+        self.mask = mask.to(self.device)
+        self.p_len, self.step = p_len, 0
+        keep = {"logits_to_keep": 1} if agent.keeps_logits else {}
+        out = model(input_ids=torch.from_numpy(ids).to(self.device), attention_mask=self.mask[:, :p_len],
+                    position_ids=positions, use_cache=True, **keep)
+        self.cache, self.logits = out.past_key_values, out.logits[:, -1]
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, agent: Any, prompts: Sequence[np.ndarray], budget: int) -> Iterator[KVCacheSampler]:
+        """A sampler over ``agent.policy(training=False)`` for the ``with`` block."""
+        with torch.no_grad(), agent.policy(training=False) as model:
+            yield cls(agent, model, prompts, budget)
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        """Append ``tokens`` ``(B,)`` to every sequence; :attr:`logits` becomes the next token's."""
+        self.step += 1
+        p_len, step = self.p_len, self.step
+        if p_len + step > self.mask.shape[1]:
+            self.mask = torch.cat([self.mask, torch.zeros_like(self.mask)], dim=1)
+        self.mask[:, p_len + step - 1] = 1
+        out = self.model(input_ids=tokens.unsqueeze(1), attention_mask=self.mask[:, :p_len + step],
+                         position_ids=(self.lengths + step - 1).unsqueeze(1), past_key_values=self.cache,
+                         use_cache=True)
+        self.cache, self.logits = out.past_key_values, out.logits[:, -1]

@@ -1,0 +1,77 @@
+"""The RL side: tensors in, tensors out, no env and no I/O.
+
+- :mod:`~agents.rl.batch` — ``TokenBatch``, the trajectories as the learners consume them;
+- :mod:`~agents.rl.maths` — per-token maths (log-probs, entropy, masked statistics, KL
+  estimators, per-token rewards, GAE, whitening);
+- :mod:`~agents.rl.losses` — the clipped policy and value losses;
+- :mod:`~agents.rl.kl_control` and :mod:`~agents.rl.scores` — the KL controllers and the
+  score statistics;
+- :mod:`~agents.rl.config` — ``PPOConfig``;
+- :mod:`~agents.rl.optimise` and :mod:`~agents.rl.base` — the learner skeleton: the shared
+  optimisation loop, opening and ending of an update;
+- :mod:`~agents.rl.ppo`, :mod:`~agents.rl.rloo` — the learners, each only its advantages
+  and its loss;
+- :mod:`~agents.rl.learner` — the ``Learner`` protocol and the registry.
+"""
+
+from .base import LearnerBase, Rollout, rollout_pass
+from .batch import TokenBatch
+from .config import PPOConfig
+from .kl_control import AdaptiveKLController, FixedKLController, make_kl_controller
+from .learner import Learner, LearnerFactory, available_learners, make_learner, register_learner
+from .losses import policy_loss, value_loss
+from .maths import (
+    KL_ESTIMATORS,
+    compute_gae,
+    compute_rewards,
+    entropy_from_logits,
+    kl_penalty,
+    last_token_index,
+    logprobs_and_entropy,
+    logprobs_from_logits,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    zero_pad,
+)
+from .optimise import optimise
+from .ppo import PPOLearner
+from .rloo import RLOOLearner, check_group_size, rloo_advantages
+from .scores import RunningMoments, process_scores
+
+__all__ = [
+    "KL_ESTIMATORS",
+    "AdaptiveKLController",
+    "FixedKLController",
+    "Learner",
+    "LearnerBase",
+    "LearnerFactory",
+    "PPOConfig",
+    "PPOLearner",
+    "RLOOLearner",
+    "Rollout",
+    "RunningMoments",
+    "TokenBatch",
+    "available_learners",
+    "check_group_size",
+    "compute_gae",
+    "compute_rewards",
+    "entropy_from_logits",
+    "kl_penalty",
+    "last_token_index",
+    "logprobs_and_entropy",
+    "logprobs_from_logits",
+    "make_kl_controller",
+    "make_learner",
+    "masked_mean",
+    "masked_var",
+    "masked_whiten",
+    "optimise",
+    "policy_loss",
+    "process_scores",
+    "register_learner",
+    "rloo_advantages",
+    "rollout_pass",
+    "value_loss",
+    "zero_pad",
+]

@@ -1,0 +1,264 @@
+"""The learner skeleton: what every learner of :mod:`agents.rl` does, written once.
+
+:meth:`LearnerBase.update` is the whole algorithm but two steps:
+
+1. **opening** (shared): validate the scores, process them (:mod:`agents.rl.scores`), run
+   the no-grad pass for the old log-probs, values and reference log-probs
+   (:func:`rollout_pass`), and build the per-token rewards ``-kl_coef * KL_t`` plus the
+   score at the last token (:func:`agents.rl.maths.compute_rewards`);
+2. ``advantages(rollout)`` — **the learner's**: its targets (PPO: GAE; RLOO: the
+   leave-one-out baseline);
+3. **optimisation** (shared, :func:`agents.rl.optimise.optimise`) of ``loss(sub, idx,
+   rollout, targets)`` — **the learner's** — over epochs of mini-batches;
+4. **ending** (shared): the statistics every learner reports, then the learner's own
+   (``extra_stats``), the KL controller update and the update count.
+
+A learner subclass sets ``name`` (its metric namespace), ``uses_values`` (whether the
+no-grad pass computes values) and implements ``advantages`` and ``loss``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .batch import TokenBatch
+from .config import PPOConfig
+from .kl_control import make_kl_controller
+from .maths import compute_rewards, kl_penalty, logprobs_from_logits, masked_mean, zero_pad
+from .optimise import optimise
+from .scores import RunningMoments, process_scores
+
+__all__ = ["LearnerBase", "Rollout", "rollout_pass"]
+
+
+@torch.no_grad()
+def rollout_pass(
+    agent: Any, batch: TokenBatch, chunk: int, estimator: str, with_values: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    """Old log-probs, values (None unless ``with_values``), ref log-probs and (for the
+    ``full`` estimator, else None) per-token KLs of ``batch``, ``chunk`` rows at a time;
+    each ``(N, T)`` float32, zero on padding."""
+    n, t_len = batch.response_ids.shape
+    full = estimator == "full"
+    old_lp, values, ref_lp, kls = (torch.zeros(n, t_len, device=batch.device) for _ in range(4))
+    for start in range(0, n, chunk):
+        idx = torch.arange(start, min(start + chunk, n), device=batch.device)
+        sub = batch.subset(idx)
+        t = sub.response_ids.shape[1]
+        out = agent.forward(sub, with_logits=full)
+        ref = agent.ref_logprobs(sub, full=full)
+        if full:
+            if out.logits is None:
+                raise ValueError(
+                    "the 'full' KL estimator needs agent.forward(with_logits=True) logits"
+                )
+            full_ref = ref.float()
+            kls[idx, :t] = kl_penalty(F.log_softmax(out.logits.float(), dim=-1), full_ref, "full")
+            ref = logprobs_from_logits(full_ref, sub.response_ids)  # already normalised
+        old_lp[idx, :t] = out.logprobs.detach().float()
+        if with_values:
+            values[idx, :t] = out.values.detach().float()
+        ref_lp[idx, :t] = ref.float()
+    mask = batch.response_mask
+    old_lp, values, ref_lp, kls = (zero_pad(x, mask) for x in (old_lp, values, ref_lp, kls))
+    return old_lp, (values if with_values else None), ref_lp, (kls if full else None)
+
+
+@dataclass
+class Rollout:
+    """What the shared opening of an update computed; per-token tensors are ``(N, T)``,
+    float32, zero on padding."""
+
+    mask: torch.Tensor
+    raw_scores: torch.Tensor
+    """``(N,)`` the scores as given."""
+    scores: torch.Tensor
+    """``(N,)`` after score scaling / normalisation / clipping."""
+    old_logprobs: torch.Tensor
+    values: torch.Tensor | None
+    """The rollout policy's values (None for a learner without a critic)."""
+    ref_logprobs: torch.Tensor
+    rewards: torch.Tensor
+    """``-kl_coef * KL_t``, plus the score at each response's last token."""
+    non_score_rewards: torch.Tensor
+    kls: torch.Tensor
+    kl_coef: float
+
+
+class LearnerBase:
+    """The shared skeleton of a learner (a :class:`agents.rl.learner.Learner`).
+
+    ``agent`` must provide ``forward(batch, with_logits=False)`` (an output with
+    ``logprobs``, ``values``, ``entropy``, ``logits`` fields, response-aligned, with grad),
+    ``ref_logprobs(batch, full=False)`` (no grad) and ``trainable_parameters()``.
+
+    The learner owns the optimiser, the KL controller, the running score moments and a
+    private generator for shuffling; :meth:`state_dict` holds exactly those (the weights
+    are the agent's). Like torch's, the returned state shares tensors with the live
+    optimiser: ``torch.save`` it or ``copy.deepcopy`` it to take a snapshot.
+    """
+
+    name: str = "learner"
+    """Namespace of the learner's own metrics (``ppo/...``, ``rloo/...``)."""
+    uses_values: bool = True
+    """Whether the no-grad pass computes the value head's predictions."""
+    samples_per_query: int = 1
+
+    def __init__(
+        self,
+        agent: Any,
+        config: PPOConfig | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        lr_scheduler: Any | None = None,
+    ) -> None:
+        self.agent = agent
+        self.config = config = config if config is not None else PPOConfig()
+        self.optimizer = optimizer or torch.optim.Adam(
+            list(agent.trainable_parameters()), lr=config.learning_rate
+        )
+        self.lr_scheduler = lr_scheduler
+        self.kl_ctl = make_kl_controller(
+            config.adap_kl_ctrl, config.init_kl_coef, config.target, config.horizon
+        )
+        self.running = RunningMoments()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.num_updates = 0
+
+    @classmethod
+    def build(
+        cls,
+        agent: Any,
+        *,
+        config: PPOConfig | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        lr_scheduler: Any | None = None,
+        **kwargs: Any,
+    ) -> LearnerBase:
+        """The registry factory: ``kwargs`` that are :class:`PPOConfig` fields override
+        ``config``'s; the others go to the constructor (e.g. RLOO's ``k``)."""
+        names = {f.name for f in fields(PPOConfig)}
+        cfg = {k: v for k, v in kwargs.items() if k in names}
+        extra = {k: v for k, v in kwargs.items() if k not in names}
+        config = replace(config, **cfg) if config is not None else PPOConfig(**cfg)
+        return cls(agent, config, optimizer=optimizer, lr_scheduler=lr_scheduler, **extra)
+
+    # ------------------------------------------------------------------ what a learner supplies
+
+    def check_batch(self, batch: TokenBatch) -> None:
+        """Refuse a batch this learner cannot train on (e.g. groups of the wrong size)."""
+
+    def advantages(self, batch: TokenBatch, rollout: Rollout) -> dict[str, torch.Tensor]:
+        """The learner's targets (at least ``advantages`` ``(N, T)``), detached."""
+        raise NotImplementedError
+
+    def loss(
+        self, sub: TokenBatch, idx: torch.Tensor, rollout: Rollout, targets: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of the mini-batch ``sub`` (rows ``idx`` of the batch) and its detached
+        stats (``policy/ratio`` and ``policy/approxkl`` included)."""
+        raise NotImplementedError
+
+    def extra_stats(
+        self, batch: TokenBatch, rollout: Rollout, targets: dict[str, torch.Tensor], opt: dict
+    ) -> dict[str, float]:
+        """The learner's own statistics of an update (beyond the shared ones)."""
+        return {}
+
+    # ------------------------------------------------------------------ the skeleton
+
+    def update(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor) -> dict[str, float]:
+        """One update on ``batch`` with per-trajectory ``scores`` ``(N,)``; returns stats."""
+        self.check_batch(batch)
+        rollout = self._open(batch, scores)
+        targets = self.advantages(batch, rollout)
+        opt = optimise(
+            self.config, self.optimizer, self.generator, batch,
+            lambda sub, idx: self.loss(sub, idx, rollout, targets), self.lr_scheduler,
+        )
+        with torch.no_grad():
+            stats = self._stats(batch, rollout, opt)
+            stats.update(self.extra_stats(batch, rollout, targets, opt))
+        self.kl_ctl.update(stats["objective/kl"], len(batch))
+        self.num_updates += 1
+        return stats
+
+    def _open(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor) -> Rollout:
+        cfg, n = self.config, len(batch)
+        raw = self._scores(scores, n, batch.device)
+        processed = process_scores(
+            raw, self.running, cfg.use_score_scaling, cfg.use_score_norm, cfg.score_clip
+        )
+        mask = batch.response_mask.float()
+        old_lp, values, ref_lp, full_kls = rollout_pass(
+            self.agent, batch, cfg.mini_batch_size, cfg.kl_penalty, self.uses_values
+        )
+        kl_coef = self.kl_ctl.value
+        rewards, non_score, kls = compute_rewards(
+            processed, old_lp, ref_lp, mask, kl_coef, cfg.kl_penalty, kls=full_kls
+        )
+        return Rollout(mask, raw, processed, old_lp, values, ref_lp, rewards, non_score, kls, kl_coef)
+
+    def _stats(self, batch: TokenBatch, ro: Rollout, opt: dict[str, Any]) -> dict[str, float]:
+        """The statistics every learner reports (TRL's names where TRL has one)."""
+        ns, n, mask = self.name, len(batch), ro.mask
+        stats = {f"{ns}/{k}": v for k, v in opt["minibatch"].items()}
+        stats.update({
+            "objective/kl": float(ro.kls.sum(1).mean()),
+            "objective/kl_coef": ro.kl_coef,
+            "objective/entropy": float((-ro.old_logprobs * mask).sum(1).mean()),
+            "objective/ref_logprobs": float(masked_mean(ro.ref_logprobs, mask)),
+            "objective/logprobs": float(masked_mean(ro.old_logprobs, mask)),
+            "ppo/mean_non_score_reward": float(masked_mean(ro.non_score_rewards, mask)),
+            "ppo/mean_scores": float(ro.scores.mean()),
+            "ppo/std_scores": float(ro.scores.std()) if n > 1 else 0.0,
+            "env/reward_mean": float(ro.raw_scores.mean()),
+            "env/reward_std": float(ro.raw_scores.std()) if n > 1 else 0.0,
+            f"{ns}/learning_rate": opt["learning_rate"],
+            f"{ns}/epochs": float(opt["epochs"]),
+            f"{ns}/early_stop": float(opt["early_stop"]),
+            f"{ns}/skipped_minibatches": float(opt["skipped"]),
+            "tokens/queries_len_mean": float(batch.query_lengths.float().mean()),
+            "tokens/responses_len_mean": float(mask.sum(1).mean()),
+        })
+        if opt["grad_norm"] is not None:
+            stats[f"{ns}/grad_norm"] = opt["grad_norm"]
+        return stats
+
+    @staticmethod
+    def _scores(scores: np.ndarray | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+        s = torch.as_tensor(np.asarray(scores) if not torch.is_tensor(scores) else scores)
+        s = s.detach().to(device=device, dtype=torch.float32).reshape(-1)
+        if s.numel() != n:
+            raise ValueError(f"got {s.numel()} scores for a batch of {n} trajectories")
+        if not bool(torch.isfinite(s).all()):
+            raise ValueError("scores must be finite")
+        return s
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimiser, KL controller, score moments, shuffling generator (not the weights)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "running": self.running.state_dict(),
+            "generator": self.generator.get_state(),
+            "lr_scheduler": self.lr_scheduler.state_dict()
+            if self.lr_scheduler is not None
+            else None,
+            "num_updates": self.num_updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        self.running.load_state_dict(state["running"])
+        self.generator.set_state(state["generator"].clone())
+        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.num_updates = int(state.get("num_updates", 0))

@@ -1,0 +1,97 @@
+"""The clipped multi-epoch optimisation every learner of :mod:`agents.rl` shares.
+
+:func:`optimise` runs ``ppo_epochs`` passes of shuffled mini-batches over a batch, calling a
+learner-supplied ``minibatch_loss`` for each, with gradient accumulation, the ratio guard,
+gradient clipping, early stopping on a target KL and one learning-rate scheduler step.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .batch import TokenBatch
+from .config import PPOConfig
+
+__all__ = ["MinibatchLoss", "optimise"]
+
+MinibatchLoss = Callable[[TokenBatch, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+"""``(sub_batch, idx) -> (loss, stats)``: the loss of the mini-batch ``batch.subset(idx)``
+(``idx`` indexes the full batch's rollout tensors) and its detached 0-d stats, which must
+include ``policy/ratio`` and ``policy/approxkl``."""
+
+
+def optimise(
+    config: PPOConfig,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    batch: TokenBatch,
+    minibatch_loss: MinibatchLoss,
+    lr_scheduler: Any | None = None,
+) -> dict[str, Any]:
+    """Optimise ``minibatch_loss`` over ``batch``.
+
+    For each of ``config.ppo_epochs`` epochs: a permutation drawn from ``generator``, cut
+    into optimiser steps of ``mini_batch_size * gradient_accumulation_steps`` trajectories
+    and those into mini-batches; a mini-batch whose mean ratio exceeds ``ratio_threshold``
+    is skipped (no backward; counted, not warned about), the others' losses are
+    back-propagated scaled by their share of the step; then the optimiser's parameters are
+    clipped to ``max_grad_norm`` and it steps. Stops after the epoch whose mean approx KL
+    exceeds ``1.5 * target_kl``; steps ``lr_scheduler`` once at the end.
+
+    Returns ``minibatch`` (each stat's mean over all mini-batches, skipped ones included, in
+    first-seen order), ``grad_norm`` (mean clipped norm, or None), ``epochs``,
+    ``early_stop``, ``skipped`` (mini-batches) and ``learning_rate`` (before the update).
+    """
+    cfg = config
+    n, device = len(batch), batch.device
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    lr = float(optimizer.param_groups[0]["lr"])
+    mb = min(cfg.mini_batch_size, n)
+    backward_bs = mb * cfg.gradient_accumulation_steps
+    mb_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+    grad_norms: list[torch.Tensor] = []
+    epochs, early_stop, skipped = 0, False, 0
+    for _ in range(cfg.ppo_epochs):
+        perm = torch.randperm(n, generator=generator).to(device)
+        epoch_kl: list[torch.Tensor] = []
+        for b_start in range(0, n, backward_bs):
+            b_idx = perm[b_start : b_start + backward_bs]
+            optimizer.zero_grad(set_to_none=True)
+            stepped = False
+            for m_start in range(0, len(b_idx), mb):
+                idx = b_idx[m_start : m_start + mb]
+                loss, stats = minibatch_loss(batch.subset(idx), idx)
+                for k, v in stats.items():
+                    mb_stats[k].append(v)
+                epoch_kl.append(stats["policy/approxkl"])
+                if float(stats["policy/ratio"]) > cfg.ratio_threshold:
+                    skipped += 1
+                    continue
+                (loss * (len(idx) / len(b_idx))).backward()
+                stepped = True
+            if stepped:
+                if cfg.max_grad_norm is not None:
+                    grad_norms.append(
+                        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).detach()
+                    )
+                optimizer.step()
+        epochs += 1
+        if cfg.target_kl is not None and float(torch.stack(epoch_kl).mean()) > 1.5 * cfg.target_kl:
+            early_stop = True
+            break
+    optimizer.zero_grad(set_to_none=True)
+    if lr_scheduler is not None:
+        lr_scheduler.step()
+    with torch.no_grad():
+        return {
+            "minibatch": {k: float(torch.stack(v).mean()) for k, v in mb_stats.items()},
+            "grad_norm": float(torch.stack(grad_norms).mean()) if grad_norms else None,
+            "epochs": epochs,
+            "early_stop": early_stop,
+            "skipped": skipped,
+            "learning_rate": lr,
+        }

@@ -1,0 +1,119 @@
+"""Rollouts through the vector env: the pioneer's turn, then the observer's, in lockstep.
+
+The env owns the protocol (prompts, templates, turn ends, rewards); the agents only pick
+tokens, through the KV-cache sampler, and the rollout steps the env with them. What comes
+back is what the learners need: each role's own prompt ids, its response ids, its texts,
+its individual task score and the reward the env gave it (under the env's reward mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from agents.policy.sampler import KVCacheSampler, sample_tokens
+from cory_env import OBSERVER, PIONEER
+from cory_env.tasks.base import GenerationConfig
+
+
+@dataclass
+class Turns:
+    """One role's side of a batch of episodes."""
+
+    prompts: list[np.ndarray]
+    responses: list[np.ndarray]
+    texts: list[str]
+    scores: np.ndarray | None = None
+    """Individual task reward r(q, a) of each answer."""
+    rewards: np.ndarray | None = None
+    """What the role receives under the reward mode (cooperative: r(q,a1)+r(q,a2))."""
+
+
+def act(
+    agent,
+    venv,
+    generation: GenerationConfig,
+    *,
+    generator: torch.Generator | None = None,
+    max_new_tokens: int | None = None,
+) -> list[np.ndarray]:
+    """Let ``agent`` play ``venv``'s current role to the end of its turn; returns each env's
+    response ids. Sampling follows ``generation`` (temperature, top_k, top_p);
+    ``max_new_tokens`` is a safety cap: a turn running longer raises. ``generator`` is best
+    on the agent's device (one on another device works, at the cost of a copy per token).
+    """
+    role = venv.agent_selection
+    if role is None:
+        raise RuntimeError("the episode is over: reset the venv before act()")
+    budget = max_new_tokens or int(getattr(venv, "episode_max_new_tokens", 0)
+                                   or getattr(generation, "max_new_tokens", 16))
+    n_actions = getattr(getattr(venv, "single_action_space", None), "n", None)
+    with KVCacheSampler.open(agent, venv.prompt_ids, budget) as sampler:
+        while True:
+            logits = sampler.logits
+            if n_actions is not None and logits.shape[-1] > n_actions:
+                logits = logits[:, :n_actions]  # padded vocabularies: only real token ids
+            tokens = sample_tokens(logits, generation, generator)
+            venv.step(tokens.cpu().numpy())
+            if venv.agent_selection != role:
+                break
+            if max_new_tokens is not None and sampler.step + 1 >= max_new_tokens:
+                raise RuntimeError(f"the {role} turn did not end within max_new_tokens={max_new_tokens}")
+            sampler.advance(tokens)
+    return venv.response_ids(role)
+
+
+def play_turn(venv, agent, generation: GenerationConfig, generator: torch.Generator | None) -> Turns:
+    """Let ``agent`` play the venv's current role to the end of its turn."""
+    role = venv.agent_selection
+    prompts = [np.array(p, dtype=np.int64) for p in venv.prompt_ids]
+    responses = act(agent, venv, generation, generator=generator)
+    return Turns(prompts=prompts, responses=[np.asarray(r) for r in responses], texts=venv.texts(role))
+
+
+def rollout_pair(
+    venv,
+    pioneer,
+    observer,
+    queries: Sequence[str],
+    generation: GenerationConfig,
+    max_new_tokens: int,
+    generator: torch.Generator | None = None,
+) -> tuple[Turns, Turns]:
+    """One CORY episode batch: the pioneer answers, then the observer answers after it;
+    scores and rewards are the env's."""
+    venv.reset(options={"queries": list(queries), "max_new_tokens": max_new_tokens})
+    if venv.agent_selection != PIONEER:
+        raise RuntimeError(f"expected the pioneer to act first, got {venv.agent_selection!r}")
+    first = play_turn(venv, pioneer, generation, generator)
+    if venv.agent_selection != OBSERVER:
+        raise RuntimeError(f"expected the observer's turn, got {venv.agent_selection!r}")
+    second = play_turn(venv, observer, generation, generator)
+    infos, rewards = venv.infos, venv.rewards
+    first.scores = np.array([info["pioneer_reward"] for info in infos], dtype=np.float32)
+    second.scores = np.array([info["observer_reward"] for info in infos], dtype=np.float32)
+    first.rewards, second.rewards = rewards[PIONEER], rewards[OBSERVER]
+    return first, second
+
+
+def rollout_alone(
+    venv,
+    agent,
+    queries: Sequence[str],
+    generation: GenerationConfig,
+    max_new_tokens: int,
+    generator: torch.Generator | None = None,
+    task=None,
+) -> Turns:
+    """The pioneer's turn only: a model answering from the query-only prompt (evaluation,
+    single-agent PPO). The episode is abandoned there; with ``task`` the answers are scored
+    by :meth:`cory_env.tasks.base.Task.score` (what the env would give the pioneer alone)."""
+    venv.reset(options={"queries": list(queries), "max_new_tokens": max_new_tokens})
+    turns = play_turn(venv, agent, generation, generator)
+    if task is not None:
+        turns.scores = task.score(queries, turns.texts)
+        turns.rewards = turns.scores
+    return turns

@@ -1,0 +1,86 @@
+"""``Trainer``: what the CORY trainer and the single-agent PPO baseline share.
+
+A trainer holds ``learners`` (model name -> learner, fixed for the whole run, so a
+checkpoint names each model's state), a :class:`agents.run.setup.Run` (task, envs, random
+streams) and the texts of its last step. This base gives it evaluation of every model
+alone, its state for checkpoints, and ``train``; a trainer supplies only ``step``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.rl.batch import TokenBatch
+from agents.run.config import TrainConfig
+from agents.run.evaluate import evaluate_alone
+from agents.run.loop import fit
+from agents.run.metrics import eval_key
+from agents.run.rollout import Turns
+from agents.run.setup import Run
+
+EVAL_SEED_OFFSET = 7919
+"""Evaluation samples with a generator seeded ``seed + EVAL_SEED_OFFSET``, the same for every
+evaluation and every model of a run (and for the PPO baseline at the same seed)."""
+
+
+class Trainer:
+    """The shared half of a trainer; subclasses set ``models``, ``learners``, ``run`` and
+    implement :meth:`step`."""
+
+    models: tuple[str, ...] = ()
+    config: TrainConfig
+    learners: dict[str, Any]
+    run: Run
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.samples: list[dict[str, Any]] = []
+
+    def step(self, iteration: int) -> dict[str, float]:
+        """One training iteration; returns its metrics."""
+        raise NotImplementedError
+
+    def update(self, learner, turns: Turns) -> dict[str, float]:
+        """``learner``'s update on one role's side of the episodes and the reward it got."""
+        batch = TokenBatch.from_lists(turns.prompts, turns.responses, self.run.pad_id,
+                                      device=learner.agent.device)
+        return learner.update(batch, turns.rewards)
+
+    def evaluate(self) -> dict[str, float]:
+        """Each model alone, from the query-only prompt, on the held-out queries; every model
+        samples with the same random numbers."""
+        run, out = self.run, {}
+        for model, learner in self.learners.items():
+            stats, _ = evaluate_alone(
+                learner.agent, run.eval_venv, run.task, run.eval_queries, run.generation,
+                run.generation.max_new_tokens, seed=self.config.seed + EVAL_SEED_OFFSET,
+                pad_id=run.pad_id,
+            )
+            out.update({eval_key(model, k): v for k, v in stats.items()})
+        return out
+
+    def extra_state(self) -> dict[str, Any]:
+        """State beyond the learners and random streams (e.g. the role assignment)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "learners": {m: {"agent": lr.agent.state_dict(), "learner": lr.state_dict()}
+                         for m, lr in self.learners.items()},
+            "random": self.run.random_state(),
+            **self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for m, lr in self.learners.items():
+            lr.agent.load_state_dict(state["learners"][m]["agent"])
+            lr.load_state_dict(state["learners"][m]["learner"])
+        self.run.load_random_state(state["random"])
+        self.load_extra_state(state)
+
+    def train(self, stop_after: int | None = None) -> list[dict[str, Any]]:
+        """Run the configured iterations (resuming if asked); returns the metric rows."""
+        return fit(self, self.config, stop_after=stop_after)
