@@ -67,18 +67,17 @@ from gymnasium.utils import seeding
 from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 
+from cory_env.config import EnvConfig, setup_env
 from cory_env.state import (
     AGENTS,
     DONE,
     OBSERVER,
     OBSERVER_TURN,
     PIONEER,
-    EnvConfig,
     Episodes,
     check_token,
     draw_query,
     forced_query,
-    setup_env,
 )
 from cory_env.tasks.base import Query, Task
 

@@ -13,15 +13,14 @@ episodes after each step when the task has stop strings).
 from __future__ import annotations
 
 import operator
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from cory_env import rewards
-from cory_env.tasks.base import Query, Task, make_task
+from cory_env.config import EnvConfig, positive_int
+from cory_env.tasks.base import Query, Task
 
 AGENTS = ("pioneer_0", "observer_0")
 """The env's agents, its ``possible_agents``: roles (seats), not models. Defined here, once;
@@ -31,107 +30,6 @@ PIONEER_TURN, OBSERVER_TURN, DONE = 0, 1, 2
 """Phases of an episode: the index in :data:`AGENTS` of the role acting, then ``DONE``."""
 FINISH = ("", "eos", "stop", "length")  # why a turn ended, by code
 _EOS, _STOP, _LENGTH = 1, 2, 3
-
-
-@dataclass(frozen=True)
-class EnvConfig:
-    """Everything an episode needs, resolved and validated once at construction."""
-
-    task: Task
-    tokenizer: Any
-    vocab_size: int
-    pad_token_id: int
-    eos_token_id: int | None
-    max_new_tokens: int
-    max_prompt_tokens: int
-    reward_mode: str
-    split: str
-
-    @property
-    def seq_len(self) -> int:
-        """``L``: the length of every observation."""
-        return self.max_prompt_tokens + self.max_new_tokens
-
-    @property
-    def stop_strings(self) -> tuple[str, ...]:
-        return tuple(self.task.generation.stop_strings)
-
-
-def load_tokenizer(tokenizer: Any) -> Any:
-    """A Hugging Face tokenizer object, or one loaded from a path / hub id."""
-    if tokenizer is None:
-        raise TypeError(
-            "a tokenizer is required: pass tokenizer=<a Hugging Face tokenizer> "
-            "or tokenizer='<local path or hub id>' (e.g. the policy model's tokenizer)"
-        )
-    if isinstance(tokenizer, (str, os.PathLike)):
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(tokenizer))
-    if not (callable(tokenizer) and hasattr(tokenizer, "batch_decode") and hasattr(tokenizer, "__len__")):
-        raise TypeError(
-            f"tokenizer must be a Hugging Face tokenizer or a path/hub id, got {type(tokenizer).__name__}"
-        )
-    return tokenizer
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def make_config(
-    task: str | Task = "sentiment",
-    tokenizer: Any = None,
-    max_new_tokens: int | None = None,
-    reward_mode: str = "cooperative",
-    reward_fn: Any = None,
-    max_prompt_tokens: int | None = None,
-    split: str = "train",
-    task_kwargs: dict[str, Any] | None = None,
-) -> EnvConfig:
-    """Resolve the env's keyword arguments (defaults from the task) into an :class:`EnvConfig`."""
-    tokenizer = load_tokenizer(tokenizer)
-    task_obj = make_task(task, **(task_kwargs or {}))
-    if reward_fn is not None:
-        task_obj = task_obj.with_reward(rewards.make_reward(reward_fn))
-    task_obj.queries(split)  # validates the split name
-    gen = task_obj.generation
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    if pad is None:
-        raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with")
-    return EnvConfig(
-        task=task_obj,
-        tokenizer=tokenizer,
-        vocab_size=len(tokenizer),
-        pad_token_id=int(pad),
-        eos_token_id=None if eos is None else int(eos),
-        max_new_tokens=_positive_int(
-            gen.max_new_tokens if max_new_tokens is None else max_new_tokens, "max_new_tokens"
-        ),
-        max_prompt_tokens=_positive_int(
-            gen.max_prompt_tokens if max_prompt_tokens is None else max_prompt_tokens,
-            "max_prompt_tokens",
-        ),
-        reward_mode=rewards.check_mode(reward_mode),
-        split=split,
-    )
-
-
-def setup_env(env: Any, render_mode: str | None = None, **config: Any) -> None:
-    """What the constructors of :class:`cory_env.env.CoryTextEnv` and
-    :class:`cory_env.vector.CoryTextVecEnv` share: check ``render_mode`` against
-    ``env.metadata``, resolve ``config`` (:func:`make_config`'s arguments) into
-    ``env.config``, and set ``env.task``, ``env.tokenizer`` and ``env.render_mode``."""
-    if render_mode not in (None, *env.metadata["render_modes"]):
-        raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-    env.config = make_config(**config)
-    env.task, env.tokenizer = env.config.task, env.config.tokenizer
-    env.render_mode = render_mode
 
 
 def draw_query(task: Task, split: str, rng: np.random.Generator) -> Query:
@@ -151,7 +49,7 @@ def turn_limit(cfg: EnvConfig, value: Any) -> int:
     """This episode's ``max_new_tokens`` (reset option), within the env's bound."""
     if value is None:
         return cfg.max_new_tokens
-    n = _positive_int(value, "options['max_new_tokens']")
+    n = positive_int(value, "options['max_new_tokens']")
     if n > cfg.max_new_tokens:
         raise ValueError(
             f"options['max_new_tokens']={n} exceeds the env's max_new_tokens={cfg.max_new_tokens} "
@@ -201,7 +99,7 @@ class Episodes:
 
     def __init__(self, cfg: EnvConfig, num_envs: int) -> None:
         self.cfg = cfg
-        self.num_envs = b = _positive_int(num_envs, "num_envs")
+        self.num_envs = b = positive_int(num_envs, "num_envs")
         self.ids = np.full((2, b, cfg.seq_len), cfg.pad_token_id, np.int64)
         self.prompt_len = np.zeros((2, b), np.int64)
         self.resp_len = np.zeros((2, b), np.int64)

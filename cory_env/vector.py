@@ -24,6 +24,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
+from cory_env.config import setup_env
 from cory_env.env import CoryTextEnv, observation_space
 from cory_env.state import (
     AGENTS,
@@ -32,7 +33,6 @@ from cory_env.state import (
     Episodes,
     draw_query,
     forced_query,
-    setup_env,
 )
 
 Obs = dict[str, np.ndarray]
