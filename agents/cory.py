@@ -28,9 +28,10 @@ import numpy as np
 
 from agents.roles import RoleAssignment, make_schedule
 from agents.run.config import TrainConfig
+from agents.run.groups import Episodes, bind_run, dropping_seats, refill, truncation, update
 from agents.run.metrics import model_key, run_key, seat_key
 from agents.run.rollout import rollout_pair
-from agents.run.setup import build_agents, build_learner, build_run, load
+from agents.run.setup import build_agents, build_learner, build_run, load, value_heads
 from agents.run.trainer import Trainer
 from cory_env import OBSERVER, PIONEER
 from cory_env.tasks.base import Task
@@ -47,8 +48,8 @@ class CoryTrainer(Trainer):
     def __init__(self, config: TrainConfig, *, model=None, tokenizer=None, task: Task | None = None):
         super().__init__(config)
         model, tokenizer = load(config, model, tokenizer)
-        agents = build_agents(config, model, tokenizer, n=2)
         names = (config.learner, config.observer_learner or config.learner)
+        agents = build_agents(config, model, tokenizer, n=2, value_heads=value_heads(names))
         self.learners = {m: build_learner(n, a, config, i) for i, (m, n, a) in enumerate(zip(MODELS, names, agents))}
         k = max(learner.samples_per_query for learner in self.learners.values())
         for m, learner in self.learners.items():
@@ -58,6 +59,7 @@ class CoryTrainer(Trainer):
                     f"which does not divide the {k} the other learner draws; use matching group sizes"
                 )
         self.run = build_run(config, tokenizer, task, samples_per_query=k)
+        bind_run(list(self.learners.values()), self.run)
         self.roles = RoleAssignment({PIONEER: self.learners["model_a"], OBSERVER: self.learners["model_b"]})
         self.schedule = make_schedule(config.swap_period if config.role_exchange else "never")
 
@@ -70,13 +72,25 @@ class CoryTrainer(Trainer):
         run, t0 = self.run, time.perf_counter()
         queries, max_new = run.sample_queries()
         pioneer, observer = self.roles[PIONEER], self.roles[OBSERVER]
-        first, second = rollout_pair(
-            run.venv, pioneer.agent, observer.agent, queries, run.generation, max_new, run.generator
-        )
+
+        def roll(qs: list) -> Episodes:
+            pair = rollout_pair(run.venv, pioneer.agent, observer.agent, qs, run.generation,
+                                max_new, run.generator)
+            flags = [truncation(run.venv.infos, seat) for seat in ("pioneer", "observer")]
+            return Episodes(list(qs), list(pair), flags)
+
+        episodes, rounds = refill(roll(queries), lambda: roll(run.draw_queries()),
+                                  dropping_seats([pioneer, observer]), run.samples_per_query,
+                                  self.config.batch_size, self.config.refill_rounds)
+        queries, (first, second) = episodes.queries, episodes.turns
         t_rollout = time.perf_counter() - t0
         metrics: dict[str, float] = {}
-        for role, learner, turns in ((PIONEER, pioneer, first), (OBSERVER, observer, second)):
-            stats = self.update(learner, turns)
+        seats = ((PIONEER, pioneer, first, episodes.truncated[0]),
+                 (OBSERVER, observer, second, episodes.truncated[1]))
+        for role, learner, turns, truncated in seats:
+            stats = update(self, learner, turns, truncated)
+            if dropping_seats([learner]):
+                stats[f"{learner.name}/refill_rounds"] = float(rounds)
             model = self.model_of(role)
             metrics.update({seat_key(role, k): v for k, v in stats.items()})
             metrics.update({
@@ -93,6 +107,8 @@ class CoryTrainer(Trainer):
             run_key("max_new_tokens"): float(max_new),
             run_key("swapped"): float(swapped),
             run_key("num_swaps"): float(self.roles.num_swaps),
+            run_key("refill_rounds"): float(rounds),
+            run_key("episodes"): float(len(queries) * (1 + rounds)),
             run_key("rollout_s"): t_rollout,
             run_key("iteration_s"): time.perf_counter() - t0,
         })

@@ -14,9 +14,10 @@ import time
 import numpy as np
 
 from agents.run.config import TrainConfig
+from agents.run.groups import Episodes, bind_run, dropping_seats, refill, truncation, update
 from agents.run.metrics import model_key, run_key
 from agents.run.rollout import rollout_alone
-from agents.run.setup import build_agents, build_learner, build_run, load
+from agents.run.setup import build_agents, build_learner, build_run, load, value_heads
 from agents.run.trainer import Trainer
 from cory_env.tasks.base import Task
 
@@ -31,9 +32,10 @@ class PPOTrainer(Trainer):
     def __init__(self, config: TrainConfig, *, model=None, tokenizer=None, task: Task | None = None):
         super().__init__(config)
         model, tokenizer = load(config, model, tokenizer)
-        (agent,) = build_agents(config, model, tokenizer, n=1)
+        (agent,) = build_agents(config, model, tokenizer, n=1, value_heads=value_heads([config.learner]))
         self.learners = {POLICY: build_learner(config.learner, agent, config)}
         self.run = build_run(config, tokenizer, task, samples_per_query=self.learner.samples_per_query)
+        bind_run([self.learner], self.run)
 
     @property
     def learner(self):
@@ -44,10 +46,20 @@ class PPOTrainer(Trainer):
         """One PPO iteration; returns its metrics."""
         run, t0 = self.run, time.perf_counter()
         queries, max_new = run.sample_queries()
-        turns = rollout_alone(run.venv, self.learner.agent, queries, run.generation, max_new,
-                              run.generator, task=run.task)
+
+        def roll(qs: list) -> Episodes:
+            turns = rollout_alone(run.venv, self.learner.agent, qs, run.generation, max_new,
+                                  run.generator, task=run.task)
+            return Episodes(list(qs), [turns], [truncation(run.venv.infos, "pioneer")])
+
+        episodes, rounds = refill(roll(queries), lambda: roll(run.draw_queries()),
+                                  dropping_seats([self.learner]), run.samples_per_query,
+                                  self.config.batch_size, self.config.refill_rounds)
+        queries, (turns,) = episodes.queries, episodes.turns
         t_rollout = time.perf_counter() - t0
-        stats = self.update(self.learner, turns)
+        stats = update(self, self.learner, turns, episodes.truncated[0])
+        if dropping_seats([self.learner]):
+            stats[f"{self.learner.name}/refill_rounds"] = float(rounds)
         self.samples = [{"query": str(q), "pioneer": a, "pioneer_score": float(s)}
                         for q, a, s in zip(queries, turns.texts, turns.scores)]
         kl = stats.get("objective/kl", float("nan"))
@@ -59,6 +71,8 @@ class PPOTrainer(Trainer):
             run_key("reward"): float(turns.scores.mean()),
             run_key("kl"): kl,
             run_key("max_new_tokens"): float(max_new),
+            run_key("refill_rounds"): float(rounds),
+            run_key("episodes"): float(len(queries) * (1 + rounds)),
             run_key("rollout_s"): t_rollout,
             run_key("iteration_s"): time.perf_counter() - t0,
         }

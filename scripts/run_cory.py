@@ -11,8 +11,10 @@ samples.jsonl, plots/*.png, checkpoints/last.pt.
 
 from __future__ import annotations
 
+import sys
+
 from agents.cory import CoryTrainer
-from agents.run.cli import parse, summarize
+from agents.run.cli import parse, run_main, summarize
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -23,4 +25,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main, output_dir="runs/cory"))

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-from agents.run.cli import parse, summarize
+import sys
+
+from agents.run.cli import parse, run_main, summarize
 from baselines.ppo import PPOTrainer
 
 
@@ -18,4 +20,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main, output_dir="runs/ppo"))

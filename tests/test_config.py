@@ -14,10 +14,13 @@ def test_defaults_are_the_cpu_run():
 
 
 def test_preset_supplies_defaults_and_explicit_flags_win():
-    cfg = parse("", ["--preset", "imdb-gpt2-large", "--batch-size", "8", "--seed", "3"])
+    cfg = parse("", ["--preset", "imdb-gpt2-large", "--batch-size", "8", "--mini-batch-size", "8",
+                     "--seed", "3"])
     assert cfg.model == "gpt2-large" and cfg.reward_model == "lvwerra/distilbert-imdb"
     assert cfg.init_kl_coef == 0.3 and cfg.learning_rate == 1.41e-5 and cfg.ppo_epochs == 4
     assert cfg.batch_size == 8 and cfg.seed == 3
+    with pytest.raises(ValueError, match="mini_batch_size"):  # the preset's 256 > a batch of 8
+        preset_config("imdb-gpt2-large", batch_size=8)
     gsm = parse("", ["--preset=gsm8k-llama2"])
     assert gsm.gradient_accumulation_steps == 16 and gsm.mini_batch_size == 2
     assert gsm.init_kl_coef == 0.01 and not gsm.adap_kl_ctrl

@@ -12,6 +12,7 @@ from helpers.scripts import load_script
 from helpers.tiny import tiny_model, tiny_tokenizer
 
 from agents.cory import CoryTrainer
+from agents.run.checkpoint import load_checkpoint
 from baselines.ppo import PPOTrainer
 
 TIMING = ("charts/rollout_s", "charts/iteration_s")
@@ -49,7 +50,8 @@ def test_cory_trains_both_models_swaps_and_writes_the_run(tmp_path, mode):
         assert steps and all(float(s) >= 3 for s in steps)
 
     out = tmp_path / "run"
-    for name in ("config.json", "metrics.csv", "metrics.jsonl", "samples.jsonl", "checkpoints/last.pt",
+    for name in ("config.json", "metrics.csv", "metrics.jsonl", "samples.jsonl",
+                 "checkpoints/iter_000003/state.json", "checkpoints/iter_000003/tensors.safetensors",
                  "plots/reward.png", "plots/kl.png", "plots/reward_vs_kl.png"):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").iterdir())
@@ -167,8 +169,8 @@ def test_run_cory_script_trains_the_real_default_model_for_one_iteration(tmp_pat
                           "--no-progress"])
     assert rows[0]["iteration"] == 0 and rows[-1]["iteration"] == 1
     assert rows[0]["model_a/kl"] == pytest.approx(0.0, abs=1e-3)  # first update: policy == reference
-    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
-    assert state["iteration"] == 1
+    iteration, state = load_checkpoint(out / "checkpoints" / "iter_000001")
+    assert iteration == 1
     lora_b = state["trainer"]["learners"]["model_b"]["agent"]
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in _flatten(lora_b).items())
     assert (out / "plots" / "reward_vs_kl.png").is_file()

@@ -60,7 +60,9 @@ def test_skeleton_learners_reproduce_the_recorded_numbers(case):
         rows.append({k: float(v) for k, v in learner.update(b, s).items()})
     expected = REFERENCE[case]
     for got, want in zip(rows, expected["stats"], strict=True):
-        assert set(got) == set(want)  # the same metric names, none lost or added
+        # the same metric names, none lost; the non-finite guards added two counters
+        assert set(got) - set(want) <= {f"{algo}/nonfinite_steps", f"{algo}/optimizer_steps"}
+        assert set(want) <= set(got)
         for key, value in want.items():
             assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
     weights = fingerprint(a)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,14 +50,16 @@ class AgentOutput:
     """Response-aligned ``(N, T)`` outputs of :meth:`LLMAgent.forward` (with grad)."""
 
     logprobs: torch.Tensor
-    values: torch.Tensor
+    values: torch.Tensor | None
+    """None for an agent built without a value head."""
     entropy: torch.Tensor
     logits: torch.Tensor | None = None
     """``(N, T, V)`` when asked for (``with_logits=True``)."""
 
 
 class LLMAgent:
-    """A causal LM policy with a value head; build it with :meth:`full_copy` or the LoRA factories."""
+    """A causal LM policy with a value head (``value_head=False``: none, for critic-free
+    learners); build it with :meth:`full_copy` or the LoRA factories."""
 
     def __init__(
         self,
@@ -66,7 +68,7 @@ class LLMAgent:
         *,
         reference: nn.Module | None = None,
         adapter: str | None = None,
-        value_head: nn.Module | None = None,
+        value_head: nn.Module | bool | None = None,
         dtype: str = "fp32",
         device: str | torch.device = "cpu",
     ) -> None:
@@ -80,8 +82,12 @@ class LLMAgent:
         self.pad_id = int(tokenizer.pad_token_id)
         self.reference = reference
         self.adapter = adapter
-        self.value_head = zero_value_head(hidden_size(model)) if value_head is None else value_head
-        self.value_head.to(self.device)
+        if value_head is None or value_head is True:
+            value_head = zero_value_head(hidden_size(model))
+        self.value_head: nn.Module | None = value_head if value_head is not False else None
+        """The scalar value head (None: built without one; ``forward`` then gives no values)."""
+        if self.value_head is not None:
+            self.value_head.to(self.device)
         self.training = True
         self.keeps_logits = "logits_to_keep" in inspect.signature(hf_model(model).forward).parameters
         """Whether the model's forward takes ``logits_to_keep`` (project only needed positions)."""
@@ -99,14 +105,16 @@ class LLMAgent:
         dtype: str = "fp32",
         device: str | torch.device = "cpu",
         disable_dropout: bool = True,
+        value_head: bool = True,
     ) -> LLMAgent:
         """Train ``model`` itself (pass a copy to keep the original); the reference is
-        ``reference`` (shared, frozen) or a frozen deep copy of ``model``."""
+        ``reference`` (shared, frozen) or a frozen deep copy of ``model``; ``value_head=False``
+        builds no value head."""
         dev = resolve_device(device)
         if disable_dropout:
             _disable_dropout(model)
         reference = prepare_full_copy(model, reference, dev)
-        return cls(model, tokenizer, reference=reference, dtype=dtype, device=dev)
+        return cls(model, tokenizer, reference=reference, value_head=value_head, dtype=dtype, device=dev)
 
     @classmethod
     def lora_agents(
@@ -122,13 +130,18 @@ class LLMAgent:
         dtype: str = "fp32",
         device: str | torch.device = "cpu",
         disable_dropout: bool = True,
+        value_heads: bool | Sequence[bool] = True,
     ) -> list[LLMAgent]:
         """``n`` agents, each with its own LoRA adapter (and value head) on ONE shared frozen
         base (:func:`agents.policy.construction.add_lora_adapters`). ``base_model`` may
         already be a ``PeftModel``: the adapters are added to it. ``target_modules``
-        defaults to every linear layer but the output head; ``None``: peft's default."""
+        defaults to every linear layer but the output head; ``None``: peft's default.
+        ``value_heads``: whether each agent (or all) gets a value head."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        heads = [value_heads] * n if isinstance(value_heads, bool) else [bool(h) for h in value_heads]
+        if len(heads) != n:
+            raise ValueError(f"value_heads has {len(heads)} entries for {n} agents")
         dev = resolve_device(device)
         if disable_dropout:
             _disable_dropout(base_model)
@@ -136,7 +149,8 @@ class LLMAgent:
             base_model, n, r=r, alpha=alpha, dropout=dropout, target_modules=target_modules
         )
         peft.to(dev)
-        return [cls(peft, tokenizer, adapter=name, dtype=dtype, device=dev) for name in names]
+        return [cls(peft, tokenizer, adapter=name, value_head=head, dtype=dtype, device=dev)
+                for name, head in zip(names, heads)]
 
     @classmethod
     def lora_pair(cls, base_model: nn.Module, tokenizer: Any, **kwargs: Any) -> tuple[LLMAgent, LLMAgent]:
@@ -157,7 +171,8 @@ class LLMAgent:
 
     def train(self, mode: bool = True) -> LLMAgent:
         self.training = bool(mode)
-        self.value_head.train(mode)
+        if self.value_head is not None:
+            self.value_head.train(mode)
         return self
 
     def eval(self) -> LLMAgent:
@@ -165,22 +180,32 @@ class LLMAgent:
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """LoRA: this agent's adapter and value head; full copy: the model and value head."""
-        return [*self._own, *self.value_head.parameters()]
+        head = [] if self.value_head is None else list(self.value_head.parameters())
+        return [*self._own, *head]
 
     def _adapter_params(self) -> dict[str, torch.Tensor]:
         key = f".{self.adapter}."
         return {k.replace(key, "."): p for k, p in self.model.named_parameters() if key in k}
 
     def state_dict(self) -> dict[str, Any]:
-        """The trainable weights (tensors shared with the live ones, as torch's)."""
+        """The trainable weights (tensors shared with the live ones, as torch's); no
+        ``value_head`` entry for an agent without one."""
         if self.is_lora:
-            own = {k: p.detach() for k, p in self._adapter_params().items()}
-            return {"adapter": own, "value_head": self.value_head.state_dict()}
-        return {"model": self.model.state_dict(), "value_head": self.value_head.state_dict()}
+            state = {"adapter": {k: p.detach() for k, p in self._adapter_params().items()}}
+        else:
+            state = {"model": self.model.state_dict()}
+        if self.value_head is not None:
+            state["value_head"] = self.value_head.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load what :meth:`state_dict` returned (a LoRA state loads into any adapter name)."""
         kind = "adapter" if self.is_lora else "model"
+        if ("value_head" in state) != (self.value_head is not None):
+            state_has = "has a" if "value_head" in state else "has no"
+            agent_has = "has one" if self.value_head is not None else "has none"
+            raise ValueError(f"value head mismatch: the state {state_has} value head, this agent "
+                             f"{agent_has} (value heads are built only for learners that use one)")
         if kind not in state:
             other = "full-copy" if self.is_lora else "LoRA"
             raise ValueError(f"cannot load a {other} agent's state into a {'LoRA' if self.is_lora else 'full-copy'} agent")
@@ -194,7 +219,8 @@ class LLMAgent:
                     p.copy_(state["adapter"][k])
         else:
             self.model.load_state_dict(state["model"])
-        self.value_head.load_state_dict(state["value_head"])
+        if self.value_head is not None:
+            self.value_head.load_state_dict(state["value_head"])
 
     # ------------------------------------------------------------------ forward passes
 
@@ -245,12 +271,14 @@ class LLMAgent:
         return logits, h.gather(1, pos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
 
     def forward(self, batch: TokenBatch, *, with_logits: bool = False) -> AgentOutput:
-        """Log-probs, values and entropy of the response tokens under the policy (with grad)."""
+        """Log-probs, values (None without a value head) and entropy of the response tokens
+        under the policy (with grad)."""
+        head = self.value_head
         with self.policy(self.training) as model:
-            logits, h = self._logits_at(model, batch, hidden=True)
-            values = self.value_head(h.to(self.value_head.weight.dtype)).squeeze(-1)
+            logits, h = self._logits_at(model, batch, hidden=head is not None)
+            values = None if head is None else head(h.to(head.weight.dtype)).squeeze(-1).float()
         logprobs, entropy = logprobs_and_entropy(logits, batch.response_ids)
-        return AgentOutput(logprobs, values.float(), entropy, logits if with_logits else None)
+        return AgentOutput(logprobs, values, entropy, logits if with_logits else None)
 
     __call__ = forward
 

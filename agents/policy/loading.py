@@ -102,13 +102,32 @@ def resolve_source(name_or_path: str | Path) -> tuple[str, Path | str]:
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ValueError(f"{path} is a file but not a .gguf; pass a GGUF file or a model folder")
+        _check_gguf(path)
         return "gguf", path.resolve()
     if path.is_dir():
         gguf = _gguf_in(path)
-        return ("gguf", gguf.resolve()) if gguf else ("folder", path.resolve())
+        if gguf:
+            _check_gguf(gguf)
+            return "gguf", gguf.resolve()
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"{path} is a folder but not a model: it has no config.json (a Hugging Face model "
+                "folder, as save_pretrained writes) and no single .gguf file"
+            )
+        return "folder", path.resolve()
     if name.lower().endswith(".gguf") or name.startswith((".", "/", "~")):
         raise ModelNotFoundError(f"no such model file or folder: {name}")
     return "hub", name
+
+
+def _check_gguf(path: Path) -> None:
+    """A clear error for a file that cannot be a GGUF model (empty, or without the magic)."""
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if not magic:
+        raise ModelNotFoundError(f"{path} is empty (0 bytes): not a GGUF model; re-download or re-copy it")
+    if magic != b"GGUF":
+        raise ModelNotFoundError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
 
 
 def _cache_key(gguf: Path) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.errors import DivergedError
+
 __all__ = ["KVCacheSampler", "sample_tokens"]
 
 
@@ -38,9 +40,18 @@ def sample_tokens(
         drop[:, -1] = False  # always keep the most likely token
         logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
     probs = logits.softmax(-1)
-    if generator is not None and generator.device != probs.device:  # e.g. a CPU generator, CUDA model
-        return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(1).to(probs.device)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    try:
+        if generator is not None and generator.device != probs.device:  # e.g. a CPU generator, CUDA model
+            return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(1).to(probs.device)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    except RuntimeError as err:
+        if bool(torch.isfinite(probs).all()):
+            raise
+        raise DivergedError(
+            "the policy's next-token probabilities hold NaN or inf: its weights have diverged "
+            "(a learning rate too high, or an overflow); resume from an earlier checkpoint with "
+            "a lower --learning-rate"
+        ) from err
 
 
 class KVCacheSampler:

@@ -9,16 +9,25 @@
 - :mod:`~agents.rl.config` — ``PPOConfig``;
 - :mod:`~agents.rl.optimise` and :mod:`~agents.rl.base` — the learner skeleton: the shared
   optimisation loop, opening and ending of an update;
-- :mod:`~agents.rl.ppo`, :mod:`~agents.rl.rloo` — the learners, each only its advantages
-  and its loss;
+- :mod:`~agents.rl.ppo`, :mod:`~agents.rl.rloo`, :mod:`~agents.rl.grpo` — the learners,
+  each only its advantages and its loss (:mod:`~agents.rl.group`: the GRPO family's maths);
 - :mod:`~agents.rl.learner` — the ``Learner`` protocol and the registry.
 """
 
 from .base import LearnerBase, Rollout, rollout_pass
 from .batch import TokenBatch
 from .config import PPOConfig
+from .group import aggregate_loss, group_advantages, grpo_surrogate, kl_loss_term, uniform_groups
+from .grpo import GRPOLearner, GRPOOptions
 from .kl_control import AdaptiveKLController, FixedKLController, make_kl_controller
-from .learner import Learner, LearnerFactory, available_learners, make_learner, register_learner
+from .learner import (
+    Learner,
+    LearnerFactory,
+    available_learners,
+    learner_uses_values,
+    make_learner,
+    register_learner,
+)
 from .losses import policy_loss, value_loss
 from .maths import (
     KL_ESTIMATORS,
@@ -43,6 +52,8 @@ __all__ = [
     "KL_ESTIMATORS",
     "AdaptiveKLController",
     "FixedKLController",
+    "GRPOLearner",
+    "GRPOOptions",
     "Learner",
     "LearnerBase",
     "LearnerFactory",
@@ -52,13 +63,18 @@ __all__ = [
     "Rollout",
     "RunningMoments",
     "TokenBatch",
+    "aggregate_loss",
     "available_learners",
     "check_group_size",
     "compute_gae",
     "compute_rewards",
     "entropy_from_logits",
+    "group_advantages",
+    "grpo_surrogate",
+    "kl_loss_term",
     "kl_penalty",
     "last_token_index",
+    "learner_uses_values",
     "logprobs_and_entropy",
     "logprobs_from_logits",
     "make_kl_controller",
@@ -72,6 +88,7 @@ __all__ = [
     "register_learner",
     "rloo_advantages",
     "rollout_pass",
+    "uniform_groups",
     "value_loss",
     "zero_pad",
 ]

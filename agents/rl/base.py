@@ -14,11 +14,15 @@
    (``extra_stats``), the KL controller update and the update count.
 
 A learner subclass sets ``name`` (its metric namespace), ``uses_values`` (whether the
-no-grad pass computes values) and implements ``advantages`` and ``loss``.
+no-grad pass computes values) and implements ``advantages`` and ``loss``. Optional:
+``uses_reference`` False (no reference forward at all), ``kl_in_reward`` False (no KL in
+the rewards, no KL controller update), ``train_rows`` (optimise on some rows only),
+``check_batch`` and ``extra_stats``.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -38,19 +42,26 @@ __all__ = ["LearnerBase", "Rollout", "rollout_pass"]
 
 @torch.no_grad()
 def rollout_pass(
-    agent: Any, batch: TokenBatch, chunk: int, estimator: str, with_values: bool = True
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-    """Old log-probs, values (None unless ``with_values``), ref log-probs and (for the
-    ``full`` estimator, else None) per-token KLs of ``batch``, ``chunk`` rows at a time;
-    each ``(N, T)`` float32, zero on padding."""
+    agent: Any, batch: TokenBatch, chunk: int, estimator: str, with_values: bool = True,
+    with_reference: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Old log-probs, values (None unless ``with_values``), ref log-probs (None unless
+    ``with_reference``: then the reference never runs) and (for the ``full`` estimator, else
+    None) per-token KLs of ``batch``, ``chunk`` rows at a time; each ``(N, T)`` float32, zero
+    on padding."""
     n, t_len = batch.response_ids.shape
-    full = estimator == "full"
+    full = estimator == "full" and with_reference
     old_lp, values, ref_lp, kls = (torch.zeros(n, t_len, device=batch.device) for _ in range(4))
     for start in range(0, n, chunk):
         idx = torch.arange(start, min(start + chunk, n), device=batch.device)
         sub = batch.subset(idx)
         t = sub.response_ids.shape[1]
         out = agent.forward(sub, with_logits=full)
+        old_lp[idx, :t] = out.logprobs.detach().float()
+        if with_values:
+            values[idx, :t] = out.values.detach().float()
+        if not with_reference:
+            continue
         ref = agent.ref_logprobs(sub, full=full)
         if full:
             if out.logits is None:
@@ -60,13 +71,11 @@ def rollout_pass(
             full_ref = ref.float()
             kls[idx, :t] = kl_penalty(F.log_softmax(out.logits.float(), dim=-1), full_ref, "full")
             ref = logprobs_from_logits(full_ref, sub.response_ids)  # already normalised
-        old_lp[idx, :t] = out.logprobs.detach().float()
-        if with_values:
-            values[idx, :t] = out.values.detach().float()
         ref_lp[idx, :t] = ref.float()
     mask = batch.response_mask
     old_lp, values, ref_lp, kls = (zero_pad(x, mask) for x in (old_lp, values, ref_lp, kls))
-    return old_lp, (values if with_values else None), ref_lp, (kls if full else None)
+    return (old_lp, (values if with_values else None), (ref_lp if with_reference else None),
+            (kls if full else None))
 
 
 @dataclass
@@ -82,12 +91,15 @@ class Rollout:
     old_logprobs: torch.Tensor
     values: torch.Tensor | None
     """The rollout policy's values (None for a learner without a critic)."""
-    ref_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor | None
+    """None when the learner runs no reference (``uses_reference`` False)."""
     rewards: torch.Tensor
     """``-kl_coef * KL_t``, plus the score at each response's last token."""
     non_score_rewards: torch.Tensor
-    kls: torch.Tensor
+    kls: torch.Tensor | None
+    """The per-token KL estimate (``kl_penalty``); None without a reference."""
     kl_coef: float
+    """The coefficient in ``rewards`` (0 when the KL is not in the reward)."""
 
 
 class LearnerBase:
@@ -107,6 +119,10 @@ class LearnerBase:
     """Namespace of the learner's own metrics (``ppo/...``, ``rloo/...``)."""
     uses_values: bool = True
     """Whether the no-grad pass computes the value head's predictions."""
+    uses_reference: bool = True
+    """Whether the opening runs the reference (False: no KL is measured, ``objective/kl`` NaN)."""
+    kl_in_reward: bool = True
+    """Whether the rewards carry ``-kl_coef * KL_t`` and the KL controller adapts."""
     samples_per_query: int = 1
 
     def __init__(
@@ -116,6 +132,9 @@ class LearnerBase:
         optimizer: torch.optim.Optimizer | None = None,
         lr_scheduler: Any | None = None,
     ) -> None:
+        if self.uses_values and getattr(agent, "value_head", True) is None:
+            raise ValueError(f"the {self.name} learner needs a value head; this agent was built "
+                             "without one (value_head=False)")
         self.agent = agent
         self.config = config = config if config is not None else PPOConfig()
         self.optimizer = optimizer or torch.optim.Adam(
@@ -169,6 +188,13 @@ class LearnerBase:
         """The learner's own statistics of an update (beyond the shared ones)."""
         return {}
 
+    def train_rows(
+        self, batch: TokenBatch, rollout: Rollout, targets: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """The rows to optimise on (None: all); the others are out of the loss and of the
+        mini-batches, as if the batch did not hold them (GRPO: uniform groups)."""
+        return None
+
     # ------------------------------------------------------------------ the skeleton
 
     def update(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor) -> dict[str, float]:
@@ -176,16 +202,26 @@ class LearnerBase:
         self.check_batch(batch)
         rollout = self._open(batch, scores)
         targets = self.advantages(batch, rollout)
-        opt = optimise(
-            self.config, self.optimizer, self.generator, batch,
-            lambda sub, idx: self.loss(sub, idx, rollout, targets), self.lr_scheduler,
-        )
+        opt = self._optimise(batch, rollout, targets)
         with torch.no_grad():
             stats = self._stats(batch, rollout, opt)
             stats.update(self.extra_stats(batch, rollout, targets, opt))
-        self.kl_ctl.update(stats["objective/kl"], len(batch))
+        if self.kl_in_reward and self.uses_reference:
+            self.kl_ctl.update(stats["objective/kl"], len(batch))
         self.num_updates += 1
         return stats
+
+    def _optimise(self, batch: TokenBatch, rollout: Rollout, targets: dict[str, torch.Tensor]) -> dict:
+        rows = self.train_rows(batch, rollout, targets)
+        cfg, loss = self.config, lambda sub, idx: self.loss(sub, idx, rollout, targets)
+        if rows is None:
+            return optimise(cfg, self.optimizer, self.generator, batch, loss, self.lr_scheduler)
+        if len(rows) == 0:  # nothing to learn from: no epoch, no step (the scheduler still steps)
+            cfg = copy.copy(cfg)
+            cfg.ppo_epochs = 0
+            return optimise(cfg, self.optimizer, self.generator, batch, loss, self.lr_scheduler)
+        return optimise(cfg, self.optimizer, self.generator, batch.subset(rows),
+                        lambda sub, idx: loss(sub, rows[idx]), self.lr_scheduler)
 
     def _open(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor) -> Rollout:
         cfg, n = self.config, len(batch)
@@ -195,23 +231,30 @@ class LearnerBase:
         )
         mask = batch.response_mask.float()
         old_lp, values, ref_lp, full_kls = rollout_pass(
-            self.agent, batch, cfg.mini_batch_size, cfg.kl_penalty, self.uses_values
+            self.agent, batch, cfg.mini_batch_size, cfg.kl_penalty, self.uses_values,
+            self.uses_reference,
         )
-        kl_coef = self.kl_ctl.value
-        rewards, non_score, kls = compute_rewards(
-            processed, old_lp, ref_lp, mask, kl_coef, cfg.kl_penalty, kls=full_kls
-        )
+        kl_coef = self.kl_ctl.value if self.kl_in_reward else 0.0
+        if ref_lp is None:  # no reference: the rewards are the scores alone
+            kl_coef, kls = 0.0, None
+            rewards, non_score, _ = compute_rewards(
+                processed, old_lp, old_lp, mask, 0.0, "kl", kls=torch.zeros_like(mask))
+        else:
+            rewards, non_score, kls = compute_rewards(
+                processed, old_lp, ref_lp, mask, kl_coef, cfg.kl_penalty, kls=full_kls
+            )
         return Rollout(mask, raw, processed, old_lp, values, ref_lp, rewards, non_score, kls, kl_coef)
 
     def _stats(self, batch: TokenBatch, ro: Rollout, opt: dict[str, Any]) -> dict[str, float]:
         """The statistics every learner reports (TRL's names where TRL has one)."""
-        ns, n, mask = self.name, len(batch), ro.mask
+        ns, n, mask, nan = self.name, len(batch), ro.mask, float("nan")
         stats = {f"{ns}/{k}": v for k, v in opt["minibatch"].items()}
         stats.update({
-            "objective/kl": float(ro.kls.sum(1).mean()),
+            "objective/kl": float(ro.kls.sum(1).mean()) if ro.kls is not None else nan,
             "objective/kl_coef": ro.kl_coef,
             "objective/entropy": float((-ro.old_logprobs * mask).sum(1).mean()),
-            "objective/ref_logprobs": float(masked_mean(ro.ref_logprobs, mask)),
+            "objective/ref_logprobs": float(masked_mean(ro.ref_logprobs, mask))
+            if ro.ref_logprobs is not None else nan,
             "objective/logprobs": float(masked_mean(ro.old_logprobs, mask)),
             "ppo/mean_non_score_reward": float(masked_mean(ro.non_score_rewards, mask)),
             "ppo/mean_scores": float(ro.scores.mean()),
@@ -222,6 +265,8 @@ class LearnerBase:
             f"{ns}/epochs": float(opt["epochs"]),
             f"{ns}/early_stop": float(opt["early_stop"]),
             f"{ns}/skipped_minibatches": float(opt["skipped"]),
+            f"{ns}/nonfinite_steps": float(opt["nonfinite"]),
+            f"{ns}/optimizer_steps": float(opt["steps"]),
             "tokens/queries_len_mean": float(batch.query_lengths.float().mean()),
             "tokens/responses_len_mean": float(mask.sum(1).mean()),
         })

@@ -16,7 +16,7 @@ class AdaptiveKLController:
     """Adaptive KL coefficient (Ziegler et al. 2019).
 
     ``update(current, n_steps)``: ``e = clip(current / target - 1, -0.2, 0.2)``,
-    ``value *= 1 + e * n_steps / horizon``.
+    ``value *= 1 + e * n_steps / horizon`` (a non-finite ``current`` leaves it unchanged).
     """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: float) -> None:
@@ -27,6 +27,8 @@ class AdaptiveKLController:
         self.horizon = float(horizon)
 
     def update(self, current_kl: float, n_steps: int) -> None:
+        if not np.isfinite(current_kl):  # a diverged update says nothing about the KL
+            return
         error = float(np.clip(float(current_kl) / self.target - 1.0, -0.2, 0.2))
         self.value *= 1.0 + error * n_steps / self.horizon
 

@@ -10,7 +10,7 @@ Contract:
 
 - ``samples_per_query``: responses the trainer samples per query. With ``k > 1`` the
   batch handed to ``update`` is grouped by query: rows ``i*k .. i*k + k-1`` share query
-  ``i`` (what RLOO / GRPO-style baselines need). PPO uses 1.
+  ``i`` (what the group baselines of RLOO and GRPO need). PPO uses 1.
 - ``agent``: the policy being trained (an :class:`agents.policy.LLMAgent` or anything
   with the same methods); the trainer samples from it.
 - ``update(batch, scores) -> dict[str, float]``: one training step on a
@@ -62,7 +62,14 @@ import torch
 
 from .batch import TokenBatch
 
-__all__ = ["Learner", "LearnerFactory", "available_learners", "make_learner", "register_learner"]
+__all__ = [
+    "Learner",
+    "LearnerFactory",
+    "available_learners",
+    "learner_uses_values",
+    "make_learner",
+    "register_learner",
+]
 
 
 @runtime_checkable
@@ -112,10 +119,23 @@ def make_learner(name: str, agent: Any, **cfg: Any) -> Learner:
     return factory(agent, **cfg)
 
 
+def learner_uses_values(name: str) -> bool:
+    """Whether the learner registered as ``name`` needs a value head: its class's
+    ``uses_values`` (a ``Cls.build`` factory or the class itself); True when unknown."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown learner {name!r}; registered: {available_learners()}") from None
+    owner = getattr(factory, "__self__", factory)
+    return bool(getattr(owner, "uses_values", True))
+
+
 # The learners that ship with the library; each builds from ``config=`` and PPOConfig fields
 # (and its own arguments, e.g. RLOO's ``k=``): see :meth:`agents.rl.base.LearnerBase.build`.
+from .grpo import GRPOLearner  # noqa: E402
 from .ppo import PPOLearner  # noqa: E402
 from .rloo import RLOOLearner  # noqa: E402
 
 register_learner("ppo", PPOLearner.build)
 register_learner("rloo", RLOOLearner.build)
+register_learner("grpo", GRPOLearner.build)

@@ -7,6 +7,7 @@ gradient clipping, early stopping on a target KL and one learning-rate scheduler
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -42,9 +43,15 @@ def optimise(
     clipped to ``max_grad_norm`` and it steps. Stops after the epoch whose mean approx KL
     exceeds ``1.5 * target_kl``; steps ``lr_scheduler`` once at the end.
 
+    Non-finite guards: a mini-batch whose loss or ratio is NaN or infinite gets no backward,
+    and an optimiser step whose gradient norm is not finite is not taken (its gradients are
+    dropped): the weights and the optimiser state stay as they were. Both are counted in
+    ``nonfinite``; ``steps`` counts the optimiser steps taken.
+
     Returns ``minibatch`` (each stat's mean over all mini-batches, skipped ones included, in
-    first-seen order), ``grad_norm`` (mean clipped norm, or None), ``epochs``,
-    ``early_stop``, ``skipped`` (mini-batches) and ``learning_rate`` (before the update).
+    first-seen order), ``grad_norm`` (mean clipped norm of the steps taken, or None),
+    ``epochs``, ``early_stop``, ``skipped`` (mini-batches over the ratio threshold),
+    ``nonfinite``, ``steps`` and ``learning_rate`` (before the update).
     """
     cfg = config
     n, device = len(batch), batch.device
@@ -54,7 +61,7 @@ def optimise(
     backward_bs = mb * cfg.gradient_accumulation_steps
     mb_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
     grad_norms: list[torch.Tensor] = []
-    epochs, early_stop, skipped = 0, False, 0
+    epochs, early_stop, skipped, nonfinite, steps = 0, False, 0, 0, 0
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(n, generator=generator).to(device)
         epoch_kl: list[torch.Tensor] = []
@@ -68,17 +75,26 @@ def optimise(
                 for k, v in stats.items():
                     mb_stats[k].append(v)
                 epoch_kl.append(stats["policy/approxkl"])
-                if float(stats["policy/ratio"]) > cfg.ratio_threshold:
+                ratio = float(stats["policy/ratio"])
+                if not (math.isfinite(ratio) and bool(torch.isfinite(loss))):
+                    nonfinite += 1
+                    continue
+                if ratio > cfg.ratio_threshold:
                     skipped += 1
                     continue
                 (loss * (len(idx) / len(b_idx))).backward()
                 stepped = True
             if stepped:
+                max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
+                norm = torch.nn.utils.clip_grad_norm_(params, max_norm).detach()
+                if not bool(torch.isfinite(norm)):
+                    nonfinite += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    continue
                 if cfg.max_grad_norm is not None:
-                    grad_norms.append(
-                        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).detach()
-                    )
+                    grad_norms.append(norm)
                 optimizer.step()
+                steps += 1
         epochs += 1
         if cfg.target_kl is not None and float(torch.stack(epoch_kl).mean()) > 1.5 * cfg.target_kl:
             early_stop = True
@@ -93,5 +109,7 @@ def optimise(
             "epochs": epochs,
             "early_stop": early_stop,
             "skipped": skipped,
+            "nonfinite": nonfinite,
+            "steps": steps,
             "learning_rate": lr,
         }

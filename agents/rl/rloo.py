@@ -48,15 +48,17 @@ from .losses import policy_loss
 __all__ = ["RLOOLearner", "check_group_size", "make_rloo_learner", "rloo_advantages"]
 
 
-def check_group_size(n: int, k: int) -> None:
-    """Raise ``ValueError`` unless ``k >= 2`` is an int and ``n > 0`` is a multiple of ``k``."""
+def check_group_size(n: int, k: int, learner: str = "RLOO") -> None:
+    """Raise ``ValueError`` unless ``k >= 2`` is an int and ``n > 0`` is a multiple of ``k``
+    (``learner`` names the group learner in the message)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"k (samples per query) must be an int, got {k!r}")
+        raise ValueError(f"k (samples per query, --group-size) must be an int, got {k!r}")
     if k < 2:
-        raise ValueError(f"RLOO needs k >= 2 samples per query for a leave-one-out baseline, got k={k}")
+        raise ValueError(f"{learner} needs k >= 2 samples per query (--group-size) for a group "
+                         f"baseline, got k={k}")
     if n <= 0 or n % k:
         raise ValueError(
-            f"RLOO needs the batch to hold groups of k={k} consecutive samples per query; "
+            f"{learner} needs the batch to hold groups of k={k} consecutive samples per query; "
             f"got {n} trajectories, not a positive multiple of {k}"
         )
 

@@ -8,8 +8,13 @@ task, LoRA, about 12 minutes on 2 cores. ``--preset`` loads the paper's settings
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 
 @dataclass
@@ -94,12 +99,10 @@ class TrainConfig:
     """If set, each batch's answer length is sampled in [min, max] (None: the task's default)."""
 
     # --- CORY
-    learner: Literal["ppo", "rloo"] = "ppo"
+    learner: Literal["ppo", "rloo", "grpo"] = "ppo"
     """Learning algorithm of both agents."""
-    observer_learner: Literal["ppo", "rloo"] | None = None
+    observer_learner: Literal["ppo", "rloo", "grpo"] | None = None
     """A different algorithm for the model that starts as observer (None: same as ``learner``)."""
-    rloo_k: int = 4
-    """Samples per query for the RLOO learner."""
     swap_period: int = 5
     """T_REx: exchange roles every this many iterations."""
     role_exchange: bool = True
@@ -108,6 +111,45 @@ class TrainConfig:
     """False: the ablation where the observer sees only the query."""
     reward_mode: Literal["cooperative", "independent"] = "cooperative"
     """Cooperative: both get r(q,a1)+r(q,a2) (the paper); independent: each its own."""
+
+    # --- the GRPO family (``--learner grpo``; recipes in docs/learners.md)
+    group_size: Annotated[int, tyro.conf.arg(aliases=("--rloo-k",))] = 4
+    """Answers sampled per query by the group learners ``grpo`` (GRPO, Shao et al. 2024) and
+    ``rloo`` (Ahmadian et al. 2024); default 4; ``--rloo-k`` is an alias."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Advantage = (R - group mean) / group std (GRPO), / batch std (Liu et al. 2025), or
+    unscaled (Dr. GRPO, Liu et al. 2025); default group."""
+    loss_aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = (
+        "seq-mean-token-mean")
+    """Mean over all tokens (DAPO, Yu et al. 2025), per answer then over answers (GRPO), or token
+    sums over the maximum answer length (Dr. GRPO); default seq-mean-token-mean."""
+    cliprange_high: float | None = None
+    """Upper ratio clip eps_high, clip-higher (DAPO: 0.28 with ``--cliprange`` 0.2 as eps_low);
+    default None: equal to ``--cliprange``."""
+    dual_clip: float | None = None
+    """Cap -A*ratio at -A*c for negative advantages, c > 1 (dual-clip PPO, Ye et al. 2020;
+    verl: 3); default None: off."""
+    importance_sampling: Literal["token", "sequence"] = "token"
+    """Per-token ratio (GRPO) or the length-normalised sequence ratio clipped as a whole (GSPO,
+    Zheng et al. 2025; use its small clips, ``--cliprange 3e-4 --cliprange-high 4e-4``);
+    default token."""
+    kl_beta: float = 0.04
+    """GRPO's KL coefficient (DeepSeekMath: 0.04); 0: no KL and no reference forward at all
+    (DAPO, Dr. GRPO); default 0.04."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Per-token KL estimator of the loss term (Schulman 2020; GRPO uses k3); default k3."""
+    kl_in: Literal["loss", "reward"] = "loss"
+    """KL as a loss term (GRPO) or folded into the per-token reward with the KL controller from
+    ``kl_beta`` and the ``--kl-penalty`` estimator (PPO, Ziegler et al. 2019); default loss."""
+    drop_uniform_groups: bool = False
+    """Leave groups whose rewards are all equal out of the loss, counted (DAPO's dynamic
+    sampling filter); default False."""
+    refill_rounds: int = 0
+    """With ``--drop-uniform-groups``: roll out up to this many extra batches until
+    ``batch_size`` informative groups are in (DAPO's dynamic sampling); default 0."""
+    mask_truncated: bool = False
+    """Leave answers cut at ``max_new_tokens`` without EOS out of the loss (DAPO's overlong
+    filtering); default False."""
 
     # --- model handling
     mode: Literal["lora", "full"] = "lora"
@@ -132,27 +174,120 @@ class TrainConfig:
     """Held-out queries per evaluation."""
     checkpoint_every: int = 1
     """Write the resumable checkpoint every this many iterations."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept (the newest ones): the previous good one survives a bad newest one."""
+    max_nonfinite_steps: int = 8
+    """Stop the run once a learner has skipped this many optimiser steps in a row for a
+    non-finite loss or gradient (each is skipped, weights and optimiser untouched)."""
     num_samples: int = 4
     """Sample texts logged per iteration."""
     output_dir: str = "runs/cory"
     """The run folder: config, metrics, samples, plots, checkpoints."""
     resume: bool = False
-    """Continue from ``output_dir/checkpoints/last.pt``."""
+    """Continue the run in ``output_dir`` from its newest checkpoint; its saved config is the
+    run's config, and only settings that may change mid-run may be given anew."""
     progress: bool = True
     """Show a progress bar with reward, KL and ETA."""
+    debug: bool = False
+    """Show the full traceback of an error (by default one line, the traceback in the run
+    folder's ``error.log``)."""
 
     def __post_init__(self) -> None:
-        positive = ("iterations", "batch_size", "mini_batch_size", "ppo_epochs", "swap_period",
-                    "gradient_accumulation_steps", "rloo_k", "eval_size", "checkpoint_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not self.ratio_threshold > 0:
-            raise ValueError(f"ratio_threshold must be > 0, got {self.ratio_threshold}")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        check_config(self)
+        self.check_group_options()
+
+    def check_group_options(self) -> None:
+        """Refuse GRPO-family settings out of range, naming the field (the learner's own
+        rules, :class:`agents.rl.grpo.GRPOOptions`, plus the group size and refill rounds)."""
+        from agents.rl.grpo import GRPOOptions
+
+        GRPOOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GRPOOptions)})
+        grouped = {self.learner, self.observer_learner or self.learner} & {"grpo", "rloo"}
+        size = self.group_size
+        if isinstance(size, bool) or int(size) != size or size < (2 if grouped else 1):
+            _fail("group_size", f"an integer >= {2 if grouped else 1}" + (
+                f" for the group learner {sorted(grouped)[0]}" if grouped else ""), size)
+        rounds = self.refill_rounds
+        if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 0:
+            _fail("refill_rounds", "an integer >= 0", rounds)
+        if rounds and not (self.drop_uniform_groups and "grpo" in grouped):
+            raise ValueError("refill_rounds needs --drop-uniform-groups and a grpo learner: "
+                             "only uniform groups dropped from the loss are refilled")
+
+
+_dataclass_init = TrainConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init(self, *args, rloo_k: int | None = None, **kwargs) -> None:
+    if rloo_k is not None:  # the group size's name before the GRPO family (``--rloo-k``)
+        warnings.warn("TrainConfig(rloo_k=...) is now group_size", DeprecationWarning, stacklevel=2)
+        if kwargs.setdefault("group_size", rloo_k) != rloo_k:
+            raise ValueError(f"rloo_k={rloo_k} and group_size={kwargs['group_size']} disagree")
+    _dataclass_init(self, *args, **kwargs)
+
+
+TrainConfig.__init__ = _init
+
+
+def _fail(name: str, rule: str, value) -> None:
+    raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
+def check_config(c: TrainConfig) -> None:
+    """Refuse any field out of its range, naming it (run at construction, so at parse time)."""
+    for name in ("iterations", "batch_size", "mini_batch_size", "ppo_epochs", "swap_period",
+                 "gradient_accumulation_steps", "group_size", "eval_size", "checkpoint_every",
+                 "lora_r", "lora_alpha", "keep_checkpoints", "max_nonfinite_steps"):
+        value = getattr(c, name, 1)
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            _fail(name, "an integer >= 1", value)
+    for name, low, high in (("gamma", 0.0, 1.0), ("lam", 0.0, 1.0)):
+        value = getattr(c, name)
+        if not (math.isfinite(value) and low <= value <= high):
+            _fail(name, f"in [{low:g}, {high:g}]", value)
+    for name in ("learning_rate", "cliprange", "cliprange_value", "target", "horizon",
+                 "ratio_threshold"):
+        value = getattr(c, name)
+        if not (math.isfinite(value) and value > 0):
+            _fail(name, "a finite number > 0", value)
+    for name in ("init_kl_coef", "vf_coef"):
+        value = getattr(c, name)
+        if not (math.isfinite(value) and value >= 0):
+            _fail(name, "a finite number >= 0", value)
+    for name in ("max_grad_norm", "target_kl", "score_clip"):
+        value = getattr(c, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            _fail(name, "a finite number > 0 or None", value)
+    for name in ("max_new_tokens", "min_new_tokens"):
+        value = getattr(c, name)
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            _fail(name, "an integer >= 1 or None (the task's default)", value)
+    if c.max_new_tokens is not None and c.min_new_tokens is not None and c.min_new_tokens > c.max_new_tokens:
+        raise ValueError(f"min_new_tokens ({c.min_new_tokens}) must not exceed max_new_tokens ({c.max_new_tokens})")
+    if c.eval_every < 0:
+        _fail("eval_every", ">= 0 (0: never)", c.eval_every)
+    if c.num_samples < 0:
+        _fail("num_samples", ">= 0", c.num_samples)
+    if c.use_score_norm and not c.use_score_scaling:
+        raise ValueError("use_score_norm requires use_score_scaling")
+    if not str(c.output_dir).strip():
+        raise ValueError("output_dir must name a folder")
+    per_update = c.batch_size * samples_per_query(c)
+    if c.mini_batch_size > per_update:
+        raise ValueError(
+            f"mini_batch_size ({c.mini_batch_size}) exceeds the trajectories of one update "
+            f"(batch_size {c.batch_size} x {samples_per_query(c)} samples per query = {per_update}); "
+            "lower --mini-batch-size or raise --batch-size"
+        )
+
+
+def samples_per_query(c: TrainConfig) -> int:
+    """Answers sampled per query: the group size when a group-based learner plays."""
+    learners = {c.learner, c.observer_learner or c.learner}
+    if learners <= {"ppo"}:
+        return 1
+    return int(c.group_size)
 
 
 PRESETS: dict[str, dict] = {

@@ -1,72 +1,169 @@
 """The training loop shared by CORY and the PPO baseline: iterate, evaluate, log,
-checkpoint, plot, and resume from the last checkpoint.
+checkpoint, plot, and resume from the newest checkpoint.
 
 A trainer is anything with ``models`` (names of the models it trains), ``step(iteration)
 -> metrics``, ``evaluate() -> metrics``, ``samples`` (texts of the last step),
-``state_dict()`` and ``load_state_dict(state)``.
+``state_dict()``, ``load_state_dict(state)`` and ``apply_settings(changes)``
+(:class:`agents.run.trainer.Trainer` has them all).
+
+What the loop guarantees: a folder holding a run is never overwritten (``--resume``
+continues it; one that stopped before its first checkpoint starts over, saying so); on
+resume the saved config is the run's config (:mod:`agents.run.resume`); a learner that
+keeps skipping non-finite steps stops the run with the likely cause; SIGINT / SIGTERM stop
+after the current iteration with a checkpoint. An iteration whose update had non-finite steps
+writes no checkpoint (the weights its finite steps produced are suspect).
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from agents.run.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from agents.errors import DivergedError, Stopped
+from agents.run.checkpoint import (
+    checkpoint_dir,
+    checkpoints,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from agents.run.config import TrainConfig, to_dict
 from agents.run.plots import plot_runs
+from agents.run.resume import check_output, check_resume, saved_config
 from agents.run.run_log import RunLog
 
 SKIPPED = "skipped_minibatches"
 """A learner stat (``<seat>/<learner>/skipped_minibatches``): mini-batches left out of an
 update because their mean probability ratio exceeded the learner's ``ratio_threshold``."""
-
-
-def checkpoint_path(output_dir: str | Path) -> Path:
-    return Path(output_dir) / "checkpoints" / "last.pt"
+NONFINITE, STEPS = "nonfinite_steps", "optimizer_steps"
+"""Learner stats: optimiser steps skipped for a non-finite loss or gradient, steps taken."""
+RUN_FILES = ("metrics.jsonl", "metrics.csv", "samples.jsonl", "events.jsonl", "config.json",
+             "tensorboard", "plots")
 
 
 def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dict[str, Any]]:
-    """Run ``config.iterations`` iterations of ``trainer`` (continuing a checkpoint with
-    ``config.resume``); returns the metric rows. ``stop_after`` ends the loop early after
+    """Run ``config.iterations`` iterations of ``trainer`` (continuing its newest checkpoint
+    with ``config.resume``); returns the metric rows. ``stop_after`` ends the loop early after
     that many iterations in total, as an interruption would (tests use it)."""
     out = Path(config.output_dir)
-    ckpt = checkpoint_path(out)
-    if not config.resume and (out / "metrics.jsonl").exists():
-        raise FileExistsError(
-            f"{out} already holds a run; pass --resume to continue it or choose another --output-dir"
-        )
-    log = RunLog(out)
-    log.write_config(to_dict(config))
-    start = 0
-    if config.resume:
-        state = load_checkpoint(ckpt)
+    start, state, changes = _prepare(out, config)
+    log = RunLog(out, purge_step=start if state is not None else None)
+    if state is not None:
         trainer.load_state_dict(state["trainer"])
         set_rng_state(state["global_rng"])
-        start = state["iteration"]
+        trainer.apply_settings(changes)
+        log.log_event(start, "resume", changes={k: list(v) for k, v in changes.items()})
+    log.write_config(to_dict(config))  # only now: a failed resume leaves the saved one
     log.truncate(start)
 
     end = config.iterations if stop_after is None else min(stop_after, config.iterations)
     bar = tqdm(range(start, end), initial=start, total=config.iterations, disable=not config.progress,
                desc=type(trainer).__name__, unit="it")
-    for it in bar:
-        metrics: dict[str, float] = {}
-        if config.eval_every and it % config.eval_every == 0:
-            metrics.update(trainer.evaluate())
-        metrics.update(trainer.step(it))
-        log.log(it, metrics)
-        skipped = {k: int(v) for k, v in metrics.items() if k.endswith("/" + SKIPPED) and v}
-        if skipped:
-            bar.write(f"iteration {it}: skipped mini-batches over the ratio threshold "
-                      f"({', '.join(f'{k} {v}' for k, v in skipped.items())})")
-        log.log_samples(it, trainer.samples[: config.num_samples])
-        bar.set_postfix(reward=f"{metrics['charts/reward']:.3f}", kl=f"{metrics['charts/kl']:.3f}")
-        if (it + 1) % config.checkpoint_every == 0 or it + 1 == end:
-            save_checkpoint(ckpt, {"iteration": it + 1, "trainer": trainer.state_dict(),
-                                   "global_rng": rng_state()})
+    streaks: dict[str, int] = {}
+    with _stop_on_signals() as stop:
+        for it in bar:
+            metrics: dict[str, float] = {}
+            if config.eval_every and it % config.eval_every == 0:
+                metrics.update(trainer.evaluate())
+            metrics.update(trainer.step(it))
+            log.log(it, metrics)
+            log.log_samples(it, trainer.samples[: config.num_samples])
+            dirty = _report(bar, it, metrics, streaks, config)
+            bar.set_postfix(reward=f"{metrics['charts/reward']:.3f}", kl=f"{metrics['charts/kl']:.3f}")
+            if (it + 1) % config.checkpoint_every == 0 or it + 1 == end or stop:
+                if dirty:  # weights stepped next to non-finite steps are suspect: keep the older ones
+                    bar.write(f"iteration {it}: no checkpoint written (its update had non-finite "
+                              "steps); the previous checkpoint stays the newest")
+                else:
+                    save_checkpoint(checkpoint_dir(out), it + 1,
+                                    {"trainer": trainer.state_dict(), "global_rng": rng_state()},
+                                    keep=config.keep_checkpoints)
+            if stop:
+                name = signal.Signals(stop[0]).name
+                log.log_event(it + 1, "stopped", signal=name)
+                log.close()
+                raise Stopped(f"stopped by {name} after iteration {it}: the checkpoint of "
+                              f"{it + 1} iterations is in {checkpoint_dir(out)}; continue with --resume",
+                              signum=stop[0])
     if end == config.iterations and config.eval_every:
         log.log(config.iterations, trainer.evaluate())
     plot_runs({"run": (log.rows, trainer.models)}, out / "plots")
     log.close()
     return log.rows
+
+
+def _prepare(out: Path, config: TrainConfig) -> tuple[int, dict | None, dict[str, tuple]]:
+    """``(start iteration, checkpoint state or None, settings changed on resume)``."""
+    latest = check_output(config)
+    if latest is None:
+        if any((out / name).exists() for name in RUN_FILES):
+            tqdm.write(f"{out} holds no checkpoint (its run stopped before the first one): "
+                       "starting that run over")
+            for name in RUN_FILES:
+                path = out / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return 0, None, {}
+    changes = check_resume(saved_config(out), to_dict(config))
+    start, state = load_checkpoint(latest)
+    return start, state, changes
+
+
+def _report(bar, it: int, metrics: dict[str, float], streaks: dict[str, int], config: TrainConfig) -> bool:
+    """One line per iteration for skipped or non-finite steps; stop a diverged learner.
+    Returns whether any learner had a non-finite step this iteration."""
+    skipped = {k: int(v) for k, v in metrics.items() if k.endswith("/" + SKIPPED) and v}
+    if skipped:
+        bar.write(f"iteration {it}: skipped mini-batches over the ratio threshold "
+                  f"({', '.join(f'{k} {v}' for k, v in skipped.items())})")
+    bad = {k: int(v) for k, v in metrics.items() if k.endswith("/" + NONFINITE) and v}
+    if bad:
+        bar.write(f"iteration {it}: skipped optimiser steps with a non-finite loss or gradient, "
+                  f"weights left as they were ({', '.join(f'{k} {v}' for k, v in bad.items())})")
+    for key, value in metrics.items():
+        if not key.endswith("/" + NONFINITE):
+            continue
+        taken = metrics.get(key[: -len(NONFINITE)] + STEPS, 0)
+        streaks[key] = int(value) if taken else streaks.get(key, 0) + int(value)
+        if streaks[key] >= config.max_nonfinite_steps:
+            kept = checkpoints(checkpoint_dir(config.output_dir))
+            then = (f"the newest good checkpoint is {kept[-1]}: resume with --resume and a lower "
+                    "--learning-rate" if kept else "no checkpoint was written from a clean "
+                    "iteration, so the run starts over: run it again with a lower --learning-rate")
+            raise DivergedError(
+                f"training diverged at iteration {it}: {streaks[key]} optimiser steps in a row "
+                f"({key}) had a non-finite loss or gradient. The likely cause is a learning rate "
+                f"too high for this model ({config.learning_rate:g}) or an overflow in "
+                f"{config.dtype}. Nothing was checkpointed from the diverged iterations; {then}"
+            )
+    return bool(bad)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[list[int]]:
+    """SIGINT / SIGTERM ask the loop to stop after the current iteration (a second SIGINT
+    interrupts at once); yields the list the signal number is put in."""
+    stop: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.append(signum)
+        tqdm.write(f"{signal.Signals(signum).name}: stopping after this iteration (with a checkpoint)")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -7,7 +7,9 @@ queries, generation settings and evaluation.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,9 +18,11 @@ from agents.policy.agent import LLMAgent
 from agents.policy.construction import enable_activation_checkpointing
 from agents.policy.loading import load_model
 from agents.rl.config import PPOConfig
-from agents.rl.learner import make_learner
+from agents.rl.grpo import GRPOOptions
+from agents.rl.learner import learner_uses_values, make_learner
 from agents.run.config import TrainConfig
-from cory_env.rewards import make_reward
+from agents.run.resume import check_output
+from cory_env.rewards import available_rewards, make_reward
 from cory_env.tasks import GenerationConfig, Query, Task, make_task
 from cory_env.vector import CoryTextVecEnv
 
@@ -46,20 +50,24 @@ def generation_of(config: TrainConfig, task: Task) -> GenerationConfig:
     return replace(gen, max_new_tokens=max_new, min_new_tokens=min_new)
 
 
-def build_agents(config: TrainConfig, model, tokenizer, n: int) -> list[LLMAgent]:
+def build_agents(config: TrainConfig, model, tokenizer, n: int,
+                 value_heads: Sequence[bool] | None = None) -> list[LLMAgent]:
     """``n`` trainable agents over ``model``: LoRA adapters on one shared frozen base (whose
-    adapters-off forward is the reference), or full copies sharing one frozen reference."""
+    adapters-off forward is the reference), or full copies sharing one frozen reference.
+    ``value_heads[i]``: whether agent ``i`` gets a value head (None: all do)."""
     torch.manual_seed(config.seed)
+    heads = [True] * n if value_heads is None else list(value_heads)
     common = {"dtype": config.dtype, "device": config.device}
     if config.mode == "lora":
         agents = LLMAgent.lora_agents(
-            model, tokenizer, n=n, r=config.lora_r, alpha=config.lora_alpha, **common
+            model, tokenizer, n=n, r=config.lora_r, alpha=config.lora_alpha, value_heads=heads,
+            **common,
         )
     else:
         reference = copy.deepcopy(model)
         agents = [
             LLMAgent.full_copy(copy.deepcopy(model) if i < n - 1 else model, tokenizer,
-                               reference=reference, **common)
+                               reference=reference, value_head=heads[i], **common)
             for i in range(n)
         ]
     if config.activation_checkpointing:
@@ -75,11 +83,24 @@ def ppo_config(config: TrainConfig) -> PPOConfig:
     return PPOConfig(**{name: getattr(config, name) for name in shared})
 
 
+def grpo_options(config: TrainConfig) -> GRPOOptions:
+    """The GRPO family's options of the run: every :class:`GRPOOptions` field (same names)."""
+    return GRPOOptions(**{f.name: getattr(config, f.name) for f in fields(GRPOOptions)})
+
+
+def value_heads(names: Sequence[str]) -> list[bool]:
+    """Whether each named learner needs a value head (none is built for the others)."""
+    return [learner_uses_values(name) for name in names]
+
+
 def build_learner(name: str, agent: LLMAgent, config: TrainConfig, index: int = 0):
     """A learner by name over ``agent``; each gets its own seed for mini-batch shuffling."""
     ppo = replace(ppo_config(config), seed=config.seed + 1000 * (index + 1))
     if name == "rloo":
-        return make_learner("rloo", agent, config=ppo, k=config.rloo_k)
+        return make_learner("rloo", agent, config=ppo, k=config.group_size)
+    if name == "grpo":
+        return make_learner("grpo", agent, config=ppo, group_size=config.group_size,
+                            options=grpo_options(config))
     return make_learner(name, agent, config=ppo)
 
 
@@ -106,14 +127,19 @@ class Run:
     def sample_queries(self) -> tuple[list[Query], int]:
         """The next batch of training queries (each repeated ``samples_per_query`` times,
         consecutively) and this batch's answer length."""
-        pool = self.task.queries("train")
-        n = self.config.batch_size
-        idx = self.rng.choice(len(pool), size=n, replace=len(pool) < n)
-        queries = [pool[i] for i in idx for _ in range(self.samples_per_query)]
+        queries = self.draw_queries()
         gen = self.generation
         if gen.min_new_tokens is None:
             return queries, gen.max_new_tokens
         return queries, int(self.rng.integers(gen.min_new_tokens, gen.max_new_tokens + 1))
+
+    def draw_queries(self) -> list[Query]:
+        """``batch_size`` training queries, each repeated ``samples_per_query`` times,
+        consecutively (a refill round draws these alone: its answer length is the batch's)."""
+        pool = self.task.queries("train")
+        n = self.config.batch_size
+        idx = self.rng.choice(len(pool), size=n, replace=len(pool) < n)
+        return [pool[i] for i in idx for _ in range(self.samples_per_query)]
 
     def random_state(self) -> dict:
         return {"rng": self.rng.bit_generator.state, "generator": self.generator.get_state()}
@@ -142,8 +168,22 @@ def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_
     )
 
 
+def preflight(config: TrainConfig) -> None:
+    """What can be refused before a model loads (minutes for a large one): the output folder
+    (a file; a run there that this config may not continue), the reward's name, and the task
+    with its data (built once here, so a missing file or an empty dataset fails now)."""
+    check_output(config)
+    if config.reward and config.reward not in available_rewards():
+        raise ValueError(f"unknown reward {config.reward!r}; available: {', '.join(available_rewards())}")
+    if config.task_path and not Path(config.task_path).expanduser().exists():
+        raise FileNotFoundError(f"--task-path {config.task_path}: no such file")
+    build_task(config)
+
+
 def load(config: TrainConfig, model=None, tokenizer=None):
-    """The configured model and tokenizer, unless both are given (tests, notebooks)."""
+    """The configured model and tokenizer, unless both are given (tests, notebooks); the
+    config's inputs are checked first (:func:`preflight`)."""
+    preflight(config)
     if model is None:
         return load_model(config.model, dtype=config.dtype, device=config.device)
     if tokenizer is None:

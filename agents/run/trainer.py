@@ -8,6 +8,7 @@ alone, its state for checkpoints, and ``train``; a trainer supplies only ``step`
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from agents.rl.batch import TokenBatch
@@ -58,6 +59,23 @@ class Trainer:
             )
             out.update({eval_key(model, k): v for k, v in stats.items()})
         return out
+
+    def apply_settings(self, changes: dict[str, tuple[Any, Any]]) -> None:
+        """Apply settings changed on resume (:data:`agents.run.resume.CHANGEABLE`) to the
+        restored learners: the learning rate to their optimisers, the KL targets to their
+        controllers and configs. The loop reads the others from the config itself."""
+        updates = {k: new for k, (_, new) in changes.items()
+                   if k in ("learning_rate", "target", "target_kl")}
+        if not updates:
+            return
+        for learner in self.learners.values():
+            if "learning_rate" in updates and hasattr(learner, "optimizer"):
+                for group in learner.optimizer.param_groups:
+                    group["lr"] = updates["learning_rate"]
+            if "target" in updates and hasattr(learner.kl_ctl, "target"):
+                learner.kl_ctl.target = float(updates["target"])
+            if hasattr(learner, "config"):
+                learner.config = replace(learner.config, **updates)
 
     def extra_state(self) -> dict[str, Any]:
         """State beyond the learners and random streams (e.g. the role assignment)."""

@@ -1,0 +1,129 @@
+"""Rollouts for the group learners, shared by CORY and the single-agent control: the env's
+truncation flags, DAPO's refill rounds (dynamic sampling) and the update that passes them.
+
+A batch holds ``batch_size`` groups of ``k`` consecutive episodes that share a query. A
+group is *uniform* for a seat when the ``k`` rewards that seat received are all equal: it
+carries no gradient for a group baseline, and a learner with ``drop_uniform_groups``
+leaves it out. With ``refill_rounds = N`` the trainer rolls out further batches of fresh
+queries (same answer length) until ``batch_size`` groups are informative for at least one
+such seat, or ``N`` extra rounds have run; the batch then holds the informative groups in
+rollout order, filled up with uniform ones (which those learners drop) when too few were
+found. The extra rounds count in the iteration's time, hence in the progress bar's ETA.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.rl.batch import TokenBatch
+from agents.rl.group import uniform_groups
+from agents.run.rollout import Turns
+
+__all__ = ["Episodes", "bind_run", "dropping_seats", "informative_groups", "refill", "truncation",
+           "update"]
+
+
+@dataclass
+class Episodes:
+    """One rollout's rows: the queries, each seat's :class:`Turns` and its truncation flags."""
+
+    queries: list[Any]
+    turns: list[Turns]
+    truncated: list[np.ndarray]
+    """Per seat, ``(n,)`` bool: the answer ran into the turn's token limit (env finish ``length``)."""
+
+    def take(self, rows: np.ndarray) -> Episodes:
+        """The rows ``rows``, in that order."""
+        def pick(t: Turns) -> Turns:
+            return Turns(prompts=[t.prompts[i] for i in rows], responses=[t.responses[i] for i in rows],
+                         texts=[t.texts[i] for i in rows],
+                         scores=None if t.scores is None else t.scores[rows],
+                         rewards=None if t.rewards is None else t.rewards[rows])
+        return Episodes([self.queries[i] for i in rows], [pick(t) for t in self.turns],
+                        [f[rows] for f in self.truncated])
+
+    @staticmethod
+    def concat(parts: Sequence[Episodes]) -> Episodes:
+        """The rows of ``parts`` one after the other."""
+        def join(ts: Sequence[Turns]) -> Turns:
+            cat = lambda xs: None if xs[0] is None else np.concatenate(xs)  # noqa: E731
+            return Turns(prompts=[p for t in ts for p in t.prompts],
+                         responses=[r for t in ts for r in t.responses],
+                         texts=[x for t in ts for x in t.texts],
+                         scores=cat([t.scores for t in ts]), rewards=cat([t.rewards for t in ts]))
+        seats = range(len(parts[0].turns))
+        return Episodes([q for p in parts for q in p.queries], [join([p.turns[s] for p in parts]) for s in seats],
+                        [np.concatenate([p.truncated[s] for p in parts]) for s in seats])
+
+
+def truncation(infos: Sequence[dict], seat: str) -> np.ndarray:
+    """``(n,)`` bool from the env's infos: ``<seat>_finish == "length"`` (``seat``:
+    ``pioneer`` or ``observer``)."""
+    return np.array([info.get(f"{seat}_finish") == "length" for info in infos], dtype=bool)
+
+
+def dropping_seats(learners: Sequence[Any]) -> list[int]:
+    """The seats (indices into ``learners``) whose learner drops uniform groups."""
+    return [i for i, lr in enumerate(learners)
+            if getattr(getattr(lr, "options", None), "drop_uniform_groups", False)]
+
+
+def informative_groups(episodes: Episodes, seats: Sequence[int], k: int) -> np.ndarray:
+    """``(groups,)`` bool: the groups not uniform for at least one of ``seats``."""
+    n_groups = len(episodes.queries) // k
+    if not seats:
+        return np.ones(n_groups, dtype=bool)
+    out = np.zeros(n_groups, dtype=bool)
+    for s in seats:
+        out |= ~uniform_groups(torch.as_tensor(episodes.turns[s].rewards), k).numpy()
+    return out
+
+
+def refill(
+    episodes: Episodes,
+    roll: Callable[[], Episodes],
+    seats: Sequence[int],
+    k: int,
+    groups: int,
+    rounds: int,
+) -> tuple[Episodes, int]:
+    """``(batch, extra rounds run)``: ``episodes`` topped up with informative groups from up
+    to ``rounds`` calls of ``roll`` (see the module docstring); ``(episodes, 0)`` when it
+    already holds ``groups`` informative groups, or no seat drops uniform groups."""
+    if rounds <= 0 or not seats:
+        return episodes, 0
+    parts, flags = [episodes], [informative_groups(episodes, seats, k)]
+    while sum(int(f.sum()) for f in flags) < groups and len(parts) <= rounds:
+        parts.append(roll())
+        flags.append(informative_groups(parts[-1], seats, k))
+    done = len(parts) - 1
+    if done == 0:
+        return episodes, 0
+    informative = np.concatenate(flags)
+    chosen = np.concatenate([np.flatnonzero(informative), np.flatnonzero(~informative)])[:groups]
+    rows = (np.sort(chosen)[:, None] * k + np.arange(k)).reshape(-1)
+    return Episodes.concat(parts).take(rows), done
+
+
+def update(trainer: Any, learner: Any, turns: Turns, truncated: np.ndarray) -> dict[str, float]:
+    """``trainer.update(learner, turns)``, passing the env's truncation flags to a learner
+    whose ``update`` takes them (GRPO's ``mask_truncated``)."""
+    if "truncated" not in inspect.signature(learner.update).parameters:
+        return trainer.update(learner, turns)
+    batch = TokenBatch.from_lists(turns.prompts, turns.responses, trainer.run.pad_id,
+                                  device=learner.agent.device)
+    return learner.update(batch, turns.rewards, truncated=truncated)
+
+
+def bind_run(learners: Sequence[Any], run: Any) -> None:
+    """Give the learners that normalise by a constant answer length (Dr. GRPO) the run's
+    ``max_new_tokens``, unless they were given one."""
+    for learner in learners:
+        if hasattr(learner, "max_answer_length") and learner.max_answer_length is None:
+            learner.max_answer_length = int(run.generation.max_new_tokens)
