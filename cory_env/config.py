@@ -28,6 +28,8 @@ class EnvConfig:
     max_prompt_tokens: int
     reward_mode: str
     split: str
+    num_agents: int = 2
+    """K: the pioneer and K - 1 observers."""
 
     @property
     def seq_len(self) -> int:
@@ -75,6 +77,7 @@ def make_config(
     max_prompt_tokens: int | None = None,
     split: str = "train",
     task_kwargs: dict[str, Any] | None = None,
+    num_agents: int = 2,
 ) -> EnvConfig:
     """Resolve the env's keyword arguments (defaults from the task) into an :class:`EnvConfig`."""
     tokenizer = load_tokenizer(tokenizer)
@@ -102,6 +105,7 @@ def make_config(
         ),
         reward_mode=rewards.check_mode(reward_mode),
         split=split,
+        num_agents=positive_int(num_agents, "num_agents"),
     )
 
 

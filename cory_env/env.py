@@ -7,8 +7,8 @@
 | Actions            | Discrete (one token id)                                    |
 | Parallel API       | No (the observer needs the pioneer's answer)               |
 | Manual Control     | No                                                         |
-| Agents             | `agents= ['pioneer_0', 'observer_0']`                      |
-| Agents             | 2                                                          |
+| Agents             | `agents= ['pioneer_0', 'observer_0', ...]`                 |
+| Agents             | `num_agents` (default 2)                                   |
 | Action Shape       | ()                                                         |
 | Action Values      | [0, len(tokenizer) - 1]                                    |
 | Observation Shape  | {"input_ids": (L,), "attention_mask": (L,)}                |
@@ -19,6 +19,10 @@ NeurIPS 2024). One episode answers one query: the **pioneer** writes its answer 
 token per step until EOS, ``max_new_tokens`` tokens or one of the task's stop strings;
 the **observer** then answers the knowledge-transfer prompt
 ``task.observer_prompt(query, pioneer_answer)``, token by token; then both terminate.
+With ``num_agents=K`` the chain is ``pioneer_0, observer_0, ..., observer_{K-2}``:
+observer ``j`` answers ``task.chain_prompt(query, answers)`` over **every earlier answer**
+of the episode (one answer: the observer template, so two-agent prompts keep their text;
+more: the task's chain template). ``K = 1`` is the pioneer alone.
 The agents are *roles*: which model plays which is the trainer's business.
 
 ### Observation Space
@@ -26,8 +30,8 @@ The agents are *roles*: which model plays which is the trainer's business.
 A dict of two fixed-length arrays, ``L = max_prompt_tokens + max_new_tokens``:
 ``input_ids`` (int64), the acting role's own prompt tokens followed by the tokens it has
 produced so far, right-padded with the pad id (the tokenizer's, else its EOS), and
-``attention_mask`` (int8), 1 on real tokens. The observer's prompt keeps its last
-``max_prompt_tokens`` tokens if longer (``infos["observer_prompt_truncated"]``). The
+``attention_mask`` (int8), 1 on real tokens. An observer's prompt keeps its last
+``max_prompt_tokens`` tokens if longer (``infos["observer_prompt_truncated"]``). An
 observer sees an empty (all-padding) observation until its turn.
 
 ### Action Space
@@ -37,22 +41,33 @@ response ids; decoded texts skip special tokens and are cut at the first stop st
 
 ### Rewards
 
-Zero until the end of the episode. Then the task's reward function scores both answers
-in one call, ``r(q, a1)`` and ``r(q, a2)``, and ``reward_mode`` decides what each role
-receives: ``"cooperative"`` (default, the paper's) gives both ``r(q,a1) + r(q,a2)``;
-``"independent"`` gives each its own. The individual rewards, texts, token counts
-(EOS included) and the observer's prompt are in ``infos``. The KL penalty is not part of
-the env: it belongs to the learner.
+Zero until the end of the episode. Then the task's reward function scores every answer
+in one call, ``r(q, a1) ... r(q, aK)``, and ``reward_mode`` decides what each role
+receives: ``"cooperative"`` (default, the paper's) gives every role the sum of all K;
+``"independent"`` gives each its own. The KL penalty is not part of the env: it belongs
+to the learner.
+
+### Infos
+
+Every agent's info holds the same keys from ``reset`` on, with non-null defaults until a
+value exists: ``query``, ``answer`` (the gold answer, ``""`` if none) and, per role with
+its short name ``p`` (``pioneer``, ``observer``, ``observer_1``, ...; ``seat_prefix``):
+``p_text`` (``""``), ``p_tokens`` (0, EOS included), ``p_finish`` (``""``, then ``"eos"``,
+``"stop"`` or ``"length"``), ``p_reward`` (0.0 until the end: its own ``r(q, a)``) and, for
+observers, ``p_prompt`` and ``p_prompt_truncated``.
 
 ### Arguments
 
 ``CoryTextEnv(task="sentiment", tokenizer=..., max_new_tokens=None,
 reward_mode="cooperative", render_mode=None, reward_fn=None, max_prompt_tokens=None,
-split="train", task_kwargs=None)``; ``reset(seed, options={"query": str, "answer": str,
-"max_new_tokens": int})`` forces a query / this episode's turn length.
+split="train", task_kwargs=None, num_agents=2)``; ``reset(seed, options={"query": str,
+"answer": str, "max_new_tokens": int})`` forces a query / this episode's turn length.
 
 ### Version History
 
+* v0 (0.2.0): ``num_agents=K`` chains (K >= 1; default 2, the same episodes as before);
+  infos hold a fixed set of keys from the first step, with non-null defaults (``answer``
+  is ``""`` without a gold answer; rewards are 0.0 until the end).
 * v0: Initial version (0.1.0)
 """
 
@@ -69,12 +84,9 @@ from pettingzoo.utils import wrappers
 
 from cory_env.config import EnvConfig, setup_env
 from cory_env.state import (
-    AGENTS,
-    DONE,
-    OBSERVER,
-    OBSERVER_TURN,
     PIONEER,
     Episodes,
+    agent_names,
     check_token,
     draw_query,
     forced_query,
@@ -131,16 +143,17 @@ class CoryTextEnv(AECEnv):
         max_prompt_tokens: int | None = None,
         split: str = "train",
         task_kwargs: dict[str, Any] | None = None,
+        num_agents: int = 2,
     ) -> None:
         super().__init__()
         setup_env(
             self, render_mode, task=task, tokenizer=tokenizer, max_new_tokens=max_new_tokens,
             reward_mode=reward_mode, reward_fn=reward_fn, max_prompt_tokens=max_prompt_tokens,
-            split=split, task_kwargs=task_kwargs,
+            split=split, task_kwargs=task_kwargs, num_agents=num_agents,
         )
-        self.possible_agents = list(AGENTS)
-        self.observation_spaces = {a: observation_space(self.config) for a in AGENTS}
-        self.action_spaces = {a: spaces.Discrete(self.config.vocab_size) for a in AGENTS}
+        self.possible_agents = list(agent_names(self.config.num_agents))
+        self.observation_spaces = {a: observation_space(self.config) for a in self.possible_agents}
+        self.action_spaces = {a: spaces.Discrete(self.config.vocab_size) for a in self.possible_agents}
         self._episodes = Episodes(self.config, 1)
         self.np_random, self.np_random_seed = seeding.np_random(None)
         self.agents: list[str] = []
@@ -196,21 +209,22 @@ class CoryTextEnv(AECEnv):
             )
         token = check_token(action, self.config.vocab_size)
         ep = self._episodes
+        role = self.possible_agents.index(agent)
         ep.step(np.array([token], np.int64))  # atomic: raises (e.g. RewardError) before any change
         self._cumulative_rewards[agent] = 0.0
         self._clear_rewards()
-        if ep.phase == OBSERVER_TURN and agent == PIONEER:
-            self.agent_selection = OBSERVER
-            self._sync_infos()
-        elif ep.phase == DONE:
-            self.rewards = {a: float(ep.rewards[r, 0]) for r, a in enumerate(AGENTS)}
+        if ep.done:
+            self.rewards = {a: float(ep.rewards[r, 0]) for r, a in enumerate(self.possible_agents)}
             self.terminations = dict.fromkeys(self.agents, True)
             self._sync_infos()
             self.agent_selection = PIONEER  # the dead agents are then stepped with None
+        elif ep.phase != role:  # this turn has ended: the next observer acts
+            self.agent_selection = self.possible_agents[ep.phase]
+            self._sync_infos()
         self._accumulate_rewards()
 
     def observe(self, agent: str) -> dict[str, np.ndarray]:
-        return self._episodes.observation(AGENTS.index(agent), 0)
+        return self._episodes.observation(self.possible_agents.index(agent), 0)
 
     def render(self) -> str | None:
         if self.render_mode is None:
@@ -231,11 +245,11 @@ class CoryTextEnv(AECEnv):
 
     def response_ids(self, agent: str) -> np.ndarray:
         """The tokens ``agent`` has produced this episode (EOS included)."""
-        return self._episodes.responses(AGENTS.index(agent))[0].copy()
+        return self._episodes.responses(self.possible_agents.index(agent))[0].copy()
 
     def text(self, agent: str) -> str:
         """``agent``'s answer as text (final once its turn has ended)."""
-        return self._episodes.text(AGENTS.index(agent))[0]
+        return self._episodes.text(self.possible_agents.index(agent))[0]
 
     def _sync_infos(self) -> None:
         info = self._episodes.infos[0]

@@ -90,6 +90,20 @@ def combine(r_pioneer: np.ndarray, r_observer: np.ndarray, mode: str) -> tuple[n
     raise ValueError(f"unknown reward_mode {mode!r}; expected one of {REWARD_MODES}")
 
 
+def combine_all(own: np.ndarray, mode: str) -> np.ndarray:
+    """What each of K roles receives, ``(K, B)``, from their individual rewards ``(K, B)``:
+    cooperative, every role the sum of all K; independent, each its own."""
+    own = np.asarray(own, np.float32)
+    if mode == "cooperative":
+        total = own[0].copy()
+        for row in own[1:]:
+            total = total + row  # in turn order: for K = 2 exactly r(q,a1) + r(q,a2)
+        return np.broadcast_to(total, own.shape).copy()
+    if mode == "independent":
+        return own.copy()
+    raise ValueError(f"unknown reward_mode {mode!r}; expected one of {REWARD_MODES}")
+
+
 def check_mode(mode: str) -> str:
     """Validate a reward mode name at the boundary."""
     if mode not in REWARD_MODES:

@@ -22,12 +22,27 @@ from cory_env import rewards
 from cory_env.config import EnvConfig, positive_int
 from cory_env.tasks.base import Query, Task
 
-AGENTS = ("pioneer_0", "observer_0")
-"""The env's agents, its ``possible_agents``: roles (seats), not models. Defined here, once;
-the trainers, schedules and logs import them (``cory_env.PIONEER`` / ``cory_env.OBSERVER``)."""
+
+def agent_names(num_agents: int = 2) -> tuple[str, ...]:
+    """The env's agents for a chain of ``num_agents``, in turn order: ``pioneer_0``, then
+    ``observer_0``, ``observer_1``, ... Roles (seats), not models; defined here, once."""
+    return ("pioneer_0", *(f"observer_{j}" for j in range(num_agents - 1)))
+
+
+def seat_prefix(agent: str) -> str:
+    """The short name of a role in infos and metrics: ``pioneer``, ``observer`` (the first
+    observer, as in the two-agent game), then ``observer_1``, ``observer_2``, ..."""
+    role, _, index = agent.rpartition("_")
+    return role if index == "0" else agent
+
+
+AGENTS = agent_names(2)
+"""The two-agent game's agents (the default ``possible_agents``); the trainers, schedules
+and logs import the role names from here (``cory_env.PIONEER`` / ``cory_env.OBSERVER``)."""
 PIONEER, OBSERVER = AGENTS
-PIONEER_TURN, OBSERVER_TURN, DONE = 0, 1, 2
-"""Phases of an episode: the index in :data:`AGENTS` of the role acting, then ``DONE``."""
+PIONEER_TURN = 0
+"""Phases of an episode are the index of the role acting (``0`` the pioneer ... ``K - 1``
+the last observer), then ``K``: done."""
 FINISH = ("", "eos", "stop", "length")  # why a turn ended, by code
 _EOS, _STOP, _LENGTH = 1, 2, 3
 
@@ -95,26 +110,39 @@ def check_tokens(actions: Any, active: np.ndarray, vocab_size: int) -> np.ndarra
 
 
 class Episodes:
-    """B CORY episodes in lockstep: the pioneer phase, then the observer phase, then done."""
+    """B CORY episodes in lockstep: the pioneer's turn, then each observer's, then done."""
 
     def __init__(self, cfg: EnvConfig, num_envs: int) -> None:
         self.cfg = cfg
         self.num_envs = b = positive_int(num_envs, "num_envs")
-        self.ids = np.full((2, b, cfg.seq_len), cfg.pad_token_id, np.int64)
-        self.prompt_len = np.zeros((2, b), np.int64)
-        self.resp_len = np.zeros((2, b), np.int64)
-        self.finish = np.zeros((2, b), np.int8)
+        self.k = k = cfg.num_agents
+        self.agents = agent_names(k)
+        self.prefixes = tuple(seat_prefix(a) for a in self.agents)
+        self.ids = np.full((k, b, cfg.seq_len), cfg.pad_token_id, np.int64)
+        self.prompt_len = np.zeros((k, b), np.int64)
+        self.resp_len = np.zeros((k, b), np.int64)
+        self.finish = np.zeros((k, b), np.int8)
+        self.truncated = np.zeros((k, b), bool)
         self.active = np.zeros(b, bool)
-        self.phase: int | None = None  # None until the first start()
+        self.phase: int | None = None  # None until the first start(); k once done
         self.limit = cfg.max_new_tokens
         self.queries: list[Query] = []
-        self.texts: list[list[str] | None] = [None, None]
-        self.observer_prompts: list[str] = []
-        self.truncated: list[bool] = []
-        self.own_rewards = np.zeros((2, b), np.float32)  # r(q, a) of each role
-        self.rewards = np.zeros((2, b), np.float32)  # what each role receives (reward_mode)
+        self.texts: list[list[str] | None] = [None] * k
+        self.prompts: list[list[str]] = [[] for _ in range(k)]  # observers' prompt texts
+        self.own_rewards = np.zeros((k, b), np.float32)  # r(q, a) of each role
+        self.rewards = np.zeros((k, b), np.float32)  # what each role receives (reward_mode)
         self.infos: list[dict[str, Any]] = []
         self._pos = np.arange(cfg.seq_len)
+
+    @property
+    def done(self) -> bool:
+        """Every role has answered."""
+        return self.phase == self.k
+
+    @property
+    def last_role(self) -> int:
+        """The role whose observation is shown: the acting one, or the last once done."""
+        return min(self.phase or 0, self.k - 1)
 
     # -- episode start -------------------------------------------------------------------
     def start(self, queries: Sequence[Query], max_new_tokens: int | None = None) -> None:
@@ -137,15 +165,16 @@ class Episodes:
         self.ids.fill(cfg.pad_token_id)
         for i, ids in enumerate(encoded):
             self.ids[PIONEER_TURN, i, : len(ids)] = ids
+        self.prompt_len.fill(0)
         self.prompt_len[PIONEER_TURN] = [len(ids) for ids in encoded]
-        self.prompt_len[OBSERVER_TURN] = 0
         self.resp_len.fill(0)
         self.finish.fill(0)
+        self.truncated.fill(False)
         self.active.fill(True)
         self.phase, self.limit = PIONEER_TURN, limit
         self.queries = list(queries)
-        self.texts = [None, None]
-        self.observer_prompts, self.truncated = [], []
+        self.texts = [None] * self.k
+        self.prompts = [prompts] + [[] for _ in range(self.k - 1)]
         self.own_rewards.fill(0)
         self.rewards.fill(0)
         self._refresh_infos()
@@ -157,13 +186,13 @@ class Episodes:
     def step(self, actions: np.ndarray) -> None:
         """Append one token per active episode of the current role (already validated).
 
-        Atomic: if ending the phase fails (e.g. the reward function raises), nothing
+        Atomic: if ending the turn fails (e.g. the reward function raises), nothing
         changes and the same step can be retried.
         """
         if self.phase is None:
             raise RuntimeError("call reset() before step()")
-        if self.phase == DONE:
-            raise RuntimeError("the episode is over (both roles have answered): call reset()")
+        if self.done:
+            raise RuntimeError("the episode is over (every role has answered): call reset()")
         r, cfg = self.phase, self.cfg
         idx = np.flatnonzero(self.active)
         tok = actions[idx]
@@ -178,7 +207,7 @@ class Episodes:
             if ended.all():
                 lens = self.resp_len[r].copy()
                 lens[idx] = new_len
-                commit = self._end_pioneer(lens) if r == PIONEER_TURN else self._end_observer(lens)
+                commit = self._end_turn(r, lens) if r < self.k - 1 else self._end_episode(lens)
         except BaseException:
             self.ids[r, idx, pos] = cfg.pad_token_id
             raise
@@ -220,40 +249,44 @@ class Episodes:
         texts = self.cfg.tokenizer.batch_decode([resp[i].tolist() for i in idx], skip_special_tokens=True)
         return np.array([any(s in t for s in self.cfg.stop_strings) for t in texts], bool)
 
-    # -- phase ends: compute first, return a commit closure ------------------------------------
-    def _end_pioneer(self, lens: np.ndarray) -> Callable[[], None]:
-        cfg = self.cfg
-        answers = self.decode(PIONEER_TURN, lens)
-        prompts = [cfg.task.observer_prompt(q, a) for q, a in zip(self.queries, answers, strict=True)]
+    # -- turn ends: compute first, return a commit closure ------------------------------------
+    def _end_turn(self, r: int, lens: np.ndarray) -> Callable[[], None]:
+        """Role ``r`` (not the last) has answered: build the next observer's prompt from the
+        query and every answer so far (the task's knowledge-transfer template)."""
+        cfg, nxt = self.cfg, r + 1
+        answers = self.decode(r, lens)
+        earlier = [self.texts[j] for j in range(r)] + [answers]
+        prompts = [cfg.task.chain_prompt(q, [a[i] for a in earlier]) for i, q in enumerate(self.queries)]
         encoded = cfg.tokenizer(prompts, add_special_tokens=True)["input_ids"]
         keep = cfg.max_prompt_tokens
 
         def commit() -> None:
             for i, ids in enumerate(encoded):
                 ids = ids[-keep:]
-                self.ids[OBSERVER_TURN, i, : len(ids)] = ids
-                self.prompt_len[OBSERVER_TURN, i] = len(ids)
-            self.texts[PIONEER_TURN] = answers
-            self.observer_prompts = prompts
-            self.truncated = [len(ids) > keep for ids in encoded]
+                self.ids[nxt, i, : len(ids)] = ids
+                self.prompt_len[nxt, i] = len(ids)
+            self.texts[r] = answers
+            self.prompts[nxt] = prompts
+            self.truncated[nxt] = [len(ids) > keep for ids in encoded]
             self.active.fill(True)
-            self.phase = OBSERVER_TURN
+            self.phase = nxt
 
         return commit
 
-    def _end_observer(self, lens: np.ndarray) -> Callable[[], None]:
-        cfg, b = self.cfg, self.num_envs
-        answers = self.decode(OBSERVER_TURN, lens)
-        scores = rewards.score(
-            cfg.task.reward_fn, self.queries + self.queries, self.texts[PIONEER_TURN] + answers
-        )
-        received = rewards.combine(scores[:b], scores[b:], cfg.reward_mode)
+    def _end_episode(self, lens: np.ndarray) -> Callable[[], None]:
+        """The last role has answered: score every answer in one reward call and combine."""
+        cfg, b, k = self.cfg, self.num_envs, self.k
+        answers = self.decode(k - 1, lens)
+        texts = [*self.texts[: k - 1], answers]
+        scores = rewards.score(cfg.task.reward_fn, self.queries * k, [t for role in texts for t in role])
+        own = scores.reshape(k, b)
+        received = rewards.combine_all(own, cfg.reward_mode)
 
         def commit() -> None:
-            self.texts[OBSERVER_TURN] = answers
-            self.own_rewards[:] = (scores[:b], scores[b:])
+            self.texts[k - 1] = answers
+            self.own_rewards[:] = own
             self.rewards[:] = received
-            self.phase = DONE
+            self.phase = k
 
         return commit
 
@@ -265,42 +298,36 @@ class Episodes:
         return {"input_ids": self.ids[role, rows].copy(), "attention_mask": mask.astype(np.int8)}
 
     def _refresh_infos(self) -> None:
-        """Rebuilt at the start and at each phase end (not every step): new dicts each time."""
+        """Rebuilt at the start and at each turn end (not every step): new dicts each time,
+        with the same keys from the start (defaults until a value exists)."""
         infos = []
         for i, q in enumerate(self.queries):
-            info: dict[str, Any] = {"query": str(q), "answer": q.answer}
-            if self.phase in (OBSERVER_TURN, DONE):
-                info.update(
-                    pioneer_text=self.texts[PIONEER_TURN][i],
-                    pioneer_tokens=int(self.resp_len[PIONEER_TURN, i]),
-                    pioneer_finish=FINISH[self.finish[PIONEER_TURN, i]],
-                    observer_prompt=self.observer_prompts[i],
-                    observer_prompt_truncated=self.truncated[i],
-                )
-            if self.phase == DONE:
-                info.update(
-                    observer_text=self.texts[OBSERVER_TURN][i],
-                    observer_tokens=int(self.resp_len[OBSERVER_TURN, i]),
-                    observer_finish=FINISH[self.finish[OBSERVER_TURN, i]],
-                    pioneer_reward=float(self.own_rewards[PIONEER_TURN, i]),
-                    observer_reward=float(self.own_rewards[OBSERVER_TURN, i]),
-                )
+            info: dict[str, Any] = {"query": str(q), "answer": "" if q.answer is None else q.answer}
+            for r, p in enumerate(self.prefixes):
+                shown, ended = self.phase >= r, self.phase > r
+                if r > 0:
+                    info[f"{p}_prompt"] = self.prompts[r][i] if shown else ""
+                    info[f"{p}_prompt_truncated"] = bool(self.truncated[r, i])
+                info[f"{p}_text"] = self.texts[r][i] if ended else ""
+                info[f"{p}_tokens"] = int(self.resp_len[r, i]) if ended else 0
+                info[f"{p}_finish"] = FINISH[self.finish[r, i]] if ended else ""
+                info[f"{p}_reward"] = float(self.own_rewards[r, i]) if self.done else 0.0
             infos.append(info)
         self.infos = infos
 
     def render(self, i: int) -> str:
-        """Episode ``i`` as text: the query and both answers (so far)."""
+        """Episode ``i`` as text: the query and every answer (so far)."""
         lines = [f"query: {str(self.queries[i])!r}"]
-        for role, agent in enumerate(AGENTS):
+        for role, agent in enumerate(self.agents):
             if self.phase is not None and self.phase >= role:
                 text = self.text(role)[i]
                 lines.append(f"{agent} ({self.resp_len[role, i]} tokens): {text!r}")
-        if self.phase == DONE:
+        if self.done:
             lines.append(
                 "rewards: "
                 + ", ".join(
                     f"{agent} {self.rewards[r, i]:.4g} (own {self.own_rewards[r, i]:.4g})"
-                    for r, agent in enumerate(AGENTS)
+                    for r, agent in enumerate(self.agents)
                 )
             )
         return "\n".join(lines)

@@ -26,14 +26,7 @@ from gymnasium.utils import seeding
 
 from cory_env.config import setup_env
 from cory_env.env import CoryTextEnv, observation_space
-from cory_env.state import (
-    AGENTS,
-    DONE,
-    OBSERVER_TURN,
-    Episodes,
-    draw_query,
-    forced_query,
-)
+from cory_env.state import AGENTS, Episodes, draw_query, forced_query
 
 Obs = dict[str, np.ndarray]
 _ENV_ARGS = inspect.signature(CoryTextEnv)  # the arguments after num_envs
@@ -44,6 +37,7 @@ class CoryTextVecEnv:
 
     metadata = {"render_modes": ["ansi"], "name": "cory_text_vec_v0"}
     possible_agents = list(AGENTS)
+    """The agents (``num_agents`` of them; this class attribute: the two-agent default)."""
 
     def __init__(self, num_envs: int, *args: Any, **env_kwargs: Any) -> None:
         """``num_envs`` episodes; the other arguments are :class:`CoryTextEnv`'s (same names,
@@ -52,6 +46,7 @@ class CoryTextVecEnv:
         env_args.apply_defaults()
         setup_env(self, **env_args.arguments)
         self._episodes = Episodes(self.config, num_envs)
+        self.possible_agents = list(self._episodes.agents)
         self.num_envs = self._episodes.num_envs
         self.single_observation_space = observation_space(self.config)
         self.single_action_space = spaces.Discrete(self.config.vocab_size)
@@ -80,28 +75,28 @@ class CoryTextVecEnv:
         ep = self._episodes
         if ep.phase is None:
             raise RuntimeError("call reset() before step()")
-        if ep.phase == DONE:
+        if ep.done:
             raise RuntimeError("the episode is over (agent_selection is None): call reset()")
         ep.step(ep.check_actions(actions))
-        b, done = self.num_envs, ep.phase == DONE
-        terms = {a: np.full(b, done) for a in AGENTS}
-        truncs = {a: np.zeros(b, bool) for a in AGENTS}
-        return ep.observation(min(ep.phase, OBSERVER_TURN)), self.rewards, terms, truncs, self.infos
+        b, done = self.num_envs, ep.done
+        terms = {a: np.full(b, done) for a in self.possible_agents}
+        truncs = {a: np.zeros(b, bool) for a in self.possible_agents}
+        return ep.observation(ep.last_role), self.rewards, terms, truncs, self.infos
 
     @property
     def rewards(self) -> dict[str, np.ndarray]:
         """What each role receives in each episode under the reward mode, ``(B,)`` float32
         (fresh arrays): zeros until the episode's end, then the final rewards."""
         ep = self._episodes
-        if ep.phase != DONE:
-            return {a: np.zeros(self.num_envs, np.float32) for a in AGENTS}
-        return {a: ep.rewards[r].copy() for r, a in enumerate(AGENTS)}
+        if not ep.done:
+            return {a: np.zeros(self.num_envs, np.float32) for a in self.possible_agents}
+        return {a: ep.rewards[r].copy() for r, a in enumerate(self.possible_agents)}
 
     @property
     def agent_selection(self) -> str | None:
         """The role now playing in every episode, or None before reset / after the end."""
-        phase = self._episodes.phase
-        return None if phase is None or phase == DONE else AGENTS[phase]
+        ep = self._episodes
+        return None if ep.phase is None or ep.done else self.possible_agents[ep.phase]
 
     @property
     def active(self) -> np.ndarray:
@@ -110,18 +105,19 @@ class CoryTextVecEnv:
 
     @property
     def prompt_ids(self) -> list[np.ndarray]:
-        """The current role's prompt of each episode (unpadded int64; the observer's after the end)."""
+        """The current role's prompt of each episode (unpadded int64; the last observer's after
+        the end)."""
         ep = self._episodes
-        role = min(ep.phase or 0, OBSERVER_TURN)
+        role = ep.last_role
         return [ep.ids[role, i, : ep.prompt_len[role, i]].copy() for i in range(self.num_envs)]
 
     def response_ids(self, agent: str) -> list[np.ndarray]:
         """The tokens ``agent`` produced in each episode (EOS included)."""
-        return [r.copy() for r in self._episodes.responses(AGENTS.index(agent))]
+        return [r.copy() for r in self._episodes.responses(self.possible_agents.index(agent))]
 
     def texts(self, agent: str) -> list[str]:
         """``agent``'s answers as text (final once its turn has ended)."""
-        return self._episodes.text(AGENTS.index(agent))
+        return self._episodes.text(self.possible_agents.index(agent))
 
     @property
     def infos(self) -> list[dict[str, Any]]:

@@ -72,6 +72,9 @@ class _RoleEnv(gym.Env):
     role: str
 
     def __init__(self, partner: Policy | None, **env_kwargs: Any) -> None:
+        if env_kwargs.get("num_agents", 2) != (2 if partner is not None else 1):
+            raise ValueError("the single-agent views play the two-agent game (one role, the other "
+                             "a fixed policy); use the AEC env for chains of num_agents > 2")
         self.env = CoryTextEnv(**env_kwargs)
         self.partner = partner
         self.observation_space = self.env.observation_space(self.role)
@@ -117,22 +120,15 @@ class _RoleEnv(gym.Env):
 
 
 class PioneerEnv(_RoleEnv):
-    """Play the pioneer; the observer is ``observer_policy``, or absent (reward ``r(q, a1)``)."""
+    """Play the pioneer; the observer is ``observer_policy``, or absent: then the env is the
+    one-agent chain (``num_agents=1``) and the reward is the pioneer's own ``r(q, a1)``."""
 
     role = AGENTS[0]
 
     def __init__(self, observer_policy: Policy | None = None, **env_kwargs: Any) -> None:
+        if observer_policy is None:
+            env_kwargs = {**env_kwargs, "num_agents": 1}
         super().__init__(observer_policy, **env_kwargs)
-
-    def _outcome(self) -> tuple[float, dict[str, Any]]:
-        env = self.env
-        if self.partner is not None or env.agent_selection == self.role:
-            return super()._outcome()
-        # No observer: the episode ends with the pioneer's turn.
-        self._over = True
-        info = dict(env.infos[self.role])
-        info["pioneer_reward"] = float(env.task.score([env.query], [info["pioneer_text"]])[0])
-        return info["pioneer_reward"], info
 
 
 class ObserverEnv(_RoleEnv):

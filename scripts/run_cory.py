@@ -6,7 +6,9 @@
     python scripts/run_cory.py --output-dir runs/cory --resume
 
 Everything lands in ``--output-dir``: config.json, metrics.csv/.jsonl, tensorboard/,
-samples.jsonl, plots/*.png, checkpoints/last.pt.
+samples.jsonl, events.jsonl, plots/*.png, checkpoints/iter_<N>/ (safetensors + JSON).
+Errors are one line (the traceback in the run folder's error.log; --debug prints it);
+SIGINT / SIGTERM stop after the current iteration with a checkpoint.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def test_observations_are_fresh_arrays(tokenizer):
 def test_reset_options(tokenizer):
     venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer)
     venv.reset(options={"queries": ["A", "B"], "answers": ["1", None], "max_new_tokens": 2})
-    assert [i["answer"] for i in venv.infos] == ["1", None] and venv.episode_max_new_tokens == 2
+    assert [i["answer"] for i in venv.infos] == ["1", ""] and venv.episode_max_new_tokens == 2  # no gold answer: ""
     venv.step([FILM, FILM])
     venv.step([FILM, FILM])
     assert venv.agent_selection == "observer_0"

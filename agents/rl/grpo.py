@@ -174,8 +174,6 @@ class GRPOLearner(LearnerBase):
             keep &= ~uniform.repeat_interleave(g)
         if opts.mask_truncated:
             keep &= ~truncated
-        if truncated is None:  # not known: counted as NaN
-            truncated = torch.full((len(batch),), float("nan"), device=batch.device)
         return {"advantages": adv, "rewards": rewards, "uniform": uniform, "truncated": truncated,
                 "keep": keep}
 
@@ -213,14 +211,14 @@ class GRPOLearner(LearnerBase):
         g, rewards, adv = self.samples_per_query, targets["rewards"], targets["advantages"]
         lengths = rollout.mask.sum(1)
         keep, uniform, truncated = targets["keep"], targets["uniform"], targets["truncated"]
-        return {
+        stats = {} if truncated is None else {"grpo/truncated": float(truncated.float().mean())}
+        return {**stats,
             "grpo/kl_beta": self.options.kl_beta,
             "grpo/reward/mean": float(rewards.mean()),
             "grpo/reward/group_std": float(rewards.reshape(-1, g).std(1).mean()),
             "grpo/advantage/mean": float(adv.mean()),
             "grpo/advantage/std": float(adv.std()) if len(adv) > 1 else 0.0,
             "grpo/uniform_groups": float(uniform.float().mean()),
-            "grpo/truncated": float(truncated.float().mean()),
             "grpo/trained_fraction": float(keep.float().mean()),
             "grpo/length/mean": float(lengths.mean()),
             "grpo/length/max": float(lengths.max()),

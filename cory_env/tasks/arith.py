@@ -251,6 +251,8 @@ def arith_task(num_train: int = 2000, num_eval: int = 200, seed: int = 0, max_st
         reward_fn=make_reward("answer-match"),
         pioneer_template=templates.GSM8K_PIONEER,
         observer_template=templates.GSM8K_OBSERVER,
+        chain_template=templates.GSM8K_CHAIN,
+        chain_answer=templates.GSM8K_CHAIN_ANSWER,
         generation=GENERATION,
         description=f"Generated 1-{max_steps} step word problems; reward: exact answer.",
     )

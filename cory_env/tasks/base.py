@@ -76,6 +76,17 @@ class Task:
     observer_template: str = "{q}{a1}"
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     description: str = ""
+    chain_template: str | None = None
+    """The prompt of an observer that reads two or more earlier answers (chains of K > 2):
+    ``str.format`` over ``{q}`` and ``{answers}``, the earlier answers each formatted with
+    :attr:`chain_answer` and joined by :attr:`chain_separator`. None: the observer template
+    with ``{a1}`` holding the joined answers. One earlier answer always uses the observer
+    template, so two-agent prompts keep their exact text."""
+    chain_answer: str = "{a}"
+    """One earlier answer in a chain prompt: ``str.format`` over ``{q}``, ``{i}`` (1-based turn)
+    and ``{a}``."""
+    chain_separator: str = "\n"
+    """What joins the earlier answers of a chain prompt."""
 
     def __post_init__(self) -> None:
         if not self.train_queries:
@@ -103,9 +114,24 @@ class Task:
         """The knowledge-transfer prompt: the query plus the pioneer's answer."""
         return self.observer_template.format(q=query, a1=pioneer_answer)
 
+    def chain_prompt(self, query: str, answers: Sequence[str]) -> str:
+        """The prompt of the observer that answers after ``answers`` (every earlier answer of
+        the episode, in turn order): :meth:`observer_prompt` for one, the chain template for
+        more."""
+        if len(answers) == 1:
+            return self.observer_prompt(query, answers[0])
+        if not answers:
+            raise ValueError("an observer's prompt needs at least one earlier answer")
+        joined = self.chain_separator.join(
+            self.chain_answer.format(q=query, i=i, a=a) for i, a in enumerate(answers, start=1))
+        if self.chain_template is None:
+            return self.observer_template.format(q=query, a1=joined)
+        return self.chain_template.format(q=query, answers=joined)
+
     def without_knowledge_transfer(self) -> Task:
-        """The ablation where the observer sees only the query (its prompt is the pioneer's)."""
-        return replace(self, observer_template=self.pioneer_template)
+        """The ablation where every observer sees only the query (its prompt is the pioneer's)."""
+        return replace(self, observer_template=self.pioneer_template,
+                       chain_template=self.pioneer_template)
 
     def with_reward(self, reward_fn: RewardFn) -> Task:
         """The same task with another reward function (the env's ``reward_fn=`` override)."""

@@ -100,6 +100,8 @@ def gsm8k_task(
         reward_fn=make_reward("answer-match"),
         pioneer_template=templates.GSM8K_PIONEER,
         observer_template=templates.GSM8K_OBSERVER,
+        chain_template=templates.GSM8K_CHAIN,
+        chain_answer=templates.GSM8K_CHAIN_ANSWER,
         generation=generation_config(max_new_tokens),
         description="1-shot GSM8K math word problems; reward: final number matches the gold.",
     )

@@ -131,6 +131,9 @@ def review_task(
         reward_fn=sentiment_reward(reward, reward_model, reward_kwargs),
         pioneer_template=templates.IMDB_PIONEER,
         observer_template=templates.IMDB_OBSERVER,
+        chain_template=templates.IMDB_CHAIN,
+        chain_answer=templates.IMDB_CHAIN_ANSWER,
+        chain_separator=templates.IMDB_CHAIN_SEPARATOR,
         generation=generation,
         description=description,
     )
