@@ -1,26 +1,32 @@
-"""The CORY trainer: two copies of an LLM, a pioneer and an observer, trained with PPO on a
-shared reward and exchanging roles every ``T_REx`` iterations (Ma et al., NeurIPS 2024).
+"""The CORY trainer: copies of an LLM (or several LLMs) in a chain of roles — the pioneer,
+then observers who read every earlier answer — trained with PPO (or any learner) on a
+shared reward, exchanging roles every ``T_REx`` iterations (Ma et al., NeurIPS 2024; the
+paper's game is the chain of two).
 
 Each iteration (:meth:`CoryTrainer.step`):
 
 1. draws a batch of training queries;
-2. rolls out the pioneer, then the observer (who reads the pioneer's answer through the
-   task's knowledge-transfer template), in lockstep through the vector env;
-3. takes the rewards from the env (cooperative: both get ``r(q,a1) + r(q,a2)``);
+2. rolls out the pioneer, then each observer (who reads the earlier answers through the
+   task's knowledge-transfer template), in lockstep through the vector env, each seat with
+   its own sampling settings;
+3. takes the rewards from the env (cooperative: every seat gets the sum of all answers'
+   rewards, ``r(q,a1) + r(q,a2)`` for two);
 4. updates each model's learner on its own trajectories (its own prompts, its own
-   per-token KL penalty against the frozen reference) and the reward it received;
-5. exchanges roles on schedule, in O(1): the learners (weights, optimiser, KL controller,
-   score statistics) stay where they are, only the role -> learner mapping flips.
+   per-token KL penalty against its frozen reference) and the reward it received;
+5. exchanges roles on schedule, in O(K): every model moves one seat along the chain (two:
+   the swap) or the seats are dealt at random; the learners (weights, optimiser, KL
+   controller, score statistics) stay where they are, only the role -> learner mapping moves.
 
-Models are named ``model_a`` (the first pioneer) and ``model_b``; metrics are logged per
-seat (``pioneer/...``, ``observer/...``) and per model (``model_a/...``), evaluation of
-each model alone under ``eval/model_a/...`` (:mod:`agents.run.metrics`). Evaluation,
-state and the loop (cadence, logging, checkpoints, resume, plots) are the shared
-:class:`agents.run.trainer.Trainer`'s.
+Models are named ``model_a`` (the first pioneer), ``model_b``, ``model_c``, ...; metrics are
+logged per seat (``pioneer/...``, ``observer/...``, ``observer_1/...``) and per model
+(``model_a/...``), evaluation of each model alone under ``eval/model_a/...``
+(:mod:`agents.run.metrics`). Evaluation, state and the loop (cadence, logging,
+checkpoints, resume, plots) are the shared :class:`agents.run.trainer.Trainer`'s.
 """
 
 from __future__ import annotations
 
+import string
 import time
 from typing import Any
 
@@ -30,65 +36,78 @@ from agents.roles import RoleAssignment, make_schedule
 from agents.run.config import TrainConfig
 from agents.run.groups import Episodes, bind_run, dropping_seats, refill, truncation, update
 from agents.run.metrics import model_key, run_key, seat_key
-from agents.run.rollout import rollout_pair
-from agents.run.setup import build_agents, build_learner, build_run, load, value_heads
+from agents.run.rollout import rollout_chain
+from agents.run.setup import build_agents, build_learner, build_run, load_models, value_heads
 from agents.run.trainer import Trainer
-from cory_env import OBSERVER, PIONEER
+from cory_env import seat_prefix
 from cory_env.tasks.base import Task
 
-MODELS = ("model_a", "model_b")
+MODELS = tuple(f"model_{c}" for c in string.ascii_lowercase)
+"""Model names in model order: ``model_a`` starts as the pioneer, ``model_b`` as the first
+observer, ..."""
 
 
 class CoryTrainer(Trainer):
-    """CORY over a causal LM: composes the vector env, two learners, the role assignment
-    and its schedule. ``model``/``tokenizer``/``task`` may be given to skip loading."""
+    """CORY over causal LMs: composes the vector env, K learners, the role assignment and its
+    schedule. ``model`` (one, or a list of one per agent) / ``tokenizer`` / ``task`` may be
+    given to skip loading."""
 
-    models = MODELS
+    models = MODELS[:2]
+    """The models of the default two-agent game (an instance holds its own K)."""
 
     def __init__(self, config: TrainConfig, *, model=None, tokenizer=None, task: Task | None = None):
         super().__init__(config)
-        model, tokenizer = load(config, model, tokenizer)
-        names = (config.learner, config.observer_learner or config.learner)
-        agents = build_agents(config, model, tokenizer, n=2, value_heads=value_heads(names))
-        self.learners = {m: build_learner(n, a, config, i) for i, (m, n, a) in enumerate(zip(MODELS, names, agents))}
-        k = max(learner.samples_per_query for learner in self.learners.values())
+        k = config.num_agents
+        self.models = MODELS[:k]
+        models, tokenizer = load_models(config, model, tokenizer)
+        names = [config.learner] + [config.observer_learner or config.learner] * (k - 1)
+        agents = build_agents(config, models, tokenizer, n=k, value_heads=value_heads(names))
+        self.learners = {m: build_learner(n, a, config, i)
+                         for i, (m, n, a) in enumerate(zip(self.models, names, agents, strict=True))}
+        group = max(learner.samples_per_query for learner in self.learners.values())
         for m, learner in self.learners.items():
-            if k % learner.samples_per_query:
+            if group % learner.samples_per_query:
                 raise ValueError(
                     f"{m}'s learner wants groups of {learner.samples_per_query} samples per query, "
-                    f"which does not divide the {k} the other learner draws; use matching group sizes"
+                    f"which does not divide the {group} another learner draws; use matching group sizes"
                 )
-        self.run = build_run(config, tokenizer, task, samples_per_query=k)
+        self.run = build_run(config, tokenizer, task, samples_per_query=group, num_agents=k)
         bind_run(list(self.learners.values()), self.run)
-        self.roles = RoleAssignment({PIONEER: self.learners["model_a"], OBSERVER: self.learners["model_b"]})
-        self.schedule = make_schedule(config.swap_period if config.role_exchange else "never")
+        self.roles = RoleAssignment([self.learners[m] for m in self.models])
+        if not config.role_exchange:
+            self.schedule = make_schedule("never")
+        elif config.role_schedule == "random":
+            self.schedule = make_schedule("random", period=config.swap_period, seed=config.seed)
+        else:
+            self.schedule = make_schedule(config.swap_period)
 
     def model_of(self, role: str) -> str:
         """Which model plays ``role`` now (the assignment keeps the learners in model order)."""
-        return MODELS[self.roles.index(role)]
+        return self.models[self.roles.index(role)]
 
     def step(self, iteration: int) -> dict[str, float]:
         """One CORY iteration; returns its metrics."""
         run, t0 = self.run, time.perf_counter()
         queries, max_new = run.sample_queries()
-        pioneer, observer = self.roles[PIONEER], self.roles[OBSERVER]
+        roles = self.roles.roles
+        seated = [self.roles[role] for role in roles]
+        limits = run.seat_limits(max_new)
 
         def roll(qs: list) -> Episodes:
-            pair = rollout_pair(run.venv, pioneer.agent, observer.agent, qs, run.generation,
-                                max_new, run.generator)
-            flags = [truncation(run.venv.infos, seat) for seat in ("pioneer", "observer")]
-            return Episodes(list(qs), list(pair), flags)
+            turns = rollout_chain(run.venv, [lr.agent for lr in seated], qs, run.seats, limits,
+                                  run.generator)
+            flags = [truncation(run.venv.infos, seat_prefix(role)) for role in roles]
+            return Episodes(list(qs), turns, flags)
 
         episodes, rounds = refill(roll(queries), lambda: roll(run.draw_queries()),
-                                  dropping_seats([pioneer, observer]), run.samples_per_query,
+                                  dropping_seats(seated), run.samples_per_query,
                                   self.config.batch_size, self.config.refill_rounds)
-        queries, (first, second) = episodes.queries, episodes.turns
+        queries = episodes.queries
         t_rollout = time.perf_counter() - t0
         metrics: dict[str, float] = {}
-        seats = ((PIONEER, pioneer, first, episodes.truncated[0]),
-                 (OBSERVER, observer, second, episodes.truncated[1]))
-        for role, learner, turns, truncated in seats:
-            stats = update(self, learner, turns, truncated)
+        for j, (role, learner) in enumerate(zip(roles, seated, strict=True)):
+            turns = episodes.turns[j]
+            stats = update(self, learner, turns, episodes.truncated[j])
             if dropping_seats([learner]):
                 stats[f"{learner.name}/refill_rounds"] = float(rounds)
             model = self.model_of(role)
@@ -96,14 +115,15 @@ class CoryTrainer(Trainer):
             metrics.update({
                 model_key(model, "score"): float(turns.scores.mean()),
                 model_key(model, "kl"): stats.get("objective/kl", float("nan")),
-                model_key(model, "role"): 0.0 if role == PIONEER else 1.0,
+                model_key(model, "role"): float(j),
                 seat_key(role, "score"): float(turns.scores.mean()),
                 seat_key(role, "length"): float(np.mean([len(r) for r in turns.responses])),
             })
         swapped = self.roles.maybe_swap(self.schedule, iteration)
+        first = episodes.turns[0]
         metrics.update({
             run_key("reward"): float(first.rewards.mean()),
-            run_key("kl"): float(np.mean([metrics[model_key(m, "kl")] for m in MODELS])),
+            run_key("kl"): float(np.mean([metrics[model_key(m, "kl")] for m in self.models])),
             run_key("max_new_tokens"): float(max_new),
             run_key("swapped"): float(swapped),
             run_key("num_swaps"): float(self.roles.num_swaps),
@@ -112,16 +132,23 @@ class CoryTrainer(Trainer):
             run_key("rollout_s"): t_rollout,
             run_key("iteration_s"): time.perf_counter() - t0,
         })
-        self.samples = [
-            {"query": str(q), "pioneer": a1, "observer": a2, "pioneer_score": float(s1),
-             "observer_score": float(s2), "reward": float(r)}
-            for q, a1, a2, s1, s2, r in zip(queries, first.texts, second.texts, first.scores,
-                                            second.scores, first.rewards)
-        ]
+        self.samples = []
+        for i, q in enumerate(queries):
+            sample: dict[str, Any] = {"query": str(q)}
+            sample.update({seat_prefix(r): episodes.turns[j].texts[i] for j, r in enumerate(roles)})
+            sample.update({f"{seat_prefix(r)}_score": float(episodes.turns[j].scores[i])
+                           for j, r in enumerate(roles)})
+            sample["reward"] = float(first.rewards[i])
+            self.samples.append(sample)
         return metrics
 
     def extra_state(self) -> dict[str, Any]:
-        return {"roles": self.roles.state_dict()}
+        state: dict[str, Any] = {"roles": self.roles.state_dict()}
+        if hasattr(self.schedule, "state_dict"):
+            state["schedule"] = self.schedule.state_dict()
+        return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.roles.load_state_dict(state["roles"])
+        if hasattr(self.schedule, "load_state_dict"):
+            self.schedule.load_state_dict(state["schedule"])

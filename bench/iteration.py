@@ -14,6 +14,7 @@ longer prompt, and with activation checkpointing):
 | ``rollout_over_generate``: rollout through the env / raw ``model.generate`` of the same tokens | <= 1.15 |
 | ``swap_ms``: one role swap | < 10 ms for any model size |
 | ``peak_mem_cory_lora_over_ppo``: peak memory of CORY (LoRA) / PPO (LoRA; and full fine-tune; and both LoRA with activation checkpointing) | <= 1.25 |
+| ``grpo_over_ppo_iteration``, ``peak_mem_grpo_lora_over_ppo_lora``: single-agent GRPO (``batch_size / 4`` queries x 4 answers: PPO's number of answers), with ``kl_beta`` 0.04 and 0 (no reference forward), / PPO | report |
 
 Peak memory is measured in a fresh subprocess per configuration, over building the
 trainer and one iteration (CUDA: peak allocated bytes; CPU: peak RSS sampled every 2 ms),
@@ -53,17 +54,24 @@ class Args:
     """Internal: measure peak memory of one configuration in this process."""
 
 
+GROUP = 4
+"""GRPO's group size in the bench: ``batch_size / GROUP`` queries, so as many answers as PPO."""
+
+
 def config(args: Args, mode: str = "lora", out: str = "/tmp/cory-bench", checkpointing: bool = False,
-           knowledge_transfer: bool = True):
+           knowledge_transfer: bool = True, grpo_kl_beta: float | None = None):
+    """The bench's run config; ``grpo_kl_beta`` set: the GRPO learner with that ``kl_beta``."""
     from agents.run.config import TrainConfig
 
-    return TrainConfig(
+    grpo = {} if grpo_kl_beta is None else dict(
+        learner="grpo", group_size=GROUP, kl_beta=grpo_kl_beta, batch_size=max(1, args.batch_size // GROUP))
+    return TrainConfig(**{**dict(
         activation_checkpointing=checkpointing, knowledge_transfer=knowledge_transfer,
         model=args.model, task="sentiment", iterations=args.iterations + 1, batch_size=args.batch_size,
         mini_batch_size=args.batch_size, ppo_epochs=1, max_new_tokens=args.new_tokens,
         min_new_tokens=args.new_tokens, mode=mode, device=args.device, dtype=args.dtype,
         eval_every=0, progress=False, output_dir=out,
-    )
+    ), **grpo})
 
 
 def load(args: Args):
@@ -165,8 +173,9 @@ class RssSampler:
 
 
 def child(args: Args) -> None:
-    """Peak memory of one configuration (``cory-lora``, ``ppo-lora``, ``ppo-full``, and with
-    ``-ckpt`` appended, with activation checkpointing): building the trainer and one
+    """Peak memory of one configuration (``cory-lora``, ``ppo-lora``, ``ppo-full``, ``grpo-lora``
+    (GRPO, ``kl_beta`` 0.04), ``grpo0-lora`` (``kl_beta`` 0), and with ``-ckpt`` appended, with
+    activation checkpointing): building the trainer and one
     iteration, counted from the loaded model (CUDA: peak allocated bytes; CPU: peak RSS
     above the RSS right after loading)."""
     import gc
@@ -174,7 +183,9 @@ def child(args: Args) -> None:
     model, tokenizer = load(args)
     gc.collect()
     algo, mode, *ckpt = args.child.split("-")
-    cfg = config(args, mode=mode, out=f"/tmp/cory-bench-{args.child}", checkpointing=bool(ckpt))
+    beta = {"grpo": 0.04, "grpo0": 0.0}.get(algo)
+    cfg = config(args, mode=mode, out=f"/tmp/cory-bench-{args.child}", checkpointing=bool(ckpt),
+                 grpo_kl_beta=beta)
     if algo == "cory":
         from agents.cory import CoryTrainer as Trainer
     else:
@@ -218,6 +229,10 @@ def main(args: Args) -> dict:
                                         model=copy.deepcopy(model), tokenizer=tokenizer),
         "cory_ckpt": CoryTrainer(config(args, out="/tmp/cory-bench-cory-ckpt", checkpointing=True),
                                  model=copy.deepcopy(model), tokenizer=tokenizer),
+        "grpo": PPOTrainer(config(args, out="/tmp/cory-bench-grpo", grpo_kl_beta=0.04),
+                           model=copy.deepcopy(model), tokenizer=tokenizer),
+        "grpo_kl0": PPOTrainer(config(args, out="/tmp/cory-bench-grpo0", grpo_kl_beta=0.0),
+                               model=copy.deepcopy(model), tokenizer=tokenizer),
         "ppo": PPOTrainer(config(args, out="/tmp/cory-bench-ppo"), model=model, tokenizer=tokenizer),
     }
     times = time_steps(trainers, args)
@@ -225,7 +240,8 @@ def main(args: Args) -> dict:
     ppo = trainers["ppo"]
     t_roll, t_gen, steps = rollout_vs_generate(ppo, args)
     swap = swap_ms(cory)
-    measured = {w: peak(args, w) for w in ("cory-lora", "ppo-lora", "ppo-full", "cory-lora-ckpt", "ppo-lora-ckpt")}
+    measured = {w: peak(args, w) for w in ("cory-lora", "ppo-lora", "ppo-full", "cory-lora-ckpt", "ppo-lora-ckpt",
+                                            "grpo-lora", "grpo0-lora")}
     mem = {w: m["peak_bytes"] for w, m in measured.items()}
     net = {w: m["net_bytes"] for w, m in measured.items()}
     metrics = {
@@ -245,6 +261,10 @@ def main(args: Args) -> dict:
         "net_mem_cory_lora_over_ppo_lora": net["cory-lora"] / max(net["ppo-lora"], 1),
         "net_mem_cory_lora_over_ppo_full": net["cory-lora"] / max(net["ppo-full"], 1),
         "net_mem_cory_lora_over_ppo_lora_ckpt": net["cory-lora-ckpt"] / max(net["ppo-lora-ckpt"], 1),
+        **{f"{g}_iteration_s": times[g] for g in ("grpo", "grpo_kl0")},
+        **{f"{g}_over_ppo_iteration": times[g] / t_ppo for g in ("grpo", "grpo_kl0")},
+        **{f"peak_mem_{w.replace('-', '_')}_over_ppo_lora": mem[w] / mem["ppo-lora"] for w in ("grpo-lora", "grpo0-lora")},
+        **{f"net_mem_{w.replace('-', '_')}_over_ppo_lora": net[w] / max(net["ppo-lora"], 1) for w in ("grpo-lora", "grpo0-lora")},
     }
     print(f"model {args.model} on {args.device}, batch {args.batch_size}, {args.new_tokens} new tokens")
     print(f"  CORY iteration {t_cory:8.3f} s   PPO iteration {t_ppo:8.3f} s   ratio {t_cory / t_ppo:.2f} (goal <= 2.0)")
@@ -261,6 +281,13 @@ def main(args: Args) -> dict:
     print(f"  memory added by training, MB { {w: metrics[f'net_mb_{w}'] for w in net} }: "
           f"CORY-LoRA/PPO-LoRA {metrics['net_mem_cory_lora_over_ppo_lora']:.2f}, "
           f"CORY-LoRA/PPO-full {metrics['net_mem_cory_lora_over_ppo_full']:.2f}")
+    print(f"  GRPO ({max(1, args.batch_size // GROUP)} queries x {GROUP}) iteration {times['grpo']:8.3f} s "
+          f"(ratio to PPO {metrics['grpo_over_ppo_iteration']:.2f}), with --kl-beta 0 {times['grpo_kl0']:8.3f} s "
+          f"({metrics['grpo_kl0_over_ppo_iteration']:.2f})")
+    print(f"  GRPO peak memory MB {metrics['peak_mb_grpo-lora']} / {metrics['peak_mb_grpo0-lora']} (--kl-beta 0), "
+          f"ratio to PPO-LoRA {metrics['peak_mem_grpo_lora_over_ppo_lora']:.2f} / "
+          f"{metrics['peak_mem_grpo0_lora_over_ppo_lora']:.2f}; added by training "
+          f"{metrics['net_mb_grpo-lora']} / {metrics['net_mb_grpo0-lora']} MB against PPO's {metrics['net_mb_ppo-lora']}")
     print(json.dumps(metrics))
     return metrics
 

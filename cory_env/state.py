@@ -60,17 +60,23 @@ def forced_query(task: Task, text: Any, answer: Any = None) -> Query:
     return Query(text, answer) if answer is not None else task.lookup(text)
 
 
-def turn_limit(cfg: EnvConfig, value: Any) -> int:
-    """This episode's ``max_new_tokens`` (reset option), within the env's bound."""
+def turn_limits(cfg: EnvConfig, value: Any) -> np.ndarray:
+    """This episode's ``max_new_tokens`` per role (reset option: one int for every role, or
+    one per role in chain order), each within the env's bound."""
+    k = cfg.num_agents
     if value is None:
-        return cfg.max_new_tokens
-    n = positive_int(value, "options['max_new_tokens']")
-    if n > cfg.max_new_tokens:
+        return np.full(k, cfg.max_new_tokens, np.int64)
+    scalar = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    values = [value] * k if scalar else list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+    if len(values) != k:
+        raise ValueError(f"options['max_new_tokens'] needs one int or {k} (one per role), got {value!r}")
+    limits = np.array([positive_int(v, "options['max_new_tokens']") for v in values], np.int64)
+    if limits.max() > cfg.max_new_tokens:
         raise ValueError(
-            f"options['max_new_tokens']={n} exceeds the env's max_new_tokens={cfg.max_new_tokens} "
+            f"options['max_new_tokens']={value} exceeds the env's max_new_tokens={cfg.max_new_tokens} "
             "(the observation length is fixed at construction)"
         )
-    return n
+    return limits
 
 
 def check_token(action: Any, vocab_size: int) -> int:
@@ -125,7 +131,7 @@ class Episodes:
         self.truncated = np.zeros((k, b), bool)
         self.active = np.zeros(b, bool)
         self.phase: int | None = None  # None until the first start(); k once done
-        self.limit = cfg.max_new_tokens
+        self.limits = np.full(k, cfg.max_new_tokens, np.int64)  # per role, this episode
         self.queries: list[Query] = []
         self.texts: list[list[str] | None] = [None] * k
         self.prompts: list[list[str]] = [[] for _ in range(k)]  # observers' prompt texts
@@ -140,17 +146,22 @@ class Episodes:
         return self.phase == self.k
 
     @property
+    def limit(self) -> int:
+        """The acting role's turn length bound this episode."""
+        return int(self.limits[self.last_role])
+
+    @property
     def last_role(self) -> int:
         """The role whose observation is shown: the acting one, or the last once done."""
         return min(self.phase or 0, self.k - 1)
 
     # -- episode start -------------------------------------------------------------------
-    def start(self, queries: Sequence[Query], max_new_tokens: int | None = None) -> None:
+    def start(self, queries: Sequence[Query], max_new_tokens: Any = None) -> None:
         """Begin B episodes; validates everything before changing any state."""
         cfg, b = self.cfg, self.num_envs
         if len(queries) != b:
             raise ValueError(f"expected {b} queries (one per env), got {len(queries)}")
-        limit = turn_limit(cfg, max_new_tokens)
+        limits = turn_limits(cfg, max_new_tokens)
         prompts = [cfg.task.pioneer_prompt(q) for q in queries]
         encoded = cfg.tokenizer(prompts, add_special_tokens=True)["input_ids"]
         for i, (q, ids) in enumerate(zip(queries, encoded, strict=True)):
@@ -171,7 +182,7 @@ class Episodes:
         self.finish.fill(0)
         self.truncated.fill(False)
         self.active.fill(True)
-        self.phase, self.limit = PIONEER_TURN, limit
+        self.phase, self.limits = PIONEER_TURN, limits
         self.queries = list(queries)
         self.texts = [None] * self.k
         self.prompts = [prompts] + [[] for _ in range(self.k - 1)]
@@ -202,7 +213,7 @@ class Episodes:
         try:
             eos = tok == cfg.eos_token_id if cfg.eos_token_id is not None else np.zeros(idx.size, bool)
             stop = self._stop_hits(r, idx, new_len) if cfg.stop_strings else np.zeros(idx.size, bool)
-            ended = eos | stop | (new_len >= self.limit)
+            ended = eos | stop | (new_len >= self.limits[r])
             commit = None
             if ended.all():
                 lens = self.resp_len[r].copy()

@@ -54,7 +54,8 @@ class CoryTextVecEnv:
 
     # -- the batch API --------------------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, list[dict]]:
-        """Start B episodes. ``options``: ``{"queries": [B str], "answers": [B], "max_new_tokens": n}``."""
+        """Start B episodes. ``options``: ``{"queries": [B str], "answers": [B], "max_new_tokens":
+        n or [n per role]}``."""
         b = self.num_envs
         options = options or {}
         if seed is not None:
@@ -126,7 +127,8 @@ class CoryTextVecEnv:
 
     @property
     def episode_max_new_tokens(self) -> int:
-        """This episode's turn length bound (reset option ``max_new_tokens``)."""
+        """The acting role's turn length bound this episode (reset option ``max_new_tokens``:
+        one int, or one per role)."""
         return self._episodes.limit
 
     @property

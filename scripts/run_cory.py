@@ -2,6 +2,7 @@
 
     python scripts/run_cory.py                       # SmolLM2-135M on `sentiment`, ~12 min on CPU
     python scripts/run_cory.py --iterations 2 --batch-size 4
+    python scripts/run_cory.py --num-agents 3 --seat-max-new-tokens 4 8 8   # a chain of three
     python scripts/run_cory.py --preset imdb-gpt2-large   # the paper's IMDB setting (GPU)
     python scripts/run_cory.py --output-dir runs/cory --resume
 
@@ -21,8 +22,9 @@ from agents.run.cli import parse, run_main, summarize
 
 def main(argv: list[str] | None = None) -> list[dict]:
     config = parse(__doc__, argv)
-    rows = CoryTrainer(config).train()
-    summarize(rows, CoryTrainer.models, config.output_dir)
+    trainer = CoryTrainer(config)
+    rows = trainer.train()
+    summarize(rows, trainer.models, config.output_dir)
     return rows
 
 

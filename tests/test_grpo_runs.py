@@ -136,14 +136,19 @@ def test_refill_rounds_in_a_run_count_their_episodes(tmp_path):
 
     from helpers.tasks import make_test_task
 
-    cfg = small_config(tmp_path, learner="grpo", group_size=2, batch_size=2, iterations=4, eval_every=0,
-                       drop_uniform_groups=True, refill_rounds=3)
+    cfg = small_config(tmp_path / "a", learner="grpo", group_size=2, batch_size=2, iterations=4,
+                       eval_every=0, drop_uniform_groups=True, refill_rounds=3)
     rows = build(PPOTrainer, cfg, task=make_test_task(reward)).train()
     for r in rows:
         assert r["charts/episodes"] == 4 * (1 + r["charts/refill_rounds"])
         assert r["policy/grpo/refill_rounds"] == r["charts/refill_rounds"]
     assert sum(r["charts/refill_rounds"] for r in rows) > 0
     assert any(r["policy/grpo/uniform_groups"] < 1 for r in rows)
+    # the refill rounds draw from the run's saved random streams: resume reproduces them
+    cfg_b = dataclasses.replace(cfg, output_dir=str(tmp_path / "b" / "run"))
+    build(PPOTrainer, cfg_b, task=make_test_task(reward)).train(stop_after=2)
+    resumed = build(PPOTrainer, dataclasses.replace(cfg_b, resume=True), task=make_test_task(reward))
+    assert drop_timing(resumed.train()) == drop_timing(rows)
 
 
 def test_the_docs_recipes_parse():

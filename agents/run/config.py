@@ -24,6 +24,10 @@ class TrainConfig:
     # --- what to train
     model: str = "smollm2-135m-instruct"
     """Hub id, local folder, GGUF file, or the embedded alias ``smollm2-135m-instruct``."""
+    models: str | None = None
+    """A model of its own for each agent, comma-separated in model order (``model_a``,
+    ``model_b``, ...; any mix of sizes, sharing one tokenizer), e.g. ``A,B,C``; None: every
+    agent starts from ``--model``."""
     task: str = "sentiment"
     """Task name: ``sentiment`` and ``arith`` (offline), ``imdb``, ``gsm8k``."""
     task_path: str | None = None
@@ -110,7 +114,22 @@ class TrainConfig:
     knowledge_transfer: bool = True
     """False: the ablation where the observer sees only the query."""
     reward_mode: Literal["cooperative", "independent"] = "cooperative"
-    """Cooperative: both get r(q,a1)+r(q,a2) (the paper); independent: each its own."""
+    """Cooperative: every agent gets the sum of all answers' rewards (the paper's
+    r(q,a1)+r(q,a2)); independent: each its own."""
+    num_agents: int = 2
+    """K: the chain pioneer -> observer -> ... of K agents, one model each (the paper: 2)."""
+    role_schedule: Literal["rotate", "random"] = "rotate"
+    """Every T_REx iterations, each model moves one seat along the chain (for K = 2: the
+    paper's swap), or the seats are dealt as a random permutation."""
+    seat_max_new_tokens: list[int] | None = None
+    """Longest answer per seat, in chain order (e.g. ``4 16``: a short pioneer, a longer
+    final observer); None: ``--max-new-tokens`` (or the task's) for every seat."""
+    seat_temperature: list[float] | None = None
+    """Sampling temperature per seat; None: the task's."""
+    seat_top_k: list[int] | None = None
+    """Top-k per seat (0: off); None: the task's."""
+    seat_top_p: list[float] | None = None
+    """Top-p per seat; None: the task's."""
 
     # --- the GRPO family (``--learner grpo``; recipes in docs/learners.md)
     group_size: Annotated[int, tyro.conf.arg(aliases=("--rloo-k",))] = 4
@@ -271,6 +290,24 @@ def check_config(c: TrainConfig) -> None:
         _fail("num_samples", ">= 0", c.num_samples)
     if c.use_score_norm and not c.use_score_scaling:
         raise ValueError("use_score_norm requires use_score_scaling")
+    if isinstance(c.num_agents, bool) or int(c.num_agents) != c.num_agents or c.num_agents < 2:
+        _fail("num_agents", "an integer >= 2 (the chain's length; a model alone is run_ppo.py)", c.num_agents)
+    if c.models is not None:
+        names = [m.strip() for m in c.models.split(",")]
+        if len(names) != c.num_agents or not all(names):
+            raise ValueError(f"models must name {c.num_agents} models (one per agent, comma-separated), "
+                             f"got {c.models!r}")
+    for name, check in (("seat_max_new_tokens", lambda v: int(v) == v and v >= 1),
+                        ("seat_temperature", lambda v: math.isfinite(v) and v >= 0),
+                        ("seat_top_k", lambda v: int(v) == v and v >= 0),
+                        ("seat_top_p", lambda v: math.isfinite(v) and 0 < v <= 1)):
+        values = getattr(c, name)
+        if values is None:
+            continue
+        if len(values) != c.num_agents:
+            raise ValueError(f"{name} needs {c.num_agents} values (one per seat), got {list(values)}")
+        if not all(check(v) for v in values):
+            raise ValueError(f"{name} has a value out of range: {list(values)}")
     if not str(c.output_dir).strip():
         raise ValueError("output_dir must name a folder")
     per_update = c.batch_size * samples_per_query(c)

@@ -11,14 +11,16 @@ Every row of ``metrics.jsonl`` holds ``iteration`` and keys of these forms:
 | ``<seat>/score``, ``<seat>/length`` | the seat's task score and answer length |
 | ``eval/<model>/<stat>`` | each model evaluated alone: ``reward``, ``reward_std``, ``kl``, ``length``, ``distinct1``, ``distinct2`` |
 
-Seats are the env's roles; their metric prefix comes from :data:`SEAT_PREFIX`.
+Seats are the env's roles; their metric prefix is :func:`cory_env.seat_prefix` (``pioneer``,
+``observer``, ``observer_1``, ...; :data:`SEAT_PREFIX` for the two-agent game).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-from cory_env import OBSERVER, PIONEER
+from cory_env import OBSERVER, PIONEER, seat_prefix
 
 __all__ = [
     "RUN",
@@ -34,13 +36,15 @@ __all__ = [
 RUN = "charts"
 """Prefix of the run-wide metrics."""
 EVAL = "eval"
-SEAT_PREFIX: dict[str, str] = {PIONEER: "pioneer", OBSERVER: "observer"}
-"""Env role -> the prefix of its metrics."""
+SEAT_PREFIX: dict[str, str] = {PIONEER: seat_prefix(PIONEER), OBSERVER: seat_prefix(OBSERVER)}
+"""The two-agent game's roles -> the prefix of their metrics."""
+_SEAT = re.compile(r"(pioneer|observer)(_\d+)?")
 
 
 def seat_key(role: str, name: str) -> str:
-    """``pioneer/<name>`` for the env role ``pioneer_0`` (and so on)."""
-    return f"{SEAT_PREFIX[role]}/{name}"
+    """``pioneer/<name>`` for the env role ``pioneer_0``, ``observer_1/<name>`` for
+    ``observer_1`` (and so on)."""
+    return f"{seat_prefix(role)}/{name}"
 
 
 def model_key(model: str, name: str) -> str:
@@ -60,7 +64,7 @@ def run_key(name: str) -> str:
 
 def is_model_name(name: str) -> bool:
     """Whether a key's first part names a model (not the run, a seat or the evaluation)."""
-    return name not in (RUN, EVAL, *SEAT_PREFIX.values())
+    return name not in (RUN, EVAL) and not _SEAT.fullmatch(name)
 
 
 def models_in(rows: Iterable[dict]) -> list[str]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from agents.policy.sampler import KVCacheSampler, sample_tokens
-from cory_env import OBSERVER, PIONEER
+from cory_env import seat_prefix
 from cory_env.tasks.base import GenerationConfig
 
 
@@ -74,6 +74,35 @@ def play_turn(venv, agent, generation: GenerationConfig, generator: torch.Genera
     return Turns(prompts=prompts, responses=[np.asarray(r) for r in responses], texts=venv.texts(role))
 
 
+def rollout_chain(
+    venv,
+    agents: Sequence,
+    queries: Sequence[str],
+    generations: Sequence[GenerationConfig],
+    max_new_tokens: int | Sequence[int],
+    generator: torch.Generator | None = None,
+) -> list[Turns]:
+    """One CORY episode batch of a chain: ``agents[j]`` plays seat ``j`` (the pioneer, then
+    each observer after every earlier answer) with ``generations[j]``; ``max_new_tokens``:
+    one length, or one per seat. Scores and rewards are the env's."""
+    roles = list(venv.possible_agents)
+    if len(agents) != len(roles) or len(generations) != len(roles):
+        raise ValueError(f"{len(agents)} agents / {len(generations)} generation settings for "
+                         f"the env's {len(roles)} roles {roles}")
+    limits = max_new_tokens if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    venv.reset(options={"queries": list(queries), "max_new_tokens": limits})
+    turns = []
+    for role, agent, generation in zip(roles, agents, generations, strict=True):
+        if venv.agent_selection != role:
+            raise RuntimeError(f"expected the {role} turn, got {venv.agent_selection!r}")
+        turns.append(play_turn(venv, agent, generation, generator))
+    infos, rewards = venv.infos, venv.rewards
+    for role, side in zip(roles, turns, strict=True):
+        side.scores = np.array([info[f"{seat_prefix(role)}_reward"] for info in infos], dtype=np.float32)
+        side.rewards = rewards[role]
+    return turns
+
+
 def rollout_pair(
     venv,
     pioneer,
@@ -83,19 +112,9 @@ def rollout_pair(
     max_new_tokens: int,
     generator: torch.Generator | None = None,
 ) -> tuple[Turns, Turns]:
-    """One CORY episode batch: the pioneer answers, then the observer answers after it;
-    scores and rewards are the env's."""
-    venv.reset(options={"queries": list(queries), "max_new_tokens": max_new_tokens})
-    if venv.agent_selection != PIONEER:
-        raise RuntimeError(f"expected the pioneer to act first, got {venv.agent_selection!r}")
-    first = play_turn(venv, pioneer, generation, generator)
-    if venv.agent_selection != OBSERVER:
-        raise RuntimeError(f"expected the observer's turn, got {venv.agent_selection!r}")
-    second = play_turn(venv, observer, generation, generator)
-    infos, rewards = venv.infos, venv.rewards
-    first.scores = np.array([info["pioneer_reward"] for info in infos], dtype=np.float32)
-    second.scores = np.array([info["observer_reward"] for info in infos], dtype=np.float32)
-    first.rewards, second.rewards = rewards[PIONEER], rewards[OBSERVER]
+    """One episode batch of the two-agent game (:func:`rollout_chain` of two)."""
+    first, second = rollout_chain(venv, [pioneer, observer], queries, [generation, generation],
+                                  max_new_tokens, generator)
     return first, second
 
 

@@ -16,7 +16,8 @@ import torch
 
 from agents.policy.agent import LLMAgent
 from agents.policy.construction import enable_activation_checkpointing
-from agents.policy.loading import load_model
+from agents.policy.loading import load_model, load_tokenizer
+from agents.policy.tokenizers import check_same_tokenizer
 from agents.rl.config import PPOConfig
 from agents.rl.grpo import GRPOOptions
 from agents.rl.learner import learner_uses_values, make_learner
@@ -52,24 +53,34 @@ def generation_of(config: TrainConfig, task: Task) -> GenerationConfig:
 
 def build_agents(config: TrainConfig, model, tokenizer, n: int,
                  value_heads: Sequence[bool] | None = None) -> list[LLMAgent]:
-    """``n`` trainable agents over ``model``: LoRA adapters on one shared frozen base (whose
-    adapters-off forward is the reference), or full copies sharing one frozen reference.
-    ``value_heads[i]``: whether agent ``i`` gets a value head (None: all do)."""
+    """``n`` trainable agents over ``model`` (one model, or a list of one per agent; agents
+    given the same model object share it): LoRA adapters on one frozen base per model (whose
+    adapters-off forward is that model's reference), or full copies sharing one frozen
+    reference per model. ``value_heads[i]``: whether agent ``i`` gets a value head (None: all)."""
     torch.manual_seed(config.seed)
     heads = [True] * n if value_heads is None else list(value_heads)
+    models = list(model) if isinstance(model, (list, tuple)) else [model] * n
+    groups: dict[int, list[int]] = {}
+    for i, m in enumerate(models):
+        groups.setdefault(id(m), []).append(i)
     common = {"dtype": config.dtype, "device": config.device}
-    if config.mode == "lora":
-        agents = LLMAgent.lora_agents(
-            model, tokenizer, n=n, r=config.lora_r, alpha=config.lora_alpha, value_heads=heads,
-            **common,
-        )
-    else:
-        reference = copy.deepcopy(model)
-        agents = [
-            LLMAgent.full_copy(copy.deepcopy(model) if i < n - 1 else model, tokenizer,
-                               reference=reference, value_head=heads[i], **common)
-            for i in range(n)
-        ]
+    agents: list[LLMAgent | None] = [None] * n
+    for idx in groups.values():
+        base = models[idx[0]]
+        if config.mode == "lora":
+            made = LLMAgent.lora_agents(
+                base, tokenizer, n=len(idx), r=config.lora_r, alpha=config.lora_alpha,
+                value_heads=[heads[i] for i in idx], **common,
+            )
+        else:
+            reference = copy.deepcopy(base)
+            made = [
+                LLMAgent.full_copy(copy.deepcopy(base) if j < len(idx) - 1 else base, tokenizer,
+                                   reference=reference, value_head=heads[i], **common)
+                for j, i in enumerate(idx)
+            ]
+        for i, agent in zip(idx, made, strict=True):
+            agents[i] = agent
     if config.activation_checkpointing:
         for trained in {id(a.model): a.model for a in agents}.values():
             enable_activation_checkpointing(trained)
@@ -118,6 +129,14 @@ class Run:
     rng: np.random.Generator
     generator: torch.Generator
     samples_per_query: int = 1
+    seats: list[GenerationConfig] | None = None
+    """Each seat's sampling settings (:func:`seat_generations`)."""
+
+    def seat_limits(self, max_new: int) -> list[int]:
+        """Each seat's answer length this batch: its own ``--seat-max-new-tokens``, else the
+        batch's ``max_new``."""
+        own = self.config.seat_max_new_tokens
+        return [int(own[j]) if own else int(max_new) for j in range(len(self.seats or [0, 0]))]
 
     @property
     def pad_id(self) -> int:
@@ -149,22 +168,27 @@ class Run:
         self.generator.set_state(state["generator"])
 
 
-def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_per_query: int = 1) -> Run:
-    """Envs and random streams for ``config`` (the model is loaded by the caller)."""
+def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_per_query: int = 1,
+              num_agents: int = 2) -> Run:
+    """Envs and random streams for ``config`` (the model is loaded by the caller); the
+    training env plays chains of ``num_agents``."""
     task = build_task(config, task)
     generation = generation_of(config, task)
+    seats = seat_generations(config, generation)
+    longest = max([generation.max_new_tokens, *(config.seat_max_new_tokens or [])])
     env_kwargs = dict(
-        task=task, tokenizer=tokenizer, max_new_tokens=generation.max_new_tokens,
-        reward_mode=config.reward_mode,
+        task=task, tokenizer=tokenizer, max_new_tokens=longest, reward_mode=config.reward_mode,
     )
-    venv = CoryTextVecEnv(num_envs=config.batch_size * samples_per_query, **env_kwargs)
+    venv = CoryTextVecEnv(num_envs=config.batch_size * samples_per_query, num_agents=num_agents,
+                          **env_kwargs)
+    env_kwargs["max_new_tokens"] = generation.max_new_tokens
     eval_pool = list(task.queries("eval"))[: config.eval_size]
     eval_venv = CoryTextVecEnv(num_envs=len(eval_pool), **env_kwargs) if config.eval_every else None
     return Run(
         config=config, task=task, tokenizer=tokenizer, generation=generation, venv=venv,
         eval_venv=eval_venv, eval_queries=eval_pool, rng=np.random.default_rng(config.seed),
         generator=torch.Generator(device=config.device).manual_seed(config.seed),
-        samples_per_query=samples_per_query,
+        samples_per_query=samples_per_query, seats=seats,
     )
 
 
@@ -189,3 +213,42 @@ def load(config: TrainConfig, model=None, tokenizer=None):
     if tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
     return model, tokenizer
+
+
+def model_names(config: TrainConfig) -> list[str]:
+    """The model each agent starts from, in model order (``--models``, else ``--model``)."""
+    if config.models:
+        return [m.strip() for m in config.models.split(",")]
+    return [config.model] * config.num_agents
+
+
+def load_models(config: TrainConfig, model=None, tokenizer=None) -> tuple[list, object]:
+    """One model per agent (the same object where agents start from the same model) and
+    the shared tokenizer. ``model`` may be one model or a list of one per agent (tests).
+    Distinct models' tokenizers are compared before any weights load."""
+    k = config.num_agents
+    if model is not None:
+        models = list(model) if isinstance(model, (list, tuple)) else [model] * k
+        _, tokenizer = load(config, models[0], tokenizer)
+        if len(models) != k:
+            raise ValueError(f"{len(models)} models for {k} agents")
+        return models, tokenizer
+    preflight(config)
+    names = model_names(config)
+    distinct = list(dict.fromkeys(names))
+    if len(distinct) > 1:
+        check_same_tokenizer([(n, load_tokenizer(n)) for n in distinct])
+    loaded = {n: load_model(n, dtype=config.dtype, device=config.device) for n in distinct}
+    return [loaded[n][0] for n in names], loaded[distinct[0]][1]
+
+
+def seat_generations(config: TrainConfig, generation: GenerationConfig) -> list[GenerationConfig]:
+    """Each seat's sampling settings: the run's, with the ``--seat-*`` overrides."""
+    out = []
+    for j in range(config.num_agents):
+        over = {name: values[j] for name, values in (
+            ("temperature", config.seat_temperature), ("top_k", config.seat_top_k),
+            ("top_p", config.seat_top_p), ("max_new_tokens", config.seat_max_new_tokens))
+            if values is not None}
+        out.append(replace(generation, **over))
+    return out
