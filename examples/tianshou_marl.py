@@ -21,14 +21,10 @@ logits over the vocabulary. It will not write good text in a few hundred steps; 
 is that the library's real collector/trainer loop runs end to end on the env and updates
 both policies from the env's (cooperative) reward.
 
-Two thin adaptations, both about tianshou and not the env:
+One thin adaptation, about tianshou and not the env (the env's infos need none: they hold
+the same keys from the first step, with non-null defaults, as tianshou's buffer wants):
 
-1. :class:`FixedInfoWrapper` (a PettingZoo ``BaseWrapper``). tianshou stores ``infos``
-   as columns of its replay buffer and its trainer rejects a buffer holding null entries
-   (``pandas.isnull``); CORY's infos grow keys as the episode advances (the texts and
-   rewards appear at the end) and carry ``answer=None`` for tasks without gold answers.
-   The wrapper gives every step the same keys with non-null defaults.
-2. :class:`TurnBasedReinforce`. tianshou's multi-agent dispatcher hands each learner
+1. :class:`TurnBasedReinforce`. tianshou's multi-agent dispatcher hands each learner
    only *its own* rows of the buffer, and ``compute_episodic_return`` then sums rewards
    along those rows. In a turn-based env the episode's reward arrives on the step that
    ends it (the observer's last token), so with stock REINFORCE the pioneer would see a
@@ -66,7 +62,6 @@ if "numba" not in sys.modules:
 import numpy as np
 import pettingzoo
 import torch
-from pettingzoo.utils.wrappers import BaseWrapper
 from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy, Reinforce
 from tianshou.algorithm.multiagent.marl import MultiAgentOnPolicyAlgorithm
 from tianshou.algorithm.optim import AdamOptimizerFactory
@@ -85,32 +80,10 @@ except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
 
 ROLES = ("pioneer_0", "observer_0")
 
-# The info keys kept for tianshou's buffer, with their defaults before they are known.
-INFO_DEFAULTS: dict[str, Any] = {
-    "query": "",
-    "pioneer_text": "",
-    "observer_text": "",
-    "pioneer_reward": 0.0,
-    "observer_reward": 0.0,
-    "pioneer_tokens": 0,
-    "observer_tokens": 0,
-}
-
-
 # -- the env, as tianshou sees it --------------------------------------------------------------
-class FixedInfoWrapper(BaseWrapper):
-    """Every step's ``info`` has the keys of :data:`INFO_DEFAULTS`, never ``None``."""
-
-    def last(self, observe: bool = True) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.last(observe)
-        fixed = {k: info[k] if info.get(k) is not None else v for k, v in INFO_DEFAULTS.items()}
-        return obs, reward, terminated, truncated, fixed
-
-
 def make_env(tokenizer: Any, **env_kwargs: Any) -> PettingZooEnv:
-    """The registered CORY env, wrapped for tianshou."""
-    env = pettingzoo.make("aec", "cory/CoryText-v0", tokenizer=tokenizer, **env_kwargs)
-    return PettingZooEnv(FixedInfoWrapper(env))
+    """The registered CORY env, as tianshou's own wrapper takes it."""
+    return PettingZooEnv(pettingzoo.make("aec", "cory/CoryText-v0", tokenizer=tokenizer, **env_kwargs))
 
 
 def byte_level_tokenizer(corpus: Sequence[str], vocab_size: int = 320) -> Any:

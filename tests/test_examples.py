@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from helpers.scripts import load_script
 
+import cory_env
+
 # Not pytest.importorskip("tianshou"): importing tianshou here would load numba before the
 # example can switch its JIT off (see examples/tianshou_marl.py), costing ~10-30 s of compiling.
 if importlib.util.find_spec("tianshou") is None:
@@ -102,3 +104,13 @@ def test_cli_with_the_example_tokenizer():
     assert args["tokenizer"] is None and args["reward_mode"] == "cooperative"
     r = tianshou_marl.main(**args, verbose=False)
     assert len(r.episodes) >= 2 and len(r.update_starts) >= 1
+
+
+def test_tianshou_takes_the_registered_env_with_no_info_wrapper(tokenizer):
+    env = tianshou_marl.make_env(tokenizer, task="sentiment", max_new_tokens=3)
+    inner = env.env  # what tianshou's PettingZooEnv wraps: the registry's env, as registered
+    assert type(inner) is type(cory_env.env(task="sentiment", tokenizer=tokenizer))
+    assert not hasattr(tianshou_marl, "FixedInfoWrapper")
+    env.reset(seed=0)
+    info = inner.infos["pioneer_0"]
+    assert all(v is not None for v in info.values())  # tianshou's buffer refuses nulls
