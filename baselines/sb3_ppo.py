@@ -239,7 +239,8 @@ def make_sb3_ppo(
     if lora_r:
         model = with_lora(model, r=lora_r, alpha=lora_alpha or 2 * lora_r, seed=seed)
     device = _device_of(model)
-    env_kwargs = {"task": task, "tokenizer": tokenizer, "max_new_tokens": max_new_tokens, **env_kwargs}
+    env_kwargs = {"task": task, "tokenizer": tokenizer, "max_new_tokens": max_new_tokens,
+                  "info_texts": True, **env_kwargs}  # the texts in infos: evaluate_sb3_ppo reads them
     venv = make_vec_env(PioneerEnv, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
     kwargs: dict[str, Any] = dict(
         n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, learning_rate=learning_rate,

@@ -10,7 +10,7 @@ import pettingzoo
 
 from cory_env.env import CoryTextEnv, env
 from cory_env.rewards import RewardError
-from cory_env.state import AGENTS, OBSERVER, PIONEER, agent_names, seat_prefix
+from cory_env.state import AGENTS, FINISH, OBSERVER, PIONEER, agent_names, seat_prefix
 from cory_env.tasks import GenerationConfig, Query, Task, available_tasks, make_task
 from cory_env.vector import CoryTextVecEnv
 from cory_env.wrappers import FixedTextPolicy, ObserverEnv, PioneerEnv, RandomPolicy
@@ -22,6 +22,7 @@ if "cory/CoryText-v0" not in pettingzoo.aec_registry:
 
 __all__ = [
     "AGENTS",
+    "FINISH",
     "OBSERVER",
     "PIONEER",
     "CoryTextEnv",

@@ -30,6 +30,8 @@ class EnvConfig:
     split: str
     num_agents: int = 2
     """K: the pioneer and K - 1 observers."""
+    info_texts: bool = False
+    """Infos also hold the query and the texts (strings); by default numbers only."""
 
     @property
     def seq_len(self) -> int:
@@ -78,6 +80,7 @@ def make_config(
     split: str = "train",
     task_kwargs: dict[str, Any] | None = None,
     num_agents: int = 2,
+    info_texts: bool = False,
 ) -> EnvConfig:
     """Resolve the env's keyword arguments (defaults from the task) into an :class:`EnvConfig`."""
     tokenizer = load_tokenizer(tokenizer)
@@ -106,6 +109,7 @@ def make_config(
         reward_mode=rewards.check_mode(reward_mode),
         split=split,
         num_agents=positive_int(num_agents, "num_agents"),
+        info_texts=bool(info_texts),
     )
 
 
@@ -115,7 +119,8 @@ def setup_env(env: Any, render_mode: str | None = None, **config: Any) -> None:
     ``env.metadata``, resolve ``config`` (:func:`make_config`'s arguments) into
     ``env.config``, and set ``env.task``, ``env.tokenizer`` and ``env.render_mode``."""
     if render_mode not in (None, *env.metadata["render_modes"]):
-        raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        modes = ", ".join(repr(m) for m in env.metadata["render_modes"])
+        raise ValueError(f"render_mode must be None or one of {modes}, got {render_mode!r}")
     env.config = make_config(**config)
     env.task, env.tokenizer = env.config.task, env.config.tokenizer
     env.render_mode = render_mode

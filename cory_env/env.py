@@ -130,7 +130,7 @@ def env(**kwargs: Any) -> AECEnv:
 class CoryTextEnv(AECEnv):
     """The raw CORY AEC environment (see the module docstring)."""
 
-    metadata = {"render_modes": ["ansi"], "name": "cory_text_v0", "is_parallelizable": False}
+    metadata = {"render_modes": ["human", "ansi"], "name": "cory_text_v0", "is_parallelizable": False}
 
     def __init__(
         self,
@@ -144,12 +144,13 @@ class CoryTextEnv(AECEnv):
         split: str = "train",
         task_kwargs: dict[str, Any] | None = None,
         num_agents: int = 2,
+        info_texts: bool = False,
     ) -> None:
         super().__init__()
         setup_env(
             self, render_mode, task=task, tokenizer=tokenizer, max_new_tokens=max_new_tokens,
             reward_mode=reward_mode, reward_fn=reward_fn, max_prompt_tokens=max_prompt_tokens,
-            split=split, task_kwargs=task_kwargs, num_agents=num_agents,
+            split=split, task_kwargs=task_kwargs, num_agents=num_agents, info_texts=info_texts,
         )
         self.possible_agents = list(agent_names(self.config.num_agents))
         self.observation_spaces = {a: observation_space(self.config) for a in self.possible_agents}
@@ -230,9 +231,11 @@ class CoryTextEnv(AECEnv):
         if self.render_mode is None:
             gymnasium.logger.warn("You are calling render method without specifying any render mode.")
             return None
-        if self._episodes.phase is None:
-            return ""
-        return self._episodes.render(0)
+        text = "" if self._episodes.phase is None else self._episodes.render(0)
+        if self.render_mode == "human":  # as PettingZoo's text envs: print, return None
+            print(text)
+            return None
+        return text
 
     def close(self) -> None:
         pass
@@ -251,6 +254,16 @@ class CoryTextEnv(AECEnv):
         """``agent``'s answer as text (final once its turn has ended)."""
         return self._episodes.text(self.possible_agents.index(agent))[0]
 
+    def episode(self) -> dict[str, Any]:
+        """The episode as text: ``query``, ``answer`` (gold, ``""`` if none) and each role's
+        answer so far by its name (the texts the numeric infos leave out)."""
+        q = self.query
+        out: dict[str, Any] = {"query": "" if q is None else str(q),
+                               "answer": "" if q is None or q.answer is None else q.answer}
+        if self._episodes.phase is not None:
+            out.update({a: self.text(a) for a in self.possible_agents})
+        return out
+
     def _sync_infos(self) -> None:
-        info = self._episodes.infos[0]
+        info = self._episodes.info(0)
         self.infos = {a: dict(info) for a in self.agents}

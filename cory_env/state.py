@@ -43,7 +43,8 @@ PIONEER, OBSERVER = AGENTS
 PIONEER_TURN = 0
 """Phases of an episode are the index of the role acting (``0`` the pioneer ... ``K - 1``
 the last observer), then ``K``: done."""
-FINISH = ("", "eos", "stop", "length")  # why a turn ended, by code
+FINISH = ("", "eos", "stop", "length")
+"""Why a turn ended, by the code in infos' ``<role>_finish`` (0: not ended yet)."""
 _EOS, _STOP, _LENGTH = 1, 2, 3
 
 
@@ -137,7 +138,7 @@ class Episodes:
         self.prompts: list[list[str]] = [[] for _ in range(k)]  # observers' prompt texts
         self.own_rewards = np.zeros((k, b), np.float32)  # r(q, a) of each role
         self.rewards = np.zeros((k, b), np.float32)  # what each role receives (reward_mode)
-        self.infos: list[dict[str, Any]] = []
+        self.info_arrays: dict[str, np.ndarray] = {}
         self._pos = np.arange(cfg.seq_len)
 
     @property
@@ -309,22 +310,41 @@ class Episodes:
         return {"input_ids": self.ids[role, rows].copy(), "attention_mask": mask.astype(np.int8)}
 
     def _refresh_infos(self) -> None:
-        """Rebuilt at the start and at each turn end (not every step): new dicts each time,
-        with the same keys from the start (defaults until a value exists)."""
-        infos = []
-        for i, q in enumerate(self.queries):
-            info: dict[str, Any] = {"query": str(q), "answer": "" if q.answer is None else q.answer}
+        """Rebuilt at the start and at each turn end (not every step), as ``(B,)`` arrays of
+        the same keys from the start on (defaults until a value exists): numbers only, and
+        the texts too with the env's ``info_texts``. See the env's docstring for the schema."""
+        b, phase = self.num_envs, self.phase
+        arrays: dict[str, np.ndarray] = {
+            "turn": np.full(b, phase, np.int64),
+            "query_tokens": self.prompt_len[PIONEER_TURN].copy(),
+        }
+        for r, p in enumerate(self.prefixes):
+            ended = phase > r
+            if r > 0:
+                arrays[f"{p}_prompt_tokens"] = self.prompt_len[r].copy() if phase >= r else np.zeros(b, np.int64)
+                arrays[f"{p}_prompt_truncated"] = self.truncated[r].copy()
+            arrays[f"{p}_tokens"] = self.resp_len[r].copy() if ended else np.zeros(b, np.int64)
+            arrays[f"{p}_finish"] = self.finish[r].astype(np.int64) if ended else np.zeros(b, np.int64)
+            arrays[f"{p}_eos"] = (self.finish[r] == _EOS) if ended else np.zeros(b, bool)
+            arrays[f"{p}_reward"] = self.own_rewards[r].copy() if self.done else np.zeros(b, np.float32)
+        if self.cfg.info_texts:
+            arrays["query"] = np.array([str(q) for q in self.queries], dtype=object)
+            arrays["answer"] = np.array(["" if q.answer is None else q.answer for q in self.queries], dtype=object)
             for r, p in enumerate(self.prefixes):
-                shown, ended = self.phase >= r, self.phase > r
                 if r > 0:
-                    info[f"{p}_prompt"] = self.prompts[r][i] if shown else ""
-                    info[f"{p}_prompt_truncated"] = bool(self.truncated[r, i])
-                info[f"{p}_text"] = self.texts[r][i] if ended else ""
-                info[f"{p}_tokens"] = int(self.resp_len[r, i]) if ended else 0
-                info[f"{p}_finish"] = FINISH[self.finish[r, i]] if ended else ""
-                info[f"{p}_reward"] = float(self.own_rewards[r, i]) if self.done else 0.0
-            infos.append(info)
-        self.infos = infos
+                    arrays[f"{p}_prompt"] = np.array(self.prompts[r] if phase >= r else [""] * b, dtype=object)
+                arrays[f"{p}_text"] = np.array(self.texts[r] if phase > r else [""] * b, dtype=object)
+        self.info_arrays = arrays
+
+    def info(self, i: int) -> dict[str, Any]:
+        """Episode ``i``'s info: a fresh dict of plain Python numbers (and strings with
+        ``info_texts``)."""
+        return {k: v[i].item() if isinstance(v[i], np.generic) else v[i] for k, v in self.info_arrays.items()}
+
+    @property
+    def infos(self) -> list[dict[str, Any]]:
+        """Every episode's info (fresh dicts)."""
+        return [self.info(i) for i in range(self.num_envs)]
 
     def render(self, i: int) -> str:
         """Episode ``i`` as text: the query and every answer (so far)."""

@@ -35,7 +35,7 @@ _ENV_ARGS = inspect.signature(CoryTextEnv)  # the arguments after num_envs
 class CoryTextVecEnv:
     """B episodes of the CORY protocol in lockstep (see the module docstring)."""
 
-    metadata = {"render_modes": ["ansi"], "name": "cory_text_vec_v0"}
+    metadata = {"render_modes": ["human", "ansi"], "name": "cory_text_vec_v0"}
     possible_agents = list(AGENTS)
     """The agents (``num_agents`` of them; this class attribute: the two-agent default)."""
 
@@ -53,7 +53,7 @@ class CoryTextVecEnv:
         self._rngs = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
 
     # -- the batch API --------------------------------------------------------------------------
-    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, list[dict]]:
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, np.ndarray]]:
         """Start B episodes. ``options``: ``{"queries": [B str], "answers": [B], "max_new_tokens":
         n or [n per role]}``."""
         b = self.num_envs
@@ -71,7 +71,7 @@ class CoryTextVecEnv:
         self._episodes.start(queries, options.get("max_new_tokens"))
         return self._episodes.observation(0), self.infos
 
-    def step(self, actions: Any) -> tuple[Obs, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], list[dict]]:
+    def step(self, actions: Any) -> tuple[Obs, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """One token for every active episode; ``actions`` is an int array ``(B,)``."""
         ep = self._episodes
         if ep.phase is None:
@@ -121,9 +121,14 @@ class CoryTextVecEnv:
         return self._episodes.text(self.possible_agents.index(agent))
 
     @property
-    def infos(self) -> list[dict[str, Any]]:
-        """Each episode's info (fresh dicts): query, answer, then texts, token counts, rewards."""
-        return [dict(info) for info in self._episodes.infos]
+    def infos(self) -> dict[str, np.ndarray]:
+        """The episodes' infos as ``(B,)`` arrays, one per key (the AEC env's schema; fresh
+        arrays); :meth:`info` gives episode ``i``'s as the AEC env's dict."""
+        return {k: v.copy() for k, v in self._episodes.info_arrays.items()}
+
+    def info(self, i: int) -> dict[str, Any]:
+        """Episode ``i``'s info, as :class:`CoryTextEnv`'s ``infos[agent]``."""
+        return self._episodes.info(i)
 
     @property
     def episode_max_new_tokens(self) -> int:
@@ -157,7 +162,11 @@ class CoryTextVecEnv:
     def render(self) -> str | None:
         if self.render_mode is None or self._episodes.phase is None:
             return None
-        return "\n\n".join(f"[env {i}]\n{self._episodes.render(i)}" for i in range(self.num_envs))
+        text = "\n\n".join(f"[env {i}]\n{self._episodes.render(i)}" for i in range(self.num_envs))
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
 
     def close(self) -> None:
         pass

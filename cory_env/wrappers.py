@@ -68,7 +68,7 @@ class RandomPolicy:
 class _RoleEnv(gym.Env):
     """One role of :class:`CoryTextEnv` as a Gymnasium env; the other role is a fixed policy."""
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata = {"render_modes": ["human", "ansi"], "render_fps": 1}
     role: str
 
     def __init__(self, partner: Policy | None, **env_kwargs: Any) -> None:

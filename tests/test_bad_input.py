@@ -11,13 +11,13 @@ from cory_env import CoryTextEnv, CoryTextVecEnv, RewardError
 
 
 def aec(tokenizer, **kw):
-    env = cory_env.env(task=make_test_task(), tokenizer=tokenizer, **kw)
+    env = cory_env.env(task=make_test_task(), tokenizer=tokenizer, info_texts=True, **kw)
     env.reset(options={"query": "I loved"})
     return env
 
 
 def vec(tokenizer, **kw):
-    venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer, **kw)
+    venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer, info_texts=True, **kw)
     venv.reset(options={"queries": ["I loved", "The plot was"]})
     return venv
 
@@ -42,8 +42,8 @@ def assert_vec_works(venv) -> None:
         venv.step([FILM, EOS])
     while venv.agent_selection == "observer_0":
         *_, infos = venv.step([BANG, EOS])
-    assert [i["pioneer_reward"] for i in infos] == [6.0, 0.0]  # max_new_tokens=6 films
-    assert [i["observer_reward"] for i in infos] == [1.5, 0.0]
+    assert list(infos["pioneer_reward"]) == [6.0, 0.0]  # max_new_tokens=6 films
+    assert list(infos["observer_reward"]) == [1.5, 0.0]
 
 
 @pytest.mark.parametrize("action", [320, -1, 10**12, np.int64(400)])
@@ -99,10 +99,10 @@ def test_stepping_a_finished_aec_episode(tokenizer):
 
 
 def test_step_before_reset(tokenizer):
-    raw = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer)
+    raw = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True)
     with pytest.raises(RuntimeError, match="reset"):
         raw.step(FILM)
-    venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer)
+    venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer, info_texts=True)
     assert venv.agent_selection is None
     with pytest.raises(RuntimeError, match="reset"):
         venv.step([FILM, FILM])

@@ -47,7 +47,8 @@ def play_chain(env, turns: list[list[int]]) -> None:
 
 
 def test_three_agents_take_turns_and_each_observer_reads_every_earlier_answer(tokenizer):
-    env = CoryTextEnv(task=chain_task(), tokenizer=tokenizer, num_agents=3, render_mode="ansi")
+    env = CoryTextEnv(task=chain_task(), tokenizer=tokenizer, num_agents=3, render_mode="ansi",
+                      info_texts=True)
     env.reset(options={"query": "I loved"})
     first_info = env.infos["pioneer_0"]
     play_chain(env, [[FILM, EOS], [BANG, EOS]])
@@ -82,7 +83,7 @@ def test_one_agent_is_the_pioneer_alone(tokenizer):
     env.reset(options={"query": "I loved"})
     play_chain(env, [[FILM, EOS]])
     assert env.rewards == {"pioneer_0": 1.0} and all(env.terminations.values())
-    assert "observer_text" not in env.infos["pioneer_0"]
+    assert "observer_reward" not in env.infos["pioneer_0"]
 
 
 def test_without_a_chain_template_the_observer_template_holds_the_joined_answers(tokenizer):
@@ -136,7 +137,7 @@ def test_the_vector_env_matches_k_independent_aec_envs(tokenizer):
             if e.agent_selection == role and not e.terminations[role]:
                 e.step(int(actions[i]))
     for i, e in enumerate(envs):
-        assert venv.infos[i] == e.infos["pioneer_0"]
+        assert venv.info(i) == e.infos["pioneer_0"]
         for a in venv.possible_agents:
             assert venv.rewards[a][i] == e.rewards[a]
             np.testing.assert_array_equal(venv.response_ids(a)[i], e.response_ids(a))

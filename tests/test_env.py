@@ -11,13 +11,13 @@ from helpers.tasks import BANG, EOS, FILM, QUERIES, THE, film_reward, make_test_
 from pettingzoo.test import api_test, seed_test
 
 import cory_env
-from cory_env import CoryTextEnv
+from cory_env import FINISH, CoryTextEnv
 
 
 @pytest.mark.filterwarnings("ignore:Observation is not a NumPy array")  # a dict, by design
 @pytest.mark.filterwarnings("ignore:Observation space for each agent probably")
 def test_api_test(tokenizer):
-    env = pettingzoo.make("aec", "cory/CoryText-v0", task=make_test_task(), tokenizer=tokenizer)
+    env = pettingzoo.make("aec", "cory/CoryText-v0", task=make_test_task(), tokenizer=tokenizer, info_texts=True)
     assert isinstance(env.unwrapped, CoryTextEnv)
     api_test(env, num_cycles=50)
 
@@ -30,7 +30,7 @@ def test_seed_test(tokenizer):
 
 
 def test_spaces_are_cached_and_observation_layout(tokenizer):
-    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, max_new_tokens=4, max_prompt_tokens=10)
+    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, max_new_tokens=4, max_prompt_tokens=10)
     length = 14
     for agent in env.possible_agents:
         assert env.observation_space(agent) is env.observation_space(agent)
@@ -57,7 +57,7 @@ def test_spaces_are_cached_and_observation_layout(tokenizer):
     ("mode", "expected"), [("cooperative", (2.25, 2.25)), ("independent", (2.0, 0.25))]
 )
 def test_rewards_by_mode(tokenizer, mode, expected):
-    env = cory_env.env(task=make_test_task(), tokenizer=tokenizer, reward_mode=mode)
+    env = cory_env.env(task=make_test_task(), tokenizer=tokenizer, info_texts=True, reward_mode=mode)
     env.reset(options={"query": "The plot was"})
     play(env, [FILM, FILM, EOS], [BANG, EOS])
     assert all(env.terminations.values()) and not any(env.truncations.values())
@@ -78,24 +78,24 @@ def test_rewards_by_mode(tokenizer, mode, expected):
 
 
 def test_eos_is_recorded_but_not_decoded(tokenizer):
-    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer)
+    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True)
     env.reset(options={"query": "I loved"})
     env.step(THE)
     env.step(EOS)
     assert env.agent_selection == "observer_0"
     assert env.response_ids("pioneer_0").tolist() == [THE, EOS]
     assert env.infos["observer_0"]["pioneer_text"] == " the"
-    assert env.infos["observer_0"]["pioneer_finish"] == "eos"
+    assert env.infos["observer_0"]["pioneer_finish"] == FINISH.index("eos")
     env.step(EOS)  # an immediate EOS is an empty answer
     info = env.infos["pioneer_0"]
     assert info["observer_text"] == "" and info["observer_tokens"] == 1
 
 
 def test_turn_ends_at_max_new_tokens_and_option(tokenizer):
-    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, max_new_tokens=3)
+    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, max_new_tokens=3)
     env.reset(options={"query": "I loved"})
     play(env, [FILM] * 3, [THE] * 3)
-    assert env.infos["pioneer_0"]["pioneer_finish"] == "length"
+    assert env.infos["pioneer_0"]["pioneer_finish"] == FINISH.index("length")
     env.reset(options={"query": "I loved", "max_new_tokens": 1})
     play(env, [FILM], [FILM])
     assert env.rewards["pioneer_0"] == 2.0 and env.infos["pioneer_0"]["observer_tokens"] == 1
@@ -105,18 +105,18 @@ def test_turn_ends_at_max_new_tokens_and_option(tokenizer):
 
 def test_stop_strings_end_the_turn_and_cut_the_text(tokenizer):
     task = make_test_task(stop_strings=("!",))
-    env = CoryTextEnv(task=task, tokenizer=tokenizer)
+    env = CoryTextEnv(task=task, tokenizer=tokenizer, info_texts=True)
     env.reset(options={"query": "I loved"})
     play(env, [FILM, BANG], [BANG])
     info = env.infos["pioneer_0"]
-    assert info["pioneer_text"] == " film" and info["pioneer_finish"] == "stop"
+    assert info["pioneer_text"] == " film" and info["pioneer_finish"] == FINISH.index("stop")
     assert env.response_ids("pioneer_0").tolist() == [FILM, BANG]
-    assert info["observer_text"] == "" and info["observer_finish"] == "stop"
+    assert info["observer_text"] == "" and info["observer_finish"] == FINISH.index("stop")
     assert info["pioneer_reward"] == 1.0 and info["observer_reward"] == 0.0
 
 
 def test_observer_prompt_is_left_truncated(tokenizer):
-    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, max_prompt_tokens=8, max_new_tokens=4)
+    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, max_prompt_tokens=8, max_new_tokens=4)
     env.reset(options={"query": "I loved"})
     play(env, [FILM] * 4, [])
     info = env.infos["observer_0"]
@@ -133,7 +133,7 @@ def test_forced_query_carries_the_gold_answer(tokenizer):
         seen.extend((str(q), q.answer) for q in queries)
         return np.zeros(len(queries), np.float32)
 
-    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, reward_fn=reward, max_new_tokens=1)
+    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, reward_fn=reward, max_new_tokens=1)
     env.reset(options={"query": "This movie was"})  # a task query: answer looked up
     play(env, [EOS], [EOS])
     env.reset(options={"query": "Two plus two", "answer": "4"})
@@ -143,7 +143,7 @@ def test_forced_query_carries_the_gold_answer(tokenizer):
 
 
 def test_seeded_reset_draws_queries_reproducibly(tokenizer):
-    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer)
+    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True)
     drawn = []
     for seed in range(12):
         env.reset(seed=seed)
@@ -153,20 +153,20 @@ def test_seeded_reset_draws_queries_reproducibly(tokenizer):
         env.reset(seed=seed)
         again.append(env.infos["pioneer_0"]["query"])
     assert drawn == again and set(drawn) == {str(q) for q in QUERIES}
-    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, split="eval")
+    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, split="eval")
     env.reset(seed=3)
     assert env.query == QUERIES[0] and env.query.answer == "8"
 
 
 def test_render_ansi(tokenizer):
-    env = cory_env.env(task=make_test_task(), tokenizer=tokenizer, render_mode="ansi")
+    env = cory_env.env(task=make_test_task(), tokenizer=tokenizer, info_texts=True, render_mode="ansi")
     env.reset(options={"query": "The plot was"})
     play(env, [FILM, EOS], [BANG, EOS])
     text = env.render()
     assert "The plot was" in text and "' film'" in text and "'!'" in text
     assert "pioneer_0 1.25" in text
     with pytest.warns(UserWarning, match="without specifying any render mode"):
-        assert CoryTextEnv(task=make_test_task(), tokenizer=tokenizer).render() is None
+        assert CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True).render() is None
 
 
 def test_tokenizer_is_required_and_loads_from_a_path(tokenizer, tmp_path):
@@ -179,8 +179,8 @@ def test_tokenizer_is_required_and_loads_from_a_path(tokenizer, tmp_path):
 
 def test_bad_construction_arguments(tokenizer):
     with pytest.raises(ValueError, match="reward_mode"):
-        CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, reward_mode="selfish")
+        CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, reward_mode="selfish")
     with pytest.raises(ValueError, match="render_mode"):
-        CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, render_mode="human")
+        CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, render_mode="rgb_array")
     with pytest.raises(ValueError, match="split"):
-        CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, split="test")
+        CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, split="test")

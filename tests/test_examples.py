@@ -15,7 +15,7 @@ import cory_env
 # example can switch its JIT off (see examples/tianshou_marl.py), costing ~10-30 s of compiling.
 if importlib.util.find_spec("tianshou") is None:
     pytest.skip(
-        "tianshou is not installed (it is in the `dev` extra): the MARL example needs it",
+        "tianshou is not installed (it is in the `marl` extra): the MARL example needs it",
         allow_module_level=True,
     )
 

@@ -15,13 +15,14 @@ AGENTS = ("pioneer_0", "observer_0")
 @pytest.mark.parametrize("seed", [0, 7])
 def test_equals_independent_aec_envs(tokenizer, seed, stop_strings):
     """Same seeds (env i: seed + i) and actions: same observations, texts, ids, rewards, infos."""
-    b, kw = 5, {"task": make_test_task(stop_strings=stop_strings), "tokenizer": tokenizer}
+    b, kw = 5, {"task": make_test_task(stop_strings=stop_strings), "tokenizer": tokenizer, "info_texts": True}
     venv = CoryTextVecEnv(num_envs=b, **kw)
     envs = [CoryTextEnv(**kw) for _ in range(b)]
     obs, infos = venv.reset(seed=seed)
     for i, env in enumerate(envs):
         env.reset(seed=seed + i)
-        assert infos[i] == env.infos["pioneer_0"]
+        assert venv.info(i) == env.infos["pioneer_0"]
+        assert {k: v[i] for k, v in infos.items()} == env.infos["pioneer_0"]  # the same schema, as arrays
     # EOS and "!" are likely, so turns end at different steps in different envs.
     rng = np.random.default_rng(seed)
     choices = np.array([EOS, BANG, FILM, THE, 40, 100, 250])
@@ -38,21 +39,21 @@ def test_equals_independent_aec_envs(tokenizer, seed, stop_strings):
             envs[i].step(int(actions[i]))
         obs, rewards, terms, truncs, infos = venv.step(actions)
     for i, env in enumerate(envs):
-        assert infos[i] == env.infos["pioneer_0"] == env.infos["observer_0"]
+        assert venv.info(i) == env.infos["pioneer_0"] == env.infos["observer_0"]
         for agent in AGENTS:
             assert rewards[agent][i] == env.rewards[agent]
             assert terms[agent][i] and not truncs[agent][i] and env.terminations[agent]
             assert np.array_equal(venv.response_ids(agent)[i], env.response_ids(agent))
             assert venv.texts(agent)[i] == env.text(agent)
-            assert infos[i][f"{agent[:-2]}_tokens"] == len(env.response_ids(agent))
+            assert infos[f"{agent[:-2]}_tokens"][i] == len(env.response_ids(agent))
     assert any(len(s) > 2 for s in ends.values()), "envs should finish at different steps"
 
 
 def test_phases_are_shared_and_inactive_actions_ignored(tokenizer):
-    venv = CoryTextVecEnv(num_envs=3, task=make_test_task(), tokenizer=tokenizer, max_new_tokens=3)
+    venv = CoryTextVecEnv(num_envs=3, task=make_test_task(), tokenizer=tokenizer, info_texts=True, max_new_tokens=3)
     queries = ["This movie was", "I loved", "The plot was"]
     obs, infos = venv.reset(options={"queries": queries})
-    assert [info["query"] for info in infos] == queries
+    assert list(infos["query"]) == queries
     assert venv.agent_selection == "pioneer_0" and venv.active.all()
     prompts = venv.prompt_ids
     for i, q in enumerate(queries):
@@ -78,11 +79,11 @@ def test_phases_are_shared_and_inactive_actions_ignored(tokenizer):
     assert venv.texts("observer_0") == ["!", "", " film"]
     np.testing.assert_array_equal(rewards["pioneer_0"], [0.25, 1.0, 3.0])  # cooperative
     np.testing.assert_array_equal(rewards["observer_0"], rewards["pioneer_0"])
-    assert [info["observer_reward"] for info in infos] == [0.25, 0.0, 1.0]
+    assert list(infos["observer_reward"]) == [0.25, 0.0, 1.0]
 
 
 def test_observations_are_fresh_arrays(tokenizer):
-    venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer)
+    venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer, info_texts=True)
     obs0, _ = venv.reset(seed=1)
     before = obs0["input_ids"].copy()
     obs1, *_ = venv.step([FILM, FILM])
@@ -93,23 +94,23 @@ def test_observations_are_fresh_arrays(tokenizer):
 
 
 def test_reset_options(tokenizer):
-    venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer)
+    venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer, info_texts=True)
     venv.reset(options={"queries": ["A", "B"], "answers": ["1", None], "max_new_tokens": 2})
-    assert [i["answer"] for i in venv.infos] == ["1", ""] and venv.episode_max_new_tokens == 2  # no gold answer: ""
+    assert list(venv.infos["answer"]) == ["1", ""] and venv.episode_max_new_tokens == 2  # no gold answer: ""
     venv.step([FILM, FILM])
     venv.step([FILM, FILM])
     assert venv.agent_selection == "observer_0"
     with pytest.raises(ValueError, match="need 2 entries"):
         venv.reset(options={"queries": ["only one"]})
-    a = [i["query"] for i in venv.reset(seed=3)[1]]
-    assert a == [i["query"] for i in venv.reset(seed=3)[1]]
-    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer)
+    a = list(venv.reset(seed=3)[1]["query"])
+    assert a == list(venv.reset(seed=3)[1]["query"])
+    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True)
     env.reset(seed=4)
     assert a[1] == env.infos["pioneer_0"]["query"]
 
 
 def test_render_ansi(tokenizer):
-    venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer, render_mode="ansi")
+    venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer, info_texts=True, render_mode="ansi")
     venv.reset(options={"queries": ["This movie was", "I loved"]})
     venv.step([FILM, EOS])
     text = venv.render()

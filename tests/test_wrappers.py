@@ -12,21 +12,21 @@ from cory_env.wrappers import FixedTextPolicy, ObserverEnv, PioneerEnv, RandomPo
 
 @pytest.mark.filterwarnings("ignore:.*Not able to test alternative render modes")
 def test_check_env_pioneer_alone(tokenizer):
-    env = PioneerEnv(task=make_test_task(), tokenizer=tokenizer, render_mode="ansi")
+    env = PioneerEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, render_mode="ansi")
     check_env(env)
     env.reset(options={"query": "I loved"})
     assert "'I loved'" in env.render()
 
 
 def test_check_env_with_fixed_partners(tokenizer):
-    kw = {"task": make_test_task(), "tokenizer": tokenizer}
+    kw = {"task": make_test_task(), "tokenizer": tokenizer, "info_texts": True}
     check_env(PioneerEnv(RandomPolicy(len(tokenizer), seed=0), **kw), skip_render_check=True)
     check_env(ObserverEnv(RandomPolicy(len(tokenizer)), **kw), skip_render_check=True)
     check_env(ObserverEnv(FixedTextPolicy(tokenizer, " film!"), **kw), skip_render_check=True)
 
 
 def test_pioneer_alone_gets_its_own_reward(tokenizer):
-    env = PioneerEnv(task=make_test_task(), tokenizer=tokenizer)
+    env = PioneerEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True)
     obs, info = env.reset(options={"query": "I loved"})
     assert info["query"] == "I loved" and obs["attention_mask"].sum() == len(tokenizer("I loved")["input_ids"])
     assert env.step(FILM)[1:4] == (0.0, False, False)
@@ -41,7 +41,7 @@ def test_pioneer_alone_gets_its_own_reward(tokenizer):
 @pytest.mark.parametrize(("mode", "expected"), [("cooperative", 1.5), ("independent", 1.0)])
 def test_pioneer_with_fixed_observer(tokenizer, mode, expected):
     observer = FixedTextPolicy(tokenizer, "!!")
-    env = PioneerEnv(observer, task=make_test_task(), tokenizer=tokenizer, reward_mode=mode)
+    env = PioneerEnv(observer, task=make_test_task(), tokenizer=tokenizer, info_texts=True, reward_mode=mode)
     env.reset(options={"query": "I loved"})
     env.step(FILM)
     _, reward, terminated, _, info = env.step(EOS)
@@ -51,7 +51,7 @@ def test_pioneer_with_fixed_observer(tokenizer, mode, expected):
 
 def test_observer_sees_the_pioneers_answer(tokenizer):
     pioneer = FixedTextPolicy(tokenizer, " film film")
-    env = ObserverEnv(pioneer, task=make_test_task(), tokenizer=tokenizer)
+    env = ObserverEnv(pioneer, task=make_test_task(), tokenizer=tokenizer, info_texts=True)
     obs, info = env.reset(options={"query": "The plot was"})
     assert info["pioneer_text"] == " film film"
     prompt = tokenizer('Better: "The plot was film film" The plot was')["input_ids"]

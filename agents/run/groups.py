@@ -24,6 +24,7 @@ import torch
 from agents.rl.batch import TokenBatch
 from agents.rl.group import uniform_groups
 from agents.run.rollout import Turns
+from cory_env import FINISH
 
 __all__ = ["Episodes", "bind_run", "dropping_seats", "informative_groups", "refill", "truncation",
            "update"]
@@ -62,10 +63,10 @@ class Episodes:
                         [np.concatenate([p.truncated[s] for p in parts]) for s in seats])
 
 
-def truncation(infos: Sequence[dict], seat: str) -> np.ndarray:
-    """``(n,)`` bool from the env's infos: ``<seat>_finish == "length"`` (``seat``:
-    ``pioneer`` or ``observer``)."""
-    return np.array([info.get(f"{seat}_finish") == "length" for info in infos], dtype=bool)
+def truncation(infos: dict[str, np.ndarray], seat: str) -> np.ndarray:
+    """``(n,)`` bool from the vector env's infos: the seat's turn ended at its token limit
+    (``<seat>_finish`` is the code of ``"length"``; ``seat``: ``pioneer``, ``observer``, ...)."""
+    return np.asarray(infos[f"{seat}_finish"]) == FINISH.index("length")
 
 
 def dropping_seats(learners: Sequence[Any]) -> list[int]:

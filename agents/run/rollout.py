@@ -98,7 +98,7 @@ def rollout_chain(
         turns.append(play_turn(venv, agent, generation, generator))
     infos, rewards = venv.infos, venv.rewards
     for role, side in zip(roles, turns, strict=True):
-        side.scores = np.array([info[f"{seat_prefix(role)}_reward"] for info in infos], dtype=np.float32)
+        side.scores = infos[f"{seat_prefix(role)}_reward"].astype(np.float32)
         side.rewards = rewards[role]
     return turns
 
