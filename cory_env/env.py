@@ -49,25 +49,30 @@ to the learner.
 
 ### Infos
 
-Every agent's info holds the same keys from ``reset`` on, with non-null defaults until a
-value exists: ``query``, ``answer`` (the gold answer, ``""`` if none) and, per role with
-its short name ``p`` (``pioneer``, ``observer``, ``observer_1``, ...; ``seat_prefix``):
-``p_text`` (``""``), ``p_tokens`` (0, EOS included), ``p_finish`` (``""``, then ``"eos"``,
-``"stop"`` or ``"length"``), ``p_reward`` (0.0 until the end: its own ``r(q, a)``) and, for
-observers, ``p_prompt`` and ``p_prompt_truncated``.
+Numbers only by default, and every agent's info holds the same keys from ``reset`` on, so
+that libraries which turn infos into tensors (TorchRL) or buffer columns (tianshou) take
+them as they are: ``turn`` (index of the role acting; K once done), ``query_tokens`` and,
+per role with its short name ``p`` (``pioneer``, ``observer``, ``observer_1``, ...;
+``seat_prefix``): ``p_reward`` (its own ``r(q, a)``, 0.0 until the end), ``p_tokens`` (EOS
+included, 0 until its turn ends), ``p_finish`` (code into ``FINISH``: 0, then eos 1, stop 2,
+length 3), ``p_eos`` and, for observers, ``p_prompt_tokens`` and ``p_prompt_truncated``.
+``info_texts=True`` adds the strings ``query``, ``answer`` (``""`` without a gold answer),
+``p_text`` and ``p_prompt``; ``render()`` and :meth:`CoryTextEnv.episode` give the texts too.
 
 ### Arguments
 
 ``CoryTextEnv(task="sentiment", tokenizer=..., max_new_tokens=None,
 reward_mode="cooperative", render_mode=None, reward_fn=None, max_prompt_tokens=None,
-split="train", task_kwargs=None, num_agents=2)``; ``reset(seed, options={"query": str,
+split="train", task_kwargs=None, num_agents=2, info_texts=False)``; ``render_mode``
+``"human"`` prints the episode's text, ``"ansi"`` returns it; ``reset(seed, options={"query": str,
 "answer": str, "max_new_tokens": int})`` forces a query / this episode's turn length.
 
 ### Version History
 
 * v0 (0.2.0): ``num_agents=K`` chains (K >= 1; default 2, the same episodes as before);
-  infos hold a fixed set of keys from the first step, with non-null defaults (``answer``
-  is ``""`` without a gold answer; rewards are 0.0 until the end).
+  infos hold a fixed set of keys from the first step, numbers only (the texts with
+  ``info_texts=True``; finish reasons as codes); ``render_mode="human"``; per-role
+  ``max_new_tokens`` in the reset options.
 * v0: Initial version (0.1.0)
 """
 

@@ -113,9 +113,9 @@ def test_a_torchrl_collector_batch_gets_the_envs_own_rewards(tokenizer):
     collector = Collector(make, policy=None, frames_per_batch=40, total_frames=40)
     batch = next(iter(collector))
     collector.shutdown()
-    done = batch["next", "done"].squeeze(-1)
+    done = batch["next", "done"].reshape(len(batch))
     for group in ("pioneer_0", "observer_0"):
-        got = batch["next", group, "reward"].squeeze(-1)[done]
+        got = batch["next", group, "reward"].reshape(len(batch))[done]
         info = batch["next", group, "info"]
-        want = (info["pioneer_reward"] + info["observer_reward"]).squeeze(-1)[done]
+        want = (info["pioneer_reward"] + info["observer_reward"]).reshape(len(batch))[done]
         assert len(got) >= 1 and torch.allclose(got, want)  # cooperative: the sum of both
