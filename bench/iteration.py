@@ -14,6 +14,7 @@ longer prompt, and with activation checkpointing):
 | ``rollout_over_generate``: rollout through the env / raw ``model.generate`` of the same tokens | <= 1.15 |
 | ``swap_ms``: one role swap | < 10 ms for any model size |
 | ``peak_mem_cory_lora_over_ppo``: peak memory of CORY (LoRA) / PPO (LoRA; and full fine-tune; and both LoRA with activation checkpointing) | <= 1.25 |
+| ``cory_k3_over_cory_iteration``: a chain of three agents / the pair | report |
 | ``grpo_over_ppo_iteration``, ``peak_mem_grpo_lora_over_ppo_lora``: single-agent GRPO (``batch_size / 4`` queries x 4 answers: PPO's number of answers), with ``kl_beta`` 0.04 and 0 (no reference forward), / PPO | report |
 
 Peak memory is measured in a fresh subprocess per configuration, over building the
@@ -59,7 +60,7 @@ GROUP = 4
 
 
 def config(args: Args, mode: str = "lora", out: str = "/tmp/cory-bench", checkpointing: bool = False,
-           knowledge_transfer: bool = True, grpo_kl_beta: float | None = None):
+           knowledge_transfer: bool = True, grpo_kl_beta: float | None = None, num_agents: int = 2):
     """The bench's run config; ``grpo_kl_beta`` set: the GRPO learner with that ``kl_beta``."""
     from agents.run.config import TrainConfig
 
@@ -70,7 +71,7 @@ def config(args: Args, mode: str = "lora", out: str = "/tmp/cory-bench", checkpo
         model=args.model, task="sentiment", iterations=args.iterations + 1, batch_size=args.batch_size,
         mini_batch_size=args.batch_size, ppo_epochs=1, max_new_tokens=args.new_tokens,
         min_new_tokens=args.new_tokens, mode=mode, device=args.device, dtype=args.dtype,
-        eval_every=0, progress=False, output_dir=out,
+        eval_every=0, progress=False, output_dir=out, num_agents=num_agents,
     ), **grpo})
 
 
@@ -229,6 +230,9 @@ def main(args: Args) -> dict:
                                         model=copy.deepcopy(model), tokenizer=tokenizer),
         "cory_ckpt": CoryTrainer(config(args, out="/tmp/cory-bench-cory-ckpt", checkpointing=True),
                                  model=copy.deepcopy(model), tokenizer=tokenizer),
+        # a chain of three: pioneer -> observer -> observer (one LoRA adapter more on the base)
+        "cory_k3": CoryTrainer(config(args, out="/tmp/cory-bench-cory-k3", num_agents=3),
+                               model=copy.deepcopy(model), tokenizer=tokenizer),
         "grpo": PPOTrainer(config(args, out="/tmp/cory-bench-grpo", grpo_kl_beta=0.04),
                            model=copy.deepcopy(model), tokenizer=tokenizer),
         "grpo_kl0": PPOTrainer(config(args, out="/tmp/cory-bench-grpo0", grpo_kl_beta=0.0),
@@ -251,6 +255,7 @@ def main(args: Args) -> dict:
         "cory_no_transfer_over_ppo_iteration": times["cory_no_transfer"] / t_ppo,
         "cory_ckpt_iteration_s": times["cory_ckpt"],
         "cory_ckpt_over_cory_iteration": times["cory_ckpt"] / t_cory,
+        "cory_k3_iteration_s": times["cory_k3"], "cory_k3_over_cory_iteration": times["cory_k3"] / t_cory,
         "rollout_s": t_roll, "generate_s": t_gen, "rollout_steps": steps, "rollout_over_generate": t_roll / t_gen,
         "swap_ms": swap,
         **{f"peak_mb_{w}": round(v / 2**20, 1) for w, v in mem.items()},
@@ -270,6 +275,8 @@ def main(args: Args) -> dict:
     print(f"  CORY iteration {t_cory:8.3f} s   PPO iteration {t_ppo:8.3f} s   ratio {t_cory / t_ppo:.2f} (goal <= 2.0)")
     print(f"  CORY without knowledge transfer {times['cory_no_transfer']:8.3f} s   "
           f"ratio to PPO {metrics['cory_no_transfer_over_ppo_iteration']:.2f}")
+    print(f"  CORY, chain of 3 agents {times['cory_k3']:8.3f} s   "
+          f"ratio to CORY of 2 {metrics['cory_k3_over_cory_iteration']:.2f}")
     print(f"  CORY with activation checkpointing {times['cory_ckpt']:8.3f} s   "
           f"ratio to CORY {metrics['cory_ckpt_over_cory_iteration']:.2f}")
     print(f"  rollout {t_roll:8.3f} s   generate {t_gen:8.3f} s ({steps} tokens)   ratio {t_roll / t_gen:.2f} (goal <= 1.15)")

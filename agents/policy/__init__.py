@@ -7,7 +7,9 @@
 - :mod:`~agents.policy.agent` — ``LLMAgent``: scoring (log-probs, values, entropy,
   reference log-probs) and state;
 - :mod:`~agents.policy.sampler` — temperature / top-k / top-p sampling and the KV-cache
-  sampler.
+  sampler;
+- :mod:`~agents.policy.tokenizers` — the shared-tokenizer check of several models;
+- :mod:`~agents.policy.export` — agents out as peft adapters or transformers models.
 """
 
 from .agent import AgentOutput, LLMAgent

@@ -46,7 +46,7 @@ update because their mean probability ratio exceeded the learner's ``ratio_thres
 NONFINITE, STEPS = "nonfinite_steps", "optimizer_steps"
 """Learner stats: optimiser steps skipped for a non-finite loss or gradient, steps taken."""
 RUN_FILES = ("metrics.jsonl", "metrics.csv", "samples.jsonl", "events.jsonl", "config.json",
-             "tensorboard", "plots")
+             "tensorboard", "plots", "models")
 
 
 def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dict[str, Any]]:
@@ -86,6 +86,7 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
                     save_checkpoint(checkpoint_dir(out), it + 1,
                                     {"trainer": trainer.state_dict(), "global_rng": rng_state()},
                                     keep=config.keep_checkpoints)
+                    _export(trainer, out)
             if stop:
                 name = signal.Signals(stop[0]).name
                 log.log_event(it + 1, "stopped", signal=name)
@@ -98,6 +99,12 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
     plot_runs({"run": (log.rows, trainer.models)}, out / "plots")
     log.close()
     return log.rows
+
+
+def _export(trainer, out: Path) -> None:
+    """The models in Hugging Face format under ``out/models/`` (with each checkpoint)."""
+    if hasattr(trainer, "export_models"):
+        trainer.export_models(out / "models")
 
 
 def _prepare(out: Path, config: TrainConfig) -> tuple[int, dict | None, dict[str, tuple]]:

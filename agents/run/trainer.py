@@ -9,8 +9,10 @@ alone, its state for checkpoints, and ``train``; a trainer supplies only ``step`
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from agents.policy.export import export_agent
 from agents.rl.batch import TokenBatch
 from agents.run.config import TrainConfig
 from agents.run.evaluate import evaluate_alone
@@ -76,6 +78,15 @@ class Trainer:
                 learner.kl_ctl.target = float(updates["target"])
             if hasattr(learner, "config"):
                 learner.config = replace(learner.config, **updates)
+
+    def export_models(self, folder: str | Path) -> list[Path]:
+        """Every model in Hugging Face format under ``folder/<model>/`` (a peft adapter or a
+        full model, the tokenizer, the value head; :mod:`agents.policy.export`)."""
+        config = self.config
+        bases = ([m.strip() for m in config.models.split(",")] if getattr(config, "models", None)
+                 else [config.model] * len(self.learners))
+        return [export_agent(lr.agent, Path(folder) / name, base_model=base)
+                for (name, lr), base in zip(self.learners.items(), bases)]
 
     def extra_state(self) -> dict[str, Any]:
         """State beyond the learners and random streams (e.g. the role assignment)."""
