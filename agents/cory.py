@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from agents.roles import RoleAssignment, make_schedule
-from agents.run.config import TrainConfig
+from agents.run.config import TrainConfig, learner_names
 from agents.run.groups import Episodes, bind_run, dropping_seats, refill, truncation, update
 from agents.run.metrics import model_key, run_key, seat_key
 from agents.run.rollout import rollout_chain
@@ -60,7 +60,7 @@ class CoryTrainer(Trainer):
         k = config.num_agents
         self.models = MODELS[:k]
         models, tokenizer = load_models(config, model, tokenizer)
-        names = [config.learner] + [config.observer_learner or config.learner] * (k - 1)
+        names = learner_names(config)
         agents = build_agents(config, models, tokenizer, n=k, value_heads=value_heads(names))
         self.learners = {m: build_learner(n, a, config, i)
                          for i, (m, n, a) in enumerate(zip(self.models, names, agents, strict=True))}

@@ -77,6 +77,8 @@ try:
 except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import cory_env
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from offline_tokenizer import byte_level_tokenizer  # noqa: E402
 
 ROLES = ("pioneer_0", "observer_0")
 
@@ -86,24 +88,6 @@ def make_env(tokenizer: Any, **env_kwargs: Any) -> PettingZooEnv:
     infos, which this example prints; the env's infos are numbers only by default)."""
     env = pettingzoo.make("aec", "cory/CoryText-v0", tokenizer=tokenizer, info_texts=True, **env_kwargs)
     return PettingZooEnv(env)
-
-
-def byte_level_tokenizer(corpus: Sequence[str], vocab_size: int = 320) -> Any:
-    """A byte-level BPE tokenizer trained offline in milliseconds; ``<eos>`` is id 0 and pads."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<eos>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(list(corpus), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
 
 
 # -- the policy network ------------------------------------------------------------------------

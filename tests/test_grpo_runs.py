@@ -173,3 +173,24 @@ def test_grpo_raises_a_dense_reward(tmp_path, trainer_cls):
     first = sum(rows[0][f"{m}/score"] for m in models) / len(models)
     last = sum(r[f"{m}/score"] for r in rows[-3:] for m in models) / (3 * len(models))
     assert first < 0.2 and last > first + 0.3, (first, last)
+
+
+def test_grpo_in_a_chain_of_three_trains_every_seat_and_resumes(tmp_path):
+    """One learner per model (``--learners``): GRPO, PPO and RLOO in a chain of three."""
+    cfg = small_config(tmp_path / "a", num_agents=3, learners="grpo,ppo,rloo", group_size=2, batch_size=2, mini_batch_size=2, max_new_tokens=3,
+                       min_new_tokens=2, iterations=3, swap_period=1, eval_every=0)
+    full = build(CoryTrainer, cfg)
+    grpo, ppo, rloo = (full.learners[m] for m in ("model_a", "model_b", "model_c"))
+    assert isinstance(grpo, GRPOLearner) and isinstance(ppo, PPOLearner) and rloo.name == "rloo"
+    assert [lr.agent.value_head is None for lr in (grpo, ppo, rloo)] == [True, False, True]
+    before = {m: params(lr) for m, lr in full.learners.items()}
+    rows = full.train()
+    for m, lr in full.learners.items():
+        assert any(not torch.equal(x, y) for x, y in zip(before[m], lr.agent.trainable_parameters())), m
+    # the rotation moves the GRPO model along the chain: pioneer, then the last seat, ...
+    seats = [next(k.split("/")[0] for k in r if k.endswith("/grpo/loss/policy")) for r in rows[:3]]
+    assert len(set(seats)) == 3, seats
+    cfg_b = dataclasses.replace(cfg, output_dir=str(tmp_path / "b" / "run"))
+    build(CoryTrainer, cfg_b).train(stop_after=2)
+    resumed = build(CoryTrainer, dataclasses.replace(cfg_b, resume=True))
+    assert drop_timing(resumed.train()) == drop_timing(rows)

@@ -8,6 +8,7 @@ import importlib.util
 import numpy as np
 import pettingzoo
 import pytest
+from helpers.scripts import load_script
 from helpers.tasks import BANG, EOS, FILM, make_test_task
 from pettingzoo.test import api_test, render_test, seed_test
 
@@ -119,3 +120,23 @@ def test_a_torchrl_collector_batch_gets_the_envs_own_rewards(tokenizer):
         info = batch["next", group, "info"]
         want = (info["pioneer_reward"] + info["observer_reward"]).reshape(len(batch))[done]
         assert len(got) >= 1 and torch.allclose(got, want)  # cooperative: the sum of both
+
+
+@torchrl
+@pytest.mark.slow
+def test_the_torchrl_example_trains_every_seat_with_torchrls_own_loop():
+    import torch
+
+    torch.manual_seed(0)
+    example = load_script("examples/torchrl_marl.py")
+
+    def length(queries, answers):  # dense: the random LMs' answers score 0 under VADER
+        return np.array([len(a) / 10 for a in answers], np.float32)
+
+    result = example.main(["--iterations", "2", "--frames", "32", "--num-agents", "3"], reward_fn=length)
+    assert result["groups"] == ["pioneer_0", "observer_0", "observer_1"]
+    assert len(result["history"]) == 2
+    assert all(change > 0 for change in result["weight_change"].values())  # every seat learned
+    for row in result["history"]:  # cooperative: every seat saw the same episode rewards
+        rewards = {row[f"{g}/reward"] for g in result["groups"]}
+        assert len(rewards) == 1

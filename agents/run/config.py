@@ -132,6 +132,10 @@ class TrainConfig:
     """Top-p per seat; None: the task's."""
 
     # --- the GRPO family (``--learner grpo``; recipes in docs/learners.md)
+    learners: str | None = None
+    """One learner per model, comma-separated in model order (``grpo,ppo``: model_a GRPO,
+    model_b PPO; any registered name), for runs whose models differ (``--models``); overrides
+    ``--learner``; default None (``--learner`` / ``--observer-learner``)."""
     group_size: Annotated[int, tyro.conf.arg(aliases=("--rloo-k",))] = 4
     """Answers sampled per query by the group learners ``grpo`` (GRPO, Shao et al. 2024) and
     ``rloo`` (Ahmadian et al. 2024); default 4; ``--rloo-k`` is an alias."""
@@ -221,7 +225,19 @@ class TrainConfig:
         from agents.rl.grpo import GRPOOptions
 
         GRPOOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GRPOOptions)})
-        grouped = {self.learner, self.observer_learner or self.learner} & {"grpo", "rloo"}
+        from agents.rl.learner import available_learners
+
+        names = learner_names(self)
+        if self.learners is not None:
+            if self.observer_learner is not None:
+                raise ValueError("give either --learners (one per model) or --observer-learner, not both")
+            if len(names) != self.num_agents or not all(names):
+                raise ValueError(f"learners must name {self.num_agents} learners (one per model, "
+                                 f"comma-separated), got {self.learners!r}")
+            unknown = sorted(set(names) - set(available_learners()))
+            if unknown:
+                raise ValueError(f"learners: unknown {unknown}; registered: {available_learners()}")
+        grouped = set(names) & {"grpo", "rloo"}
         size = self.group_size
         if isinstance(size, bool) or int(size) != size or size < (2 if grouped else 1):
             _fail("group_size", f"an integer >= {2 if grouped else 1}" + (
@@ -319,9 +335,17 @@ def check_config(c: TrainConfig) -> None:
         )
 
 
+def learner_names(c: TrainConfig) -> list[str]:
+    """Each model's learner, in model order: ``--learners``, else ``--learner`` for the first
+    pioneer and ``--observer-learner`` (default: the same) for the others."""
+    if c.learners is not None:
+        return [name.strip() for name in c.learners.split(",")]
+    return [c.learner] + [c.observer_learner or c.learner] * (c.num_agents - 1)
+
+
 def samples_per_query(c: TrainConfig) -> int:
     """Answers sampled per query: the group size when a group-based learner plays."""
-    learners = {c.learner, c.observer_learner or c.learner}
+    learners = set(learner_names(c))
     if learners <= {"ppo"}:
         return 1
     return int(c.group_size)
