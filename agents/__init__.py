@@ -21,6 +21,9 @@ _EXPORTS = {
     "register_learner": "agents.rl.learner",
     "available_learners": "agents.rl.learner",
     "PPOConfig": "agents.rl.config",
+    "PPOLearner": "agents.rl.ppo",
+    "RLOOLearner": "agents.rl.rloo",
+    "GRPOLearner": "agents.rl.grpo",
     "TokenBatch": "agents.rl.batch",
 }
 

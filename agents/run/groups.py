@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.rl.batch import TokenBatch
 from agents.rl.group import uniform_groups
 from agents.run.rollout import Turns
 from cory_env import FINISH
@@ -117,9 +116,7 @@ def update(trainer: Any, learner: Any, turns: Turns, truncated: np.ndarray) -> d
     whose ``update`` takes them (GRPO's ``mask_truncated``)."""
     if "truncated" not in inspect.signature(learner.update).parameters:
         return trainer.update(learner, turns)
-    batch = TokenBatch.from_lists(turns.prompts, turns.responses, trainer.run.pad_id,
-                                  device=learner.agent.device)
-    return learner.update(batch, turns.rewards, truncated=truncated)
+    return trainer.update(learner, turns, truncated=truncated)
 
 
 def bind_run(learners: Sequence[Any], run: Any) -> None:

@@ -43,11 +43,12 @@ class Trainer:
         """One training iteration; returns its metrics."""
         raise NotImplementedError
 
-    def update(self, learner, turns: Turns) -> dict[str, float]:
-        """``learner``'s update on one role's side of the episodes and the reward it got."""
+    def update(self, learner, turns: Turns, **kwargs: Any) -> dict[str, float]:
+        """``learner``'s update on one role's side of the episodes and the reward it got
+        (``kwargs`` go to ``learner.update``, e.g. GRPO's ``truncated``)."""
         batch = TokenBatch.from_lists(turns.prompts, turns.responses, self.run.pad_id,
                                       device=learner.agent.device)
-        return learner.update(batch, turns.rewards)
+        return learner.update(batch, turns.rewards, **kwargs)
 
     def evaluate(self) -> dict[str, float]:
         """Each model alone, from the query-only prompt, on the held-out queries; every model
