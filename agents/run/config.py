@@ -185,8 +185,9 @@ class TrainConfig:
     """Recompute activations in the backward pass instead of storing them: the memory of
     an update stops growing with layers x tokens (the observer's prompt holds the pioneer's
     answer, so its update is the larger one), for about one more forward pass per update."""
-    dtype: Literal["fp32", "bf16"] = "fp32"
-    """fp32, or bf16 autocast over fp32 weights."""
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Compute dtype. LoRA: the frozen base (the reference) loads in it, adapters and value
+    heads train in fp32 (peft's mixed setup); full: fp32 master weights under autocast."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Where the models run."""
 

@@ -209,10 +209,18 @@ def load(config: TrainConfig, model=None, tokenizer=None):
     config's inputs are checked first (:func:`preflight`)."""
     preflight(config)
     if model is None:
-        return load_model(config.model, dtype=config.dtype, device=config.device)
+        return load_model(config.model, dtype=config.dtype, device=config.device,
+                          weights=weights_dtype(config))
     if tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
     return model, tokenizer
+
+
+def weights_dtype(config: TrainConfig) -> str:
+    """The dtype the weights load in: a LoRA run's frozen base in the compute dtype (its
+    adapters and value heads train in fp32); a full fine-tune's in fp32 (master weights,
+    under autocast)."""
+    return config.dtype if config.mode == "lora" else "fp32"
 
 
 def model_names(config: TrainConfig) -> list[str]:
@@ -238,7 +246,8 @@ def load_models(config: TrainConfig, model=None, tokenizer=None) -> tuple[list, 
     distinct = list(dict.fromkeys(names))
     if len(distinct) > 1:
         check_same_tokenizer([(n, load_tokenizer(n)) for n in distinct])
-    loaded = {n: load_model(n, dtype=config.dtype, device=config.device) for n in distinct}
+    loaded = {n: load_model(n, dtype=config.dtype, device=config.device, weights=weights_dtype(config))
+              for n in distinct}
     return [loaded[n][0] for n in names], loaded[distinct[0]][1]
 
 
