@@ -33,12 +33,13 @@ from typing import Any
 import numpy as np
 
 from agents.roles import RoleAssignment, make_schedule
-from agents.run.config import TrainConfig, learner_names
+from agents.run.config import TrainConfig
 from agents.run.groups import Episodes, bind_run, dropping_seats, refill, truncation, update
 from agents.run.metrics import model_key, run_key, seat_key
 from agents.run.rollout import rollout_chain
 from agents.run.setup import build_agents, build_learner, build_run, load_models, value_heads
 from agents.run.trainer import Trainer
+from agents.run.validate import learner_names
 from cory_env import seat_prefix
 from cory_env.tasks.base import Task
 

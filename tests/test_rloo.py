@@ -244,7 +244,7 @@ def test_cory_with_an_rloo_model_and_a_ppo_model_trains_swaps_and_resumes(tmp_pa
             task="sentiment", iterations=2, batch_size=2, mini_batch_size=2, ppo_epochs=2,
             learning_rate=1e-2, max_new_tokens=3, min_new_tokens=2, swap_period=1, eval_every=0,
             output_dir=str(tmp_path / name), progress=False, mode="full",
-            learner="rloo", observer_learner="ppo", rloo_k=2, **kw,
+            learner="rloo", observer_learner="ppo", group_size=2, **kw,
         )
 
     def trainer(c: TrainConfig) -> CoryTrainer:
