@@ -34,6 +34,7 @@ import numpy as np
 
 from agents.roles import RoleAssignment, make_schedule
 from agents.run.config import TrainConfig
+from agents.run.evaluate import collapse_stats
 from agents.run.groups import Episodes, bind_run, dropping_seats, refill, truncation, update
 from agents.run.metrics import model_key, run_key, seat_key
 from agents.run.rollout import rollout_chain
@@ -119,6 +120,7 @@ class CoryTrainer(Trainer):
                 model_key(model, "role"): float(j),
                 seat_key(role, "score"): float(turns.scores.mean()),
                 seat_key(role, "length"): float(np.mean([len(r) for r in turns.responses])),
+                **{seat_key(role, k): v for k, v in collapse_stats(turns.texts).items()},
             })
         swapped = self.roles.maybe_swap(self.schedule, iteration)
         first = episodes.turns[0]

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from agents.run.config import TrainConfig
+from agents.run.evaluate import collapse_stats
 from agents.run.groups import Episodes, bind_run, dropping_seats, refill, truncation, update
 from agents.run.metrics import model_key, run_key
 from agents.run.rollout import rollout_alone
@@ -68,6 +69,7 @@ class PPOTrainer(Trainer):
             model_key(POLICY, "score"): float(turns.scores.mean()),
             model_key(POLICY, "kl"): kl,
             model_key(POLICY, "length"): float(np.mean([len(r) for r in turns.responses])),
+            **{model_key(POLICY, k): v for k, v in collapse_stats(turns.texts).items()},
             run_key("reward"): float(turns.scores.mean()),
             run_key("kl"): kl,
             run_key("max_new_tokens"): float(max_new),

@@ -222,3 +222,16 @@ def test_skipped_minibatches_are_a_metric_and_one_line_per_iteration(tmp_path, c
     lines = [x for x in capsys.readouterr().out.splitlines() if "skipped mini-batches" in x]
     assert len(lines) == 2 and lines[0].startswith("iteration 0:") and lines[1].startswith("iteration 1:")
     assert "pioneer/ppo/skipped_minibatches 4" in lines[0]
+
+
+def test_collapse_diagnostics_by_hand_and_in_every_run(tmp_path):
+    from agents.run.evaluate import collapse_stats
+
+    stats = collapse_stats(["a good film", "a good film", "a bad one", " a good film "])
+    assert stats["repeat_fraction"] == 0.75  # three answers repeat another one
+    assert stats["distinct1"] == pytest.approx(5 / 12)  # a good film bad one / 12 words
+    assert stats["distinct2"] == pytest.approx(4 / 8)  # a-good good-film a-bad bad-one / 8
+    rows = CoryTrainer(small_config(tmp_path, iterations=1, eval_every=0), model=tiny_model(),
+                       tokenizer=tiny_tokenizer()).train()
+    for seat in ("pioneer", "observer"):
+        assert 0.0 <= rows[0][f"{seat}/repeat_fraction"] <= 1.0 and f"{seat}/distinct2" in rows[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,21 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     """Distinct-n: unique word n-grams over all n-grams of ``texts`` (0 when there are none)."""
     grams = [tuple(w[i : i + n]) for w in (t.split() for t in texts) for i in range(len(w) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repeat_fraction(texts: Sequence[str]) -> float:
+    """The fraction of answers identical to another answer of the batch (0: all distinct)."""
+    if not texts:
+        return 0.0
+    counts = Counter(t.strip() for t in texts)
+    return sum(n for n in counts.values() if n > 1) / len(texts)
+
+
+def collapse_stats(texts: Sequence[str]) -> dict[str, float]:
+    """Signs of distribution collapse in a batch of answers: distinct-1/2 and the fraction of
+    answers that repeat another one (the learner's ``objective/entropy`` is the third)."""
+    return {"distinct1": distinct_n(texts, 1), "distinct2": distinct_n(texts, 2),
+            "repeat_fraction": repeat_fraction(texts)}
 
 
 @torch.no_grad()

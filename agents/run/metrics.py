@@ -9,6 +9,7 @@ Every row of ``metrics.jsonl`` holds ``iteration`` and keys of these forms:
 | ``<model>/score``, ``<model>/kl``, ``<model>/role`` | each trained model (``model_a``, ``model_b``; the PPO baseline's ``policy``): its own task score, its KL, the role it played (0 pioneer, 1 observer) |
 | ``<seat>/<learner stat>`` | each seat's learner statistics, e.g. ``pioneer/ppo/loss/total``, ``observer/objective/kl`` (the PPO baseline: ``policy/...``) |
 | ``<seat>/score``, ``<seat>/length`` | the seat's task score and answer length |
+| ``<seat>/distinct1``, ``<seat>/distinct2``, ``<seat>/repeat_fraction`` | collapse diagnostics of the seat's training answers (the PPO baseline: ``policy/...``); ``<seat>/<learner>/policy/entropy`` is the policy's entropy |
 | ``eval/<model>/<stat>`` | each model evaluated alone: ``reward``, ``reward_std``, ``kl``, ``length``, ``distinct1``, ``distinct2`` |
 
 Seats are the env's roles; their metric prefix is :func:`cory_env.seat_prefix` (``pioneer``,
