@@ -34,6 +34,16 @@ def collapse_stats(texts: Sequence[str]) -> dict[str, float]:
             "repeat_fraction": repeat_fraction(texts)}
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k of one problem from ``n`` samples of which ``c`` are correct
+    (Chen et al. 2021): ``1 - C(n - c, k) / C(n, k)``, computed as a stable product."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
 @torch.no_grad()
 def sequence_kl(agent, turns: Turns, pad_id: int) -> np.ndarray:
     """Per-answer KL to the reference, sum over tokens of log pi - log pi_ref (the
