@@ -91,9 +91,9 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
                 name = signal.Signals(stop[0]).name
                 log.log_event(it + 1, "stopped", signal=name)
                 log.close()
-                raise Stopped(f"stopped by {name} after iteration {it}: the checkpoint of "
-                              f"{it + 1} iterations is in {checkpoint_dir(out)}; continue with --resume",
-                              signum=stop[0])
+                saved = "the newest clean checkpoint" if dirty else f"the checkpoint of {it + 1} iterations"
+                raise Stopped(f"stopped by {name} after iteration {it}: {saved} is in "
+                              f"{checkpoint_dir(out)}; continue with --resume", signum=stop[0])
     if end == config.iterations and config.eval_every:
         log.log(config.iterations, trainer.evaluate())
     plot_runs({"run": (log.rows, trainer.models)}, out / "plots")
