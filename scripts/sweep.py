@@ -1,0 +1,107 @@
+"""Run a grid of runs from one command: methods x seeds, each in its own run folder under
+one sweep folder, one after the other or ``--parallel N`` at a time. A finished run is
+skipped, an interrupted one resumed (``--resume``); a progress line per run. ``--print``
+writes the commands instead (for a cluster scheduler). Any other flags go to every run.
+
+    python scripts/sweep.py runs/sweep --methods cory ppo --seeds 0 1 2
+    python scripts/sweep.py runs/sweep --methods cory cory-no-kt --seeds 0 --iterations 12
+    python scripts/sweep.py runs/sweep --methods cory ppo --print > jobs.txt
+
+The layout ``SWEEP/<method>/seed_<s>/`` is what ``scripts/report.py SWEEP`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORY, PPO = "scripts/run_cory.py", "scripts/run_ppo.py"
+METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "cory": (CORY, ()),
+    "ppo": (PPO, ()),
+    "cory-no-kt": (CORY, ("--no-knowledge-transfer",)),
+    "cory-no-rex": (CORY, ("--no-role-exchange",)),
+    "cory-independent": (CORY, ("--reward-mode", "independent")),
+    "cory-rloo": (CORY, ("--learner", "rloo")),
+    "rloo": (PPO, ("--learner", "rloo")),
+    "cory-grpo": (CORY, ("--learner", "grpo")),
+    "grpo": (PPO, ("--learner", "grpo")),
+}
+"""Method name -> (script, its flags): CORY, the PPO control, CORY's ablations (no knowledge
+transfer, no role exchange, independent rewards) and the critic-free learners in both."""
+DONE = ".sweep-done"
+"""Written into a run folder when its run exited cleanly: the sweep skips it next time."""
+
+
+def run_folder(sweep: Path, method: str, seed: int) -> Path:
+    return sweep / method / f"seed_{seed}"
+
+
+def command(sweep: Path, method: str, seed: int, extra: list[str]) -> list[str]:
+    """The run's command line; ``--resume`` when its folder holds an unfinished run."""
+    script, flags = METHODS[method]
+    folder = run_folder(sweep, method, seed)
+    resume = ["--resume"] if folder.is_dir() and not (folder / DONE).exists() else []
+    return [sys.executable, str(ROOT / script), "--seed", str(seed), "--output-dir", str(folder),
+            "--no-progress", *flags, *extra, *resume]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("sweep", type=Path, help="the sweep folder")
+    p.add_argument("--methods", nargs="+", default=["cory", "ppo"], choices=sorted(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    p.add_argument("--print", dest="print_only", action="store_true", help="print the commands only")
+    args, extra = p.parse_known_args(argv)
+    jobs = [(m, s) for m in args.methods for s in args.seeds]
+    if args.print_only:
+        for m, s in jobs:
+            print(shlex.join(command(args.sweep, m, s, extra)))
+        return []
+    results, running, t0 = [], [], time.perf_counter()
+    todo = []
+    for i, (m, s) in enumerate(jobs, start=1):
+        if (run_folder(args.sweep, m, s) / DONE).exists():
+            print(f"[{i}/{len(jobs)}] {m} seed {s}: finished before, skipped", flush=True)
+            results.append({"method": m, "seed": s, "status": "skipped"})
+        else:
+            todo.append((i, m, s))
+    while todo or running:
+        while todo and len(running) < max(1, args.parallel):
+            i, m, s = todo.pop(0)
+            folder = run_folder(args.sweep, m, s)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            cmd = command(args.sweep, m, s, extra)
+            log = (folder.parent / f"seed_{s}.log").open("w")
+            running.append((i, m, s, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT),
+                            time.perf_counter(), "--resume" in cmd, log))
+        for job in list(running):
+            i, m, s, proc, started, resumed, log = job
+            if proc.poll() is None:
+                continue
+            running.remove(job)
+            log.close()
+            folder = run_folder(args.sweep, m, s)
+            ok = proc.returncode == 0
+            if ok:
+                (folder / DONE).write_text("ok\n")
+            how = "resumed, " if resumed else ""
+            status = "done" if ok else f"failed (exit {proc.returncode}; see {folder.parent / f'seed_{s}.log'})"
+            print(f"[{i}/{len(jobs)}] {m} seed {s}: {how}{status} in {time.perf_counter() - started:.1f} s",
+                  flush=True)
+            results.append({"method": m, "seed": s, "status": "done" if ok else "failed",
+                            "resumed": resumed, "returncode": proc.returncode})
+        time.sleep(0.2)
+    print(f"sweep {args.sweep}: {len(jobs)} runs in {time.perf_counter() - t0:.1f} s")
+    return results
+
+
+if __name__ == "__main__":
+    outcome = main()
+    sys.exit(1 if any(r["status"] == "failed" for r in outcome) else 0)
