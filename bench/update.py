@@ -137,7 +137,8 @@ def main(args: Args) -> dict:
         from agents.policy.loading import load_model
 
         model, tokenizer = load_model(args.model)
-    task = {"task": "imdb", "task_path": args.imdb} if args.imdb else {"task": "sentiment"}
+    # the official script's workload: IMDB review openings scored by VADER (offline)
+    task = {"task": "imdb", "task_path": args.imdb, "reward": "vader"} if args.imdb else {"task": "sentiment"}
     cfg = dict(model=args.model, iterations=args.iterations + 1, batch_size=args.batch_size,
                mini_batch_size=args.mini_batch_size, ppo_epochs=args.ppo_epochs, mode=args.mode,
                dtype=args.dtype, min_new_tokens=args.min_new_tokens, max_new_tokens=args.max_new_tokens,
