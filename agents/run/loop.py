@@ -37,7 +37,7 @@ from agents.run.checkpoint import (
 )
 from agents.run.config import TrainConfig, to_dict
 from agents.run.plots import plot_runs
-from agents.run.resume import check_output, check_resume, saved_config
+from agents.run.resume import check_output
 from agents.run.run_log import RunLog
 
 SKIPPED = "skipped_minibatches"
@@ -109,7 +109,7 @@ def _export(trainer, out: Path) -> None:
 
 def _prepare(out: Path, config: TrainConfig) -> tuple[int, dict | None, dict[str, tuple]]:
     """``(start iteration, checkpoint state or None, settings changed on resume)``."""
-    latest = check_output(config)
+    latest, changes = check_output(config)
     if latest is None:
         if any((out / name).exists() for name in RUN_FILES):
             tqdm.write(f"{out} holds no checkpoint (its run stopped before the first one): "
@@ -118,7 +118,6 @@ def _prepare(out: Path, config: TrainConfig) -> tuple[int, dict | None, dict[str
                 path = out / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         return 0, None, {}
-    changes = check_resume(saved_config(out), to_dict(config))
     start, state = load_checkpoint(latest)
     return start, state, changes
 

@@ -13,7 +13,7 @@ Every row of ``metrics.jsonl`` holds ``iteration`` and keys of these forms:
 | ``eval/<model>/<stat>`` | each model evaluated alone: ``reward``, ``reward_std``, ``kl``, ``length``, ``distinct1``, ``distinct2`` |
 
 Seats are the env's roles; their metric prefix is :func:`cory_env.seat_prefix` (``pioneer``,
-``observer``, ``observer_1``, ...; :data:`SEAT_PREFIX` for the two-agent game).
+``observer``, ``observer_1``, ...).
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from cory_env import OBSERVER, PIONEER, seat_prefix
+from cory_env import seat_prefix
 
 __all__ = [
     "RUN",
-    "SEAT_PREFIX",
     "eval_key",
     "is_model_name",
     "model_key",
@@ -37,8 +36,6 @@ __all__ = [
 RUN = "charts"
 """Prefix of the run-wide metrics."""
 EVAL = "eval"
-SEAT_PREFIX: dict[str, str] = {PIONEER: seat_prefix(PIONEER), OBSERVER: seat_prefix(OBSERVER)}
-"""The two-agent game's roles -> the prefix of their metrics."""
 _SEAT = re.compile(r"(pioneer|observer)(_\d+)?")
 
 

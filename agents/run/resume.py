@@ -5,6 +5,7 @@ anything loads, field by field."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,26 +58,25 @@ def check_resume(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     return changed
 
 
-def check_output(config: Any) -> Path | None:
+def check_output(config: Any) -> tuple[Path | None, dict[str, tuple[Any, Any]]]:
     """Refuse an output folder this config cannot use, before anything loads: a file; a
     run there without ``--resume``; on resume, changed fixed settings or fewer iterations
-    than done. Returns the newest checkpoint (None: the run starts from scratch)."""
+    than done. Returns the newest checkpoint (None: the run starts from scratch) and the
+    changeable settings that differ from the saved config (:func:`check_resume`)."""
     out = Path(config.output_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--output-dir {out} is a file, not a folder: choose another path")
     latest = latest_checkpoint(checkpoint_dir(out))
     if latest is None:
-        return None
+        return None, {}
     if not config.resume:
         raise FileExistsError(
             f"{out} already holds a run (checkpoint {latest.name}); pass --resume to continue "
             "it or choose another --output-dir"
         )
-    from dataclasses import asdict
-
-    check_resume(saved_config(out), asdict(config))
+    changes = check_resume(saved_config(out), asdict(config))
     done = int(latest.name.split("_")[-1])
     if config.iterations < done:
         raise ResumeError(f"--iterations {config.iterations} is below the {done} iterations the "
                           f"checkpoint {latest} has done: pass --iterations {done} or more")
-    return latest
+    return latest, changes

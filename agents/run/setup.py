@@ -28,11 +28,16 @@ from cory_env.tasks import GenerationConfig, Query, Task, make_task
 from cory_env.vector import CoryTextVecEnv
 
 
+def task_data(config: TrainConfig) -> Task:
+    """The configured task as its registry builds it (its data read, its own reward)."""
+    kwargs = {"path": config.task_path} if config.task_path else {}
+    return make_task(config.task, **kwargs)
+
+
 def build_task(config: TrainConfig, task: Task | None = None) -> Task:
     """The configured task, with the reward override and the knowledge-transfer ablation."""
     if task is None:
-        kwargs = {"path": config.task_path} if config.task_path else {}
-        task = make_task(config.task, **kwargs)
+        task = task_data(config)
     if config.reward:
         reward_kwargs = {"model": config.reward_model} if config.reward_model else {}
         task = task.with_reward(make_reward(config.reward, **reward_kwargs))
@@ -195,13 +200,14 @@ def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_
 def preflight(config: TrainConfig) -> None:
     """What can be refused before a model loads (minutes for a large one): the output folder
     (a file; a run there that this config may not continue), the reward's name, and the task
-    with its data (built once here, so a missing file or an empty dataset fails now)."""
+    with its data (read here, so a missing file or an empty dataset fails now; the reward,
+    which may be a model, is built once, with the run)."""
     check_output(config)
     if config.reward and config.reward not in available_rewards():
         raise ValueError(f"unknown reward {config.reward!r}; available: {', '.join(available_rewards())}")
     if config.task_path and not Path(config.task_path).expanduser().exists():
         raise FileNotFoundError(f"--task-path {config.task_path}: no such file")
-    build_task(config)
+    task_data(config)
 
 
 def load(config: TrainConfig, model=None, tokenizer=None):

@@ -19,7 +19,7 @@ from agents.run.evaluate import evaluate_alone
 from agents.run.loop import fit
 from agents.run.metrics import eval_key
 from agents.run.rollout import Turns
-from agents.run.setup import Run
+from agents.run.setup import Run, model_names
 
 EVAL_SEED_OFFSET = 7919
 """Evaluation samples with a generator seeded ``seed + EVAL_SEED_OFFSET``, the same for every
@@ -83,9 +83,7 @@ class Trainer:
     def export_models(self, folder: str | Path) -> list[Path]:
         """Every model in Hugging Face format under ``folder/<model>/`` (a peft adapter or a
         full model, the tokenizer, the value head; :mod:`agents.policy.export`)."""
-        config = self.config
-        bases = ([m.strip() for m in config.models.split(",")] if getattr(config, "models", None)
-                 else [config.model] * len(self.learners))
+        bases = model_names(self.config) if len(self.learners) > 1 else [self.config.model]
         return [export_agent(lr.agent, Path(folder) / name, base_model=base)
                 for (name, lr), base in zip(self.learners.items(), bases)]
 
