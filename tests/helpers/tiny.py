@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 CORPUS = [
@@ -25,18 +24,14 @@ def tiny_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
 
     Byte-level means any text encodes; ``<eos>`` is id 0 and doubles as padding.
     """
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<eos>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
-    return fast
+    return _offline().byte_level_tokenizer(CORPUS, vocab_size)
+
+
+def _offline():
+    """``examples/offline_tokenizer.py``: the one byte-level BPE trainer the examples use too."""
+    from .scripts import load_script
+
+    return load_script("examples/offline_tokenizer.py")
 
 
 def tiny_model(seed: int = 0, vocab_size: int | None = None) -> LlamaForCausalLM:
