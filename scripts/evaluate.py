@@ -39,6 +39,8 @@ class Args:
     """Task name (``sentiment``, ``arith``, ``imdb``, ``gsm8k``)."""
     task_path: str | None = None
     """Local data file for ``imdb`` / ``gsm8k``."""
+    task_options: str | None = None
+    """More task factory arguments, ``key=value`` comma-separated (e.g. ``max_steps=1``)."""
     base: str | None = None
     """The base model of an adapter folder (default: its ``adapter_config.json``)."""
     reference: str | None = None
@@ -80,7 +82,8 @@ def evaluate(args: Args, policy=None, reference=None, tokenizer=None, task=None)
         raise SystemExit(f"--k must lie in 1..--samples ({args.samples}), got {args.k}")
     if policy is None:
         policy, reference, tokenizer = load(args)
-    config = TrainConfig(task=args.task, task_path=args.task_path, max_new_tokens=args.max_new_tokens,
+    config = TrainConfig(task=args.task, task_path=args.task_path, task_options=args.task_options,
+                         max_new_tokens=args.max_new_tokens,
                          eval_every=0, batch_size=1, mini_batch_size=1, progress=False)
     task = build_task(config, task)
     generation = generation_of(config, task)

@@ -6,6 +6,7 @@ writes the commands instead (for a cluster scheduler). Any other flags go to eve
     python scripts/sweep.py runs/sweep --methods cory ppo --seeds 0 1 2
     python scripts/sweep.py runs/sweep --methods cory cory-no-kt --seeds 0 --iterations 12
     python scripts/sweep.py runs/sweep --methods cory ppo --print > jobs.txt
+    python scripts/sweep.py runs/sweep --log-with tensorboard wandb   # wandb group: "sweep"
 
 The layout ``SWEEP/<method>/seed_<s>/`` is what ``scripts/report.py SWEEP`` reads.
 """
@@ -47,8 +48,9 @@ def command(sweep: Path, method: str, seed: int, extra: list[str]) -> list[str]:
     script, flags = METHODS[method]
     folder = run_folder(sweep, method, seed)
     resume = ["--resume"] if folder.is_dir() and not (folder / DONE).exists() else []
+    group = ["--wandb-group", sweep.resolve().name] if "wandb" in extra and "--wandb-group" not in extra else []
     return [sys.executable, str(ROOT / script), "--seed", str(seed), "--output-dir", str(folder),
-            "--no-progress", *flags, *extra, *resume]
+            "--no-progress", *flags, *extra, *group, *resume]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

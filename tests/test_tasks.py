@@ -365,3 +365,19 @@ def test_task_objects_pass_through():
     task = make_task("arith", num_train=5, num_eval=1)
     assert isinstance(task, Task) and make_task(task) is task
     assert task.lookup(str(task.train_queries[0])).answer == task.train_queries[0].answer
+
+
+def test_task_options_reach_the_tasks_factory_and_bad_ones_are_refused():
+    from agents.run.config import TrainConfig
+    from agents.run.setup import task_data
+    from agents.run.validate import task_options
+
+    assert task_options("max_steps=1, num_eval=20,flag=true,name=x,rate=0.5") == {
+        "max_steps": 1, "num_eval": 20, "flag": True, "name": "x", "rate": 0.5}
+    task = task_data(TrainConfig(task="arith", task_options="max_steps=1,num_eval=20"))
+    expected = arith_mod.arith_task(max_steps=1, num_eval=20)
+    assert list(task.queries("eval")) == list(expected.queries("eval")) and len(expected.queries("eval")) == 20
+    with pytest.raises(ValueError, match="key=value"):
+        TrainConfig(task="arith", task_options="max_steps")
+    with pytest.raises(ValueError, match=r"does not take these options \['bogus'\]"):
+        task_data(TrainConfig(task="arith", task_options="bogus=1"))

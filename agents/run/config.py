@@ -29,6 +29,9 @@ class TrainConfig:
     """Task name: ``sentiment`` and ``arith`` (offline), ``imdb``, ``gsm8k``."""
     task_path: str | None = None
     """Local data file for ``imdb`` / ``gsm8k`` (CSV/JSON/JSONL/Parquet); None means the hub."""
+    task_options: str | None = None
+    """More keyword arguments of the task's factory, ``key=value`` comma-separated (numbers,
+    ``true``/``false``, else text), e.g. ``max_steps=1`` for one-operation ``arith``."""
     reward: str | None = None
     """Override the task's reward by name (``vader``, ``vader-gain``, ``hf-classifier``,
     ``answer-match``)."""
@@ -209,6 +212,15 @@ class TrainConfig:
     run's config, and only settings that may change mid-run may be given anew."""
     progress: bool = True
     """Show a progress bar with reward, KL and ETA."""
+    log_with: tuple[Literal["tensorboard", "wandb"], ...] = ("tensorboard",)
+    """Where the metrics go besides the run folder's JSONL/CSV: ``tensorboard`` (its
+    ``tensorboard/``), ``wandb`` (the ``wandb`` extra; offline by default), or both."""
+    wandb_project: str = "cory"
+    """The wandb project."""
+    wandb_group: str | None = None
+    """The wandb group (``scripts/sweep.py`` sets it to the sweep's name)."""
+    wandb_mode: Literal["offline", "online"] = "offline"
+    """wandb's mode: ``offline`` needs no account or network (upload later: ``wandb sync``)."""
     debug: bool = False
     """Show the full traceback of an error (by default one line, the traceback in the run
     folder's ``error.log``)."""
@@ -216,6 +228,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from agents.run.validate import check_config
 
+        self.log_with = tuple(self.log_with)  # a saved config.json holds a list
         check_config(self)
 
 

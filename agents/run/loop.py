@@ -46,7 +46,7 @@ update because their mean probability ratio exceeded the learner's ``ratio_thres
 NONFINITE, STEPS = "nonfinite_steps", "optimizer_steps"
 """Learner stats: optimiser steps skipped for a non-finite loss or gradient, steps taken."""
 RUN_FILES = ("metrics.jsonl", "metrics.csv", "samples.jsonl", "events.jsonl", "config.json",
-             "tensorboard", "plots", "models")
+             "tensorboard", "plots", "models", "wandb", "wandb_id")
 
 
 def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dict[str, Any]]:
@@ -55,7 +55,8 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
     that many iterations in total, as an interruption would (tests use it)."""
     out = Path(config.output_dir)
     start, state, changes = _prepare(out, config)
-    log = RunLog(out, purge_step=start if state is not None else None)
+    log = RunLog(out, tensorboard="tensorboard" in config.log_with,
+                 purge_step=start if state is not None else None, sinks=_sinks(out, config))
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         set_rng_state(state["global_rng"])
@@ -120,6 +121,15 @@ def _prepare(out: Path, config: TrainConfig) -> tuple[int, dict | None, dict[str
         return 0, None, {}
     start, state = load_checkpoint(latest)
     return start, state, changes
+
+
+def _sinks(out: Path, config: TrainConfig) -> list[Any]:
+    """The log's extra destinations: a wandb run with ``--log-with wandb``."""
+    if "wandb" not in config.log_with:
+        return []
+    from agents.run.wandb_log import WandbSink
+
+    return [WandbSink(out, project=config.wandb_project, group=config.wandb_group, mode=config.wandb_mode)]
 
 
 def _report(bar, it: int, metrics: dict[str, float], streaks: dict[str, int], config: TrainConfig) -> bool:

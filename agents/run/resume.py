@@ -17,10 +17,10 @@ __all__ = ["CHANGEABLE", "check_output", "check_resume", "saved_config"]
 CHANGEABLE = frozenset({
     "iterations", "eval_every", "checkpoint_every", "keep_checkpoints", "num_samples",
     "progress", "debug", "resume", "learning_rate", "target", "target_kl",
-    "max_nonfinite_steps",
+    "max_nonfinite_steps", "log_with", "wandb_project", "wandb_group", "wandb_mode",
 })
 """Settings a resumed run may change: the schedule's length, evaluation and checkpoint
-cadence, logging, the learning rate and the KL targets. Everything else (model, mode, LoRA
+cadence, logging (progress, TensorBoard, wandb), the learning rate and the KL targets. Everything else (model, mode, LoRA
 shape, task, reward, batch and mini-batch sizes, seed, learners, generation ...) is fixed
 for the life of a run."""
 
@@ -41,7 +41,7 @@ def check_resume(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     :class:`ResumeError` listing every fixed field that differs (old -> new)."""
     fixed, changed = [], {}
     for name in sorted(set(saved) & set(new)):
-        old, value = saved[name], new[name]
+        old, value = saved[name], json.loads(json.dumps(new[name]))  # tuples as the JSON's lists
         if old == value:
             continue
         if name in CHANGEABLE:

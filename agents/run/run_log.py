@@ -1,5 +1,5 @@
-"""The run folder: resolved config, per-iteration metrics (JSONL + CSV + TensorBoard),
-samples, and events (resumes, changed settings).
+"""The run folder: resolved config, per-iteration metrics (JSONL + CSV + TensorBoard, and
+optionally wandb), samples, and events (resumes, changed settings).
 
 ``metrics.jsonl`` is the source of truth (one JSON object per iteration); ``metrics.csv``
 is rewritten from it so that its columns are the union of every key seen. Appends
@@ -16,15 +16,19 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 
 class RunLog:
     """Writes one run's metrics and samples under ``output_dir``; ``purge_step``: the
-    iteration a resumed run continues from (TensorBoard drops its steps from there on)."""
+    iteration a resumed run continues from (TensorBoard drops its steps from there on);
+    ``sinks``: more places the same rows, samples and config go (each with ``config``,
+    ``log``, ``log_samples``, ``close``: :class:`agents.run.wandb_log.WandbSink`)."""
 
-    def __init__(self, output_dir: str | Path, tensorboard: bool = True, purge_step: int | None = None) -> None:
+    def __init__(self, output_dir: str | Path, tensorboard: bool = True, purge_step: int | None = None,
+                 sinks: Sequence[Any] = ()) -> None:
         self.dir = Path(output_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / "metrics.jsonl"
@@ -32,13 +36,17 @@ class RunLog:
         self.events_path = self.dir / "events.jsonl"
         self.rows: list[dict[str, Any]] = read_jsonl(self.metrics_path)
         self._tb = None
+        self.sinks = list(sinks)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=purge_step)
 
     def write_config(self, config: dict[str, Any]) -> None:
-        _replace_text(self.dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+        text = json.dumps(config, indent=2, sort_keys=True)
+        _replace_text(self.dir / "config.json", text + "\n")
+        for sink in self.sinks:
+            sink.config(json.loads(text))  # as the file holds it
 
     def truncate(self, iterations_done: int) -> None:
         """Forget rows and samples of iterations >= ``iterations_done`` (resume)."""
@@ -58,9 +66,13 @@ class RunLog:
                 if key != "iteration" and isinstance(value, (int, float)) and math.isfinite(value):
                     self._tb.add_scalar(key, value, iteration)
             self._tb.flush()
+        for sink in self.sinks:
+            sink.log(iteration, row)
 
     def log_samples(self, iteration: int, samples: list[dict[str, Any]]) -> None:
         _append(self.samples_path, [{"iteration": iteration, **sample} for sample in samples])
+        for sink in self.sinks:
+            sink.log_samples(iteration, samples)
 
     def log_event(self, iteration: int, event: str, **details: Any) -> None:
         """Record an event of the run (``resume``, ``config_change``, ``stopped`` ...)."""
@@ -69,6 +81,8 @@ class RunLog:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        for sink in self.sinks:
+            sink.close()
 
     def _write_csv(self) -> None:
         columns: list[str] = []

@@ -23,6 +23,7 @@ from agents.rl.grpo import GRPOOptions
 from agents.rl.learner import learner_uses_values, make_learner
 from agents.run.config import TrainConfig
 from agents.run.resume import check_output
+from agents.run.validate import task_options
 from cory_env.rewards import available_rewards, make_reward
 from cory_env.tasks import GenerationConfig, Query, Task, make_task
 from cory_env.vector import CoryTextVecEnv
@@ -31,7 +32,11 @@ from cory_env.vector import CoryTextVecEnv
 def task_data(config: TrainConfig) -> Task:
     """The configured task as its registry builds it (its data read, its own reward)."""
     kwargs = {"path": config.task_path} if config.task_path else {}
-    return make_task(config.task, **kwargs)
+    kwargs.update(task_options(config.task_options))
+    try:
+        return make_task(config.task, **kwargs)
+    except TypeError as error:  # an option the task's factory does not take
+        raise ValueError(f"task {config.task!r} does not take these options {sorted(kwargs)}: {error}") from None
 
 
 def build_task(config: TrainConfig, task: Task | None = None) -> Task:

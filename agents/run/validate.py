@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from agents.run.config import TrainConfig
 
-__all__ = ["check_config", "check_group_options", "learner_names", "samples_per_query"]
+__all__ = ["check_config", "check_group_options", "learner_names", "samples_per_query", "task_options"]
 
 
 def _fail(name: str, rule: str, value) -> None:
@@ -25,6 +25,9 @@ def check_config(c: TrainConfig) -> None:
 
 
 def _check_run(c: TrainConfig) -> None:
+    task_options(c.task_options)
+    if not c.log_with or set(c.log_with) - {"tensorboard", "wandb"}:
+        _fail("log_with", "one or both of 'tensorboard', 'wandb'", c.log_with)
     for name in ("iterations", "batch_size", "mini_batch_size", "ppo_epochs", "swap_period",
                  "gradient_accumulation_steps", "group_size", "eval_size", "checkpoint_every",
                  "lora_r", "lora_alpha", "keep_checkpoints", "max_nonfinite_steps"):
@@ -134,3 +137,23 @@ def check_group_options(c: TrainConfig) -> None:
     if rounds and not (c.drop_uniform_groups and "grpo" in grouped):
         raise ValueError("refill_rounds needs --drop-uniform-groups and a grpo learner: "
                          "only uniform groups dropped from the loss are refilled")
+
+
+def task_options(text: str | None) -> dict[str, object]:
+    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}``: ints, floats, ``true``/``false``, else text."""
+    options: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"task_options must be key=value pairs, comma-separated, got {text!r}")
+        raw = raw.strip()
+        value: object = {"true": True, "false": False}.get(raw.lower(), raw)
+        if isinstance(value, str):
+            for kind in (int, float):
+                try:
+                    value = kind(raw)
+                    break
+                except ValueError:
+                    pass
+        options[key.strip()] = value
+    return options
