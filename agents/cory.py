@@ -73,7 +73,8 @@ class CoryTrainer(Trainer):
                     f"{m}'s learner wants groups of {learner.samples_per_query} samples per query, "
                     f"which does not divide the {group} another learner draws; use matching group sizes"
                 )
-        self.run = build_run(config, tokenizer, task, samples_per_query=group, num_agents=k)
+        self.run = build_run(config, tokenizer, task, samples_per_query=group, num_agents=k,
+                             world=self.world)
         bind_run(list(self.learners.values()), self.run)
         self.roles = RoleAssignment([self.learners[m] for m in self.models])
         if not config.role_exchange:
@@ -95,6 +96,7 @@ class CoryTrainer(Trainer):
         seated = [self.roles[role] for role in roles]
         limits = run.seat_limits(max_new)
 
+        @self.sharded
         def roll(qs: list) -> Episodes:
             turns = rollout_chain(run.venv, [lr.agent for lr in seated], qs, run.seats, limits,
                                   run.generator)

@@ -35,7 +35,8 @@ class PPOTrainer(Trainer):
         model, tokenizer = load(config, model, tokenizer)
         (agent,) = build_agents(config, model, tokenizer, n=1, value_heads=value_heads([config.learner]))
         self.learners = {POLICY: build_learner(config.learner, agent, config)}
-        self.run = build_run(config, tokenizer, task, samples_per_query=self.learner.samples_per_query)
+        self.run = build_run(config, tokenizer, task, samples_per_query=self.learner.samples_per_query,
+                             world=self.world)
         bind_run([self.learner], self.run)
 
     @property
@@ -48,6 +49,7 @@ class PPOTrainer(Trainer):
         run, t0 = self.run, time.perf_counter()
         queries, max_new = run.sample_queries()
 
+        @self.sharded
         def roll(qs: list) -> Episodes:
             turns = rollout_alone(run.venv, self.learner.agent, qs, run.generation, max_new,
                                   run.generator, task=run.task)

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     config = parse(__doc__, argv)
     trainer = CoryTrainer(config)
     rows = trainer.train()
-    summarize(rows, trainer.models, config.output_dir)
+    if trainer.world.is_main:
+        summarize(rows, trainer.models, config.output_dir)
     return rows
 
 

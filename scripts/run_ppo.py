@@ -14,8 +14,10 @@ from baselines.ppo import PPOTrainer
 
 def main(argv: list[str] | None = None) -> list[dict]:
     config = parse(__doc__, argv, output_dir="runs/ppo")
-    rows = PPOTrainer(config).train()
-    summarize(rows, PPOTrainer.models, config.output_dir)
+    trainer = PPOTrainer(config)
+    rows = trainer.train()
+    if trainer.world.is_main:
+        summarize(rows, PPOTrainer.models, config.output_dir)
     return rows
 
 

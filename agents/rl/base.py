@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agents.distributed import SINGLE, World, gather_rows
+
 from .batch import TokenBatch
 from .config import PPOConfig
 from .kl_control import make_kl_controller
@@ -124,6 +126,9 @@ class LearnerBase:
     kl_in_reward: bool = True
     """Whether the rewards carry ``-kl_coef * KL_t`` and the KL controller adapts."""
     samples_per_query: int = 1
+    world: World = SINGLE
+    """The processes of a data-parallel run (:mod:`agents.distributed`): each holds the whole
+    batch; the no-grad pass and every mini-batch are split across them."""
 
     def __init__(
         self,
@@ -214,14 +219,15 @@ class LearnerBase:
     def _optimise(self, batch: TokenBatch, rollout: Rollout, targets: dict[str, torch.Tensor]) -> dict:
         rows = self.train_rows(batch, rollout, targets)
         cfg, loss = self.config, lambda sub, idx: self.loss(sub, idx, rollout, targets)
+        w = self.world
         if rows is None:
-            return optimise(cfg, self.optimizer, self.generator, batch, loss, self.lr_scheduler)
+            return optimise(cfg, self.optimizer, self.generator, batch, loss, self.lr_scheduler, w)
         if len(rows) == 0:  # nothing to learn from: no epoch, no step (the scheduler still steps)
             cfg = copy.copy(cfg)
             cfg.ppo_epochs = 0
-            return optimise(cfg, self.optimizer, self.generator, batch, loss, self.lr_scheduler)
+            return optimise(cfg, self.optimizer, self.generator, batch, loss, self.lr_scheduler, w)
         return optimise(cfg, self.optimizer, self.generator, batch.subset(rows),
-                        lambda sub, idx: loss(sub, rows[idx]), self.lr_scheduler)
+                        lambda sub, idx: loss(sub, rows[idx]), self.lr_scheduler, w)
 
     def _open(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor) -> Rollout:
         cfg, n = self.config, len(batch)
@@ -230,10 +236,7 @@ class LearnerBase:
             raw, self.running, cfg.use_score_scaling, cfg.use_score_norm, cfg.score_clip
         )
         mask = batch.response_mask.float()
-        old_lp, values, ref_lp, full_kls = rollout_pass(
-            self.agent, batch, cfg.mini_batch_size, cfg.kl_penalty, self.uses_values,
-            self.uses_reference,
-        )
+        old_lp, values, ref_lp, full_kls = self._rollout_pass(batch)
         kl_coef = self.kl_ctl.value if self.kl_in_reward else 0.0
         if ref_lp is None:  # no reference: the rewards are the scores alone
             kl_coef, kls = 0.0, None
@@ -244,6 +247,20 @@ class LearnerBase:
                 processed, old_lp, ref_lp, mask, kl_coef, cfg.kl_penalty, kls=full_kls
             )
         return Rollout(mask, raw, processed, old_lp, values, ref_lp, rewards, non_score, kls, kl_coef)
+
+    def _rollout_pass(self, batch: TokenBatch):
+        """:func:`rollout_pass` on the batch; data-parallel, each process runs its contiguous
+        share of the rows and the results are gathered (the batch's rows divide evenly)."""
+        cfg, w = self.config, self.world
+        args = (cfg.mini_batch_size, cfg.kl_penalty, self.uses_values, self.uses_reference)
+        if not w.parallel or len(batch) % w.size:
+            return rollout_pass(self.agent, batch, *args)
+        per = len(batch) // w.size
+        local = batch.subset(torch.arange(w.rank * per, (w.rank + 1) * per, device=batch.device))
+        t_len = batch.response_ids.shape[1]
+        parts = rollout_pass(self.agent, local, *args)
+        return tuple(None if x is None else gather_rows(F.pad(x, (0, t_len - x.shape[1])), w)
+                     for x in parts)
 
     def _stats(self, batch: TokenBatch, ro: Rollout, opt: dict[str, Any]) -> dict[str, float]:
         """The statistics every learner reports (TRL's names where TRL has one)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import tyro
 
+from agents.distributed import world
 from agents.errors import RunError, Stopped
 from agents.run.config import PRESETS, TrainConfig, preset_config
 from agents.run.metrics import eval_key
@@ -71,6 +72,10 @@ def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None,
     folder's ``error.log``; ``--debug`` prints it instead."""
     argv = sys.argv[1:] if argv is None else argv
     out = Path(_peek(argv, "--output-dir") or output_dir)
+    w = world()
+    if w.is_main:  # the world size the run has, not the one its flags asked for
+        print(f"world size {w.size} ({'data-parallel, ' + w.kind if w.parallel else 'one process'})",
+              flush=True)
     try:
         main(argv)
     except Stopped as err:

@@ -120,8 +120,10 @@ def update(trainer: Any, learner: Any, turns: Turns, truncated: np.ndarray) -> d
 
 
 def bind_run(learners: Sequence[Any], run: Any) -> None:
-    """Give the learners that normalise by a constant answer length (Dr. GRPO) the run's
-    ``max_new_tokens``, unless they were given one."""
+    """Give the learners the run's processes (:mod:`agents.distributed`) and, those that
+    normalise by a constant answer length (Dr. GRPO), the run's ``max_new_tokens`` unless
+    they were given one."""
     for learner in learners:
+        learner.world = getattr(run, "world", learner.world)
         if hasattr(learner, "max_answer_length") and learner.max_answer_length is None:
             learner.max_answer_length = int(run.generation.max_new_tokens)

@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from agents.distributed import SINGLE, World, gather
 from agents.errors import DivergedError, Stopped
 from agents.run.checkpoint import (
     checkpoint_dir,
@@ -54,19 +55,24 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
     with ``config.resume``); returns the metric rows. ``stop_after`` ends the loop early after
     that many iterations in total, as an interruption would (tests use it)."""
     out = Path(config.output_dir)
-    start, state, changes = _prepare(out, config)
-    log = RunLog(out, tensorboard="tensorboard" in config.log_with,
-                 purge_step=start if state is not None else None, sinks=_sinks(out, config))
+    w = getattr(trainer, "world", SINGLE)
+    start, state, changes = _prepare(out, config, w)
+    if w.is_main:
+        log = RunLog(out, tensorboard="tensorboard" in config.log_with,
+                     purge_step=start if state is not None else None, sinks=_sinks(out, config))
+    else:  # data-parallel: one process writes the run folder
+        log = MemoryLog()
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         set_rng_state(state["global_rng"])
         trainer.apply_settings(changes)
         log.log_event(start, "resume", changes={k: list(v) for k, v in changes.items()})
-    log.write_config(to_dict(config))  # only now: a failed resume leaves the saved one
+    log.write_config({**to_dict(config), "num_processes": w.size})  # only now: a failed resume leaves the saved one
     log.truncate(start)
 
     end = config.iterations if stop_after is None else min(stop_after, config.iterations)
-    bar = tqdm(range(start, end), initial=start, total=config.iterations, disable=not config.progress,
+    bar = tqdm(range(start, end), initial=start, total=config.iterations,
+               disable=not (config.progress and w.is_main),
                desc=type(trainer).__name__, unit="it")
     streaks: dict[str, int] = {}
     with _stop_on_signals() as stop:
@@ -78,26 +84,29 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
             log.log(it, metrics)
             log.log_samples(it, trainer.samples[: config.num_samples])
             dirty = _report(bar, it, metrics, streaks, config)
+            stopping = _everyone(stop, w)
             bar.set_postfix(reward=f"{metrics['charts/reward']:.3f}", kl=f"{metrics['charts/kl']:.3f}")
-            if (it + 1) % config.checkpoint_every == 0 or it + 1 == end or stop:
+            if (it + 1) % config.checkpoint_every == 0 or it + 1 == end or stopping:
                 if dirty:  # weights stepped next to non-finite steps are suspect: keep the older ones
                     bar.write(f"iteration {it}: no checkpoint written (its update had non-finite "
                               "steps); the previous checkpoint stays the newest")
                 else:
-                    save_checkpoint(checkpoint_dir(out), it + 1,
-                                    {"trainer": trainer.state_dict(), "global_rng": rng_state()},
-                                    keep=config.keep_checkpoints)
-                    _export(trainer, out)
-            if stop:
-                name = signal.Signals(stop[0]).name
+                    state = {"trainer": trainer.state_dict(), "global_rng": rng_state()}
+                    if w.is_main:
+                        save_checkpoint(checkpoint_dir(out), it + 1, state, keep=config.keep_checkpoints)
+                        _export(trainer, out)
+                    w.barrier()  # no process runs ahead of a checkpoint being written
+            if stopping:
+                name = signal.Signals(stopping[0]).name
                 log.log_event(it + 1, "stopped", signal=name)
                 log.close()
                 saved = "the newest clean checkpoint" if dirty else f"the checkpoint of {it + 1} iterations"
                 raise Stopped(f"stopped by {name} after iteration {it}: {saved} is in "
-                              f"{checkpoint_dir(out)}; continue with --resume", signum=stop[0])
+                              f"{checkpoint_dir(out)}; continue with --resume", signum=stopping[0])
     if end == config.iterations and config.eval_every:
         log.log(config.iterations, trainer.evaluate())
-    plot_runs({"run": (log.rows, trainer.models)}, out / "plots")
+    if w.is_main:
+        plot_runs({"run": (log.rows, trainer.models)}, out / "plots")
     log.close()
     return log.rows
 
@@ -108,19 +117,49 @@ def _export(trainer, out: Path) -> None:
         trainer.export_models(out / "models")
 
 
-def _prepare(out: Path, config: TrainConfig) -> tuple[int, dict | None, dict[str, tuple]]:
+def _prepare(out: Path, config: TrainConfig, w: World = SINGLE) -> tuple[int, dict | None, dict[str, tuple]]:
     """``(start iteration, checkpoint state or None, settings changed on resume)``."""
     latest, changes = check_output(config)
+    w.barrier()  # every process has seen the folder before the main one may clear it
     if latest is None:
-        if any((out / name).exists() for name in RUN_FILES):
+        if w.is_main and any((out / name).exists() for name in RUN_FILES):
             tqdm.write(f"{out} holds no checkpoint (its run stopped before the first one): "
                        "starting that run over")
             for name in RUN_FILES:
                 path = out / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        w.barrier()
         return 0, None, {}
     start, state = load_checkpoint(latest)
     return start, state, changes
+
+
+def _everyone(stop: list[int], w: World) -> list[int]:
+    """A stop asked of any process (a signal) is every process's: the stop list of one that
+    got it, or ``[SIGTERM]``; alone, ``stop`` itself."""
+    if not w.parallel:
+        return stop
+    asked = gather(stop[0] if stop else 0, w)
+    return [next((s for s in asked if s), 0)] if any(asked) else []
+
+
+class MemoryLog:
+    """The log of a process that does not write the run folder (data-parallel, rank > 0):
+    the rows in memory, nothing on disk."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def log(self, iteration: int, metrics: dict[str, Any]) -> None:
+        self.rows.append({"iteration": iteration, **metrics})
+
+    def truncate(self, iterations_done: int) -> None:
+        self.rows = [r for r in self.rows if r["iteration"] < iterations_done]
+
+    def write_config(self, config: dict[str, Any]) -> None: ...
+    def log_samples(self, iteration: int, samples: list[dict[str, Any]]) -> None: ...
+    def log_event(self, iteration: int, event: str, **details: Any) -> None: ...
+    def close(self) -> None: ...
 
 
 def _sinks(out: Path, config: TrainConfig) -> list[Any]:

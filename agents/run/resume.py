@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from agents.distributed import world
 from agents.errors import ResumeError
 from agents.run.checkpoint import checkpoint_dir, latest_checkpoint
 
@@ -74,7 +75,12 @@ def check_output(config: Any) -> tuple[Path | None, dict[str, tuple[Any, Any]]]:
             f"{out} already holds a run (checkpoint {latest.name}); pass --resume to continue "
             "it or choose another --output-dir"
         )
-    changes = check_resume(saved_config(out), asdict(config))
+    saved = saved_config(out)
+    size, had = world().size, int(saved.get("num_processes", 1))
+    if size != had:
+        raise ResumeError(f"{out} was run by {had} process(es) and this run has {size}: resume it "
+                          f"with {had} (each process's random stream is in the checkpoint)")
+    changes = check_resume(saved, asdict(config))
     done = int(latest.name.split("_")[-1])
     if config.iterations < done:
         raise ResumeError(f"--iterations {config.iterations} is below the {done} iterations the "

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.distributed import SINGLE, World
 from agents.policy.agent import LLMAgent
 from agents.policy.construction import enable_activation_checkpointing
 from agents.policy.loading import load_model, load_tokenizer
@@ -141,6 +142,9 @@ class Run:
     samples_per_query: int = 1
     seats: list[GenerationConfig] | None = None
     """Each seat's sampling settings (:func:`seat_generations`)."""
+    world: World = SINGLE
+    """The run's processes: ``venv`` holds this process's shard of a batch, ``generator``
+    is this process's own sampling stream (:mod:`agents.distributed`)."""
 
     def seat_limits(self, max_new: int) -> list[int]:
         """Each seat's answer length this batch: its own ``--seat-max-new-tokens``, else the
@@ -178,10 +182,17 @@ class Run:
         self.generator.set_state(state["generator"])
 
 
+RANK_SEED_STRIDE = 1_000_003
+"""Process ``r`` of a data-parallel run samples with the seed ``seed + r * RANK_SEED_STRIDE``."""
+
+
 def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_per_query: int = 1,
-              num_agents: int = 2) -> Run:
+              num_agents: int = 2, world: World = SINGLE) -> Run:
     """Envs and random streams for ``config`` (the model is loaded by the caller); the
-    training env plays chains of ``num_agents``."""
+    training env plays chains of ``num_agents`` and holds this process's shard of a batch."""
+    if config.batch_size % world.size:
+        raise ValueError(f"batch_size {config.batch_size} must split evenly over the run's "
+                         f"{world.size} processes")
     task = build_task(config, task)
     generation = generation_of(config, task)
     seats = seat_generations(config, generation)
@@ -189,7 +200,7 @@ def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_
     env_kwargs = dict(
         task=task, tokenizer=tokenizer, max_new_tokens=longest, reward_mode=config.reward_mode,
     )
-    venv = CoryTextVecEnv(num_envs=config.batch_size * samples_per_query, num_agents=num_agents,
+    venv = CoryTextVecEnv(num_envs=config.batch_size // world.size * samples_per_query, num_agents=num_agents,
                           **env_kwargs)
     env_kwargs["max_new_tokens"] = generation.max_new_tokens
     eval_pool = list(task.queries("eval"))[: config.eval_size]
@@ -197,8 +208,8 @@ def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_
     return Run(
         config=config, task=task, tokenizer=tokenizer, generation=generation, venv=venv,
         eval_venv=eval_venv, eval_queries=eval_pool, rng=np.random.default_rng(config.seed),
-        generator=torch.Generator(device=config.device).manual_seed(config.seed),
-        samples_per_query=samples_per_query, seats=seats,
+        generator=torch.Generator(device=config.device).manual_seed(config.seed + world.rank * RANK_SEED_STRIDE),
+        samples_per_query=samples_per_query, seats=seats, world=world,
     )
 
 

@@ -8,14 +8,17 @@ alone, its state for checkpoints, and ``train``; a trainer supplies only ``step`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from agents.distributed import gather, shard, world
 from agents.policy.export import export_agent
 from agents.rl.batch import TokenBatch
 from agents.run.config import TrainConfig
 from agents.run.evaluate import evaluate_alone
+from agents.run.groups import Episodes
 from agents.run.loop import fit
 from agents.run.metrics import eval_key
 from agents.run.rollout import Turns
@@ -38,6 +41,16 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.samples: list[dict[str, Any]] = []
+        self.world = world()
+        """This run's processes (:mod:`agents.distributed`; size 1 without a launcher)."""
+
+    def sharded(self, roll: Callable[[list], Episodes]) -> Callable[[list], Episodes]:
+        """``roll`` (queries -> episodes) data-parallel: this process rolls out its contiguous
+        shard of the queries and every process gets all the episodes, in query order."""
+        w = self.world
+        if not w.parallel:
+            return roll
+        return lambda queries: Episodes.concat(gather(roll(shard(queries, w)), w))
 
     def step(self, iteration: int) -> dict[str, float]:
         """One training iteration; returns its metrics."""
@@ -98,7 +111,7 @@ class Trainer:
         return {
             "learners": {m: {"agent": lr.agent.state_dict(), "learner": lr.state_dict()}
                          for m, lr in self.learners.items()},
-            "random": self.run.random_state(),
+            "random": self._random_state(),
             **self.extra_state(),
         }
 
@@ -106,8 +119,24 @@ class Trainer:
         for m, lr in self.learners.items():
             lr.agent.load_state_dict(state["learners"][m]["agent"])
             lr.load_state_dict(state["learners"][m]["learner"])
-        self.run.load_random_state(state["random"])
+        self.run.load_random_state(self._own_random_state(state["random"]))
         self.load_extra_state(state)
+
+    def _random_state(self) -> dict[str, Any]:
+        """The run's random streams; data-parallel, every process's (``{"ranks": [...]}``)."""
+        own = self.run.random_state()
+        return {"ranks": gather(own, self.world)} if self.world.parallel else own
+
+    def _own_random_state(self, saved: dict[str, Any]) -> dict[str, Any]:
+        if "ranks" not in saved:
+            if self.world.parallel:
+                raise ValueError(f"this checkpoint was written by a single process; the run now has "
+                                 f"{self.world.size}: resume it with one process")
+            return saved
+        if len(saved["ranks"]) != self.world.size:
+            raise ValueError(f"this checkpoint was written by {len(saved['ranks'])} processes; the run "
+                             f"now has {self.world.size}: resume it with as many as wrote it")
+        return saved["ranks"][self.world.rank]
 
     def train(self, stop_after: int | None = None) -> list[dict[str, Any]]:
         """Run the configured iterations (resuming if asked); returns the metric rows."""

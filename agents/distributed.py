@@ -1,0 +1,132 @@
+"""Data parallelism through Hugging Face ``accelerate``: the processes ``accelerate launch``
+or ``torchrun`` started, and the collectives a data-parallel run needs.
+
+What a run with N processes does (:class:`World` of size N):
+
+- every process draws the same global batch of queries (the data stream is seeded alike) and
+  rolls out its contiguous shard (:func:`shard`) with its own sampling stream; the episodes
+  are gathered (:func:`gather`) so every process holds the global batch, its scores and
+  rewards;
+- the no-grad pass (old log-probs, values, reference) is sharded and gathered the same way;
+  advantages, whitening, score statistics and the KL controller's update are computed from
+  the global batch, identically everywhere;
+- each mini-batch of the shared shuffle is split across the processes; each back-propagates
+  its share's loss weighted by its share of the step, and the gradients are summed across
+  processes (:func:`sum_gradients`, accelerate's all-reduce) before clipping and the
+  optimiser step: for losses that are means over rows, the step equals the single-process
+  step on the same batch (tested), and every process keeps identical weights;
+- one process (rank 0) writes the logs, samples, plots, checkpoints and exported models.
+
+A single process (no launcher) is a :class:`World` of size 1 and none of this runs. On a
+machine without GPUs, ``accelerate launch --cpu`` starts **one** process; ``accelerate launch
+--multi_gpu --num_processes N`` (or ``configs/accelerate/cpu_ddp.yaml``) and ``torchrun
+--nproc_per_node N`` start N on gloo: the world size a run had is what ``config.json``
+records as ``num_processes``, never what the flags asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+
+__all__ = ["World", "gather", "reduce_sum", "shard", "sum_gradients", "world"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class World:
+    """The processes of this run: ``size`` of them, this one ``rank``; ``kind`` is
+    accelerate's distributed type (``NO``, ``MULTI_CPU``, ``MULTI_GPU`` ...)."""
+
+    size: int = 1
+    rank: int = 0
+    kind: str = "NO"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def parallel(self) -> bool:
+        return self.size > 1
+
+    def barrier(self) -> None:
+        if self.parallel:
+            _state().wait_for_everyone()
+
+
+SINGLE = World()
+
+
+def _state():
+    from accelerate import PartialState
+
+    # cpu=True on a machine without CUDA: accelerate then joins the launcher's processes on
+    # gloo (without it, each process of `--multi_gpu` on a CPU machine thinks it is alone)
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def world() -> World:
+    """This run's processes, as the launcher (``accelerate launch``, ``torchrun``) made them;
+    size 1 without a launcher."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return SINGLE
+    state = _state()
+    return World(state.num_processes, state.process_index, state.distributed_type.name)
+
+
+def shard(items: Sequence[T], w: World) -> list[T]:
+    """This process's contiguous share of ``items`` (``len(items)`` divisible by the size)."""
+    n = len(items)
+    if n % w.size:
+        raise ValueError(f"{n} items do not split evenly over {w.size} processes")
+    per = n // w.size
+    return list(items[w.rank * per : (w.rank + 1) * per])
+
+
+def gather(obj: Any, w: World) -> list[Any]:
+    """Every process's ``obj`` (any picklable object), in rank order."""
+    if not w.parallel:
+        return [obj]
+    from accelerate.utils import gather_object
+
+    return gather_object([obj])
+
+
+def reduce_sum(t: torch.Tensor, w: World) -> torch.Tensor:
+    """``t`` summed over the processes (the same shape and device everywhere)."""
+    if not w.parallel:
+        return t
+    from accelerate.utils import reduce
+
+    return reduce(t.contiguous(), "sum")
+
+
+def gather_rows(t: torch.Tensor, w: World) -> torch.Tensor:
+    """Every process's ``(n, ...)`` rows stacked in rank order (``(size * n, ...)``)."""
+    if not w.parallel:
+        return t
+    from accelerate.utils import gather as acc_gather
+
+    return acc_gather(t.contiguous())
+
+
+def sum_gradients(params: Sequence[torch.nn.Parameter], w: World) -> None:
+    """Sum the gradients of ``params`` over the processes, in one all-reduce of one flat
+    buffer (a parameter without a gradient counts as zeros)."""
+    if not w.parallel or not params:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+                      for p in params])
+    flat = reduce_sum(flat, w)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).to(p.dtype).clone()
+        offset += n

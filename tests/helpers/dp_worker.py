@@ -1,0 +1,96 @@
+"""One process of a data-parallel test run, started by ``torchrun`` (see
+``tests/test_distributed.py``): ``python dp_worker.py SCENARIO OUT [options]``; each rank
+writes what it saw to ``OUT/rank<r>.pt``.
+
+Scenarios: ``update`` (one PPO update of a LoRA agent on :func:`fixed_batch`), ``cory`` and
+``ppo`` (a tiny run in ``OUT/run``, ``--iterations``, ``--stop-after``, ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from agents import distributed
+from agents.rl import PPOLearner
+from agents.rl.batch import TokenBatch
+from agents.rl.config import PPOConfig
+from agents.run import trainer as trainer_module
+from agents.run.setup import build_agents
+from helpers.configs import small_config
+from helpers.tiny import tiny_model, tiny_tokenizer
+
+
+def fixed_batch() -> tuple[TokenBatch, torch.Tensor]:
+    """8 trajectories, prompts of 2-4 tokens, responses of exactly 3 (equal token counts per
+    row make every token-mean loss a mean over rows), and their scores."""
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(5, 60, (2 + i % 3,), generator=g).tolist() for i in range(8)]
+    responses = [torch.randint(5, 60, (3,), generator=g).tolist() for _ in range(8)]
+    scores = torch.linspace(-1, 1, 8)
+    return TokenBatch.from_lists(prompts, responses, pad_id=0), scores
+
+
+def update_learner(tmp: Path, world: distributed.World, update: bool = True) -> PPOLearner:
+    """The LoRA agent and PPO learner both the test and the workers build, after one update.
+    SGD, not Adam: Adam's step is about the sign of each gradient, so a parameter whose
+    gradient is float noise around zero would move by a whole learning rate either way."""
+    config = small_config(tmp)
+    (agent,) = build_agents(config, tiny_model(), tiny_tokenizer(), n=1)
+    optimizer = torch.optim.SGD(agent.trainable_parameters(), lr=0.5)
+    learner = PPOLearner.build(agent, optimizer=optimizer, config=PPOConfig(
+        batch_size=8, mini_batch_size=4, ppo_epochs=2, seed=0))
+    learner.world = world
+    batch, scores = fixed_batch()
+    if update:
+        learner.stats = learner.update(batch, scores)
+    return learner
+
+
+def flat_trainable(learner) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in learner.agent.trainable_parameters()])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario", choices=["update", "cory", "ppo"])
+    p.add_argument("out", type=Path)
+    p.add_argument("--iterations", type=int, default=2)
+    p.add_argument("--stop-after", type=int, default=None)
+    p.add_argument("--resume", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    w = distributed.world()
+    seen: dict = {"world": (w.size, w.rank, w.kind)}
+    if args.scenario == "update":
+        learner = update_learner(args.out, w)
+        seen["params"] = flat_trainable(learner)
+        seen["stats"] = learner.stats
+    else:
+        shards = seen["shards"] = []
+        real_shard = trainer_module.shard
+
+        def recording_shard(items, world):
+            mine = real_shard(items, world)
+            shards.append(([str(q) for q in items], [str(q) for q in mine]))
+            return mine
+
+        trainer_module.shard = recording_shard
+        config = small_config(args.out, iterations=args.iterations, eval_every=2, resume=args.resume)
+        if args.scenario == "cory":
+            from agents.cory import CoryTrainer
+
+            trainer = CoryTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer())
+        else:
+            from baselines.ppo import PPOTrainer
+
+            trainer = PPOTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer())
+        seen["rows"] = trainer.train(stop_after=args.stop_after)
+        seen["params"] = {m: flat_trainable(lr) for m, lr in trainer.learners.items()}
+    torch.save(seen, args.out / f"rank{w.rank}.pt")
+
+
+if __name__ == "__main__":
+    main()
