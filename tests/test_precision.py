@@ -3,6 +3,7 @@ in fp32, trains on CPU, and scores within a stated tolerance of the fp32 agent."
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers.fakes import SCORES
 from helpers.tiny import tiny_model, tiny_tokenizer
@@ -52,3 +53,21 @@ def test_the_run_loads_a_lora_base_in_the_compute_dtype_and_full_copies_in_fp32(
     assert weights_dtype(TrainConfig(dtype="bf16", mode="lora")) == "bf16"
     assert weights_dtype(TrainConfig(dtype="bf16", mode="full")) == "fp32"
     assert weights_dtype(TrainConfig()) == "fp32"
+
+
+def test_4bit_loading_is_refused_where_it_cannot_work_saying_what_is_missing(monkeypatch):
+    import importlib.util
+
+    from agents.policy import loading
+    from agents.run.config import PRESETS, TrainConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "bitsandbytes" else real(n, *a))
+    with pytest.raises(ModuleNotFoundError, match=r'pip install -e "\.\[quant\]"'):
+        loading.check_4bit("cuda")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "bitsandbytes" else real(n, *a))
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        loading.check_4bit("cpu")
+    with pytest.raises(ValueError, match="needs --mode lora"):
+        TrainConfig(mode="full", load_in_4bit=True)
+    assert PRESETS["gsm8k-llama2"]["load_in_4bit"] is True

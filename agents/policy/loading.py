@@ -240,11 +240,15 @@ def load_model(
     device: str = "cpu",
     cache_dir: str | Path | None = None,
     weights: str = "fp32",
+    load_in_4bit: bool = False,
 ):
     """``(model, tokenizer)`` for a hub id, a local folder, a GGUF file or an alias.
 
     The model is in eval mode on ``device`` with its weights in ``weights`` (``dtype``, the
     compute dtype, is applied as autocast by the agent); the tokenizer has a pad token.
+    ``load_in_4bit``: the weights in bitsandbytes' NF4 (double-quantised, computing in
+    ``dtype``) for LoRA on a frozen base; needs bitsandbytes and a CUDA device
+    (:func:`check_4bit`).
     """
     from transformers import AutoModelForCausalLM
 
@@ -252,13 +256,37 @@ def load_model(
     check_dtype(weights)
     dev = resolve_device(device)
     kind, where = _local_folder(name_or_path, cache_dir)
+    extra = {}
+    if load_in_4bit:
+        extra = {"quantization_config": four_bit_config(dtype, dev),
+                 "device_map": {"": dev.index if dev.index is not None else torch.cuda.current_device()}}
     try:
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=TORCH_DTYPES[weights])
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=TORCH_DTYPES[weights], **extra)
     except OSError as err:
         if kind == "hub":
             raise _not_found(where, err) from err
         raise
     tokenizer = load_tokenizer(where)
     ensure_pad_token(tokenizer, model)
+    if load_in_4bit:  # placed by device_map; a quantised model refuses .to()
+        return model.eval(), tokenizer
     return model.to(dev).eval(), tokenizer
+
+
+def check_4bit(device: str | torch.device) -> None:
+    """Refuse 4-bit loading where it cannot work, saying what is missing."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModuleNotFoundError("--load-in-4bit needs bitsandbytes: pip install -e \".[quant]\"")
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        raise ValueError("--load-in-4bit needs a CUDA device (--device cuda on a machine with a GPU): "
+                         "bitsandbytes' 4-bit kernels are CUDA's")
+
+
+def four_bit_config(dtype: str, device: str | torch.device):
+    """transformers' ``BitsAndBytesConfig`` for NF4 weights computing in ``dtype``."""
+    from transformers import BitsAndBytesConfig
+
+    check_4bit(device)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=TORCH_DTYPES[dtype if dtype != "fp32" else "bf16"])
 

@@ -181,6 +181,9 @@ class TrainConfig:
     """LoRA rank."""
     lora_alpha: int = 32
     """LoRA alpha."""
+    load_in_4bit: bool = False
+    """LoRA on a 4-bit (NF4, double-quantised) frozen base through bitsandbytes, computing in
+    ``dtype`` (the paper's Llama-2-7b setup; the ``quant`` extra and a CUDA device)."""
     activation_checkpointing: bool = False
     """Recompute activations in the backward pass instead of storing them: the memory of
     an update stops growing with layers x tokens (the observer's prompt holds the pioneer's
@@ -242,13 +245,13 @@ PRESETS: dict[str, dict] = {
         vf_coef=0.1, min_new_tokens=4, max_new_tokens=16, swap_period=5, mode="full",
         device="cuda", dtype="bf16", eval_every=5, eval_size=256,
     ),
-    # Appendix A, GSM8K: Llama-2-7b-chat (4-bit in the paper; LoRA over bf16 here).
+    # Appendix A, GSM8K: Llama-2-7b-chat, LoRA over a 4-bit base as in the paper.
     "gsm8k-llama2": dict(
         model="meta-llama/Llama-2-7b-chat-hf", task="gsm8k", iterations=100, batch_size=32,
         mini_batch_size=2, gradient_accumulation_steps=16, ppo_epochs=4, learning_rate=1e-4,
         init_kl_coef=0.01, adap_kl_ctrl=False, gamma=1.0, lam=0.95, cliprange=0.2,
         cliprange_value=0.2, vf_coef=0.1, max_new_tokens=256, swap_period=5, mode="lora",
-        device="cuda", dtype="bf16", eval_every=5, eval_size=128,
+        load_in_4bit=True, device="cuda", dtype="bf16", eval_every=5, eval_size=128,
     ),
 }
 """The paper's settings (appendix A), used as the CLI defaults when ``--preset`` is given.

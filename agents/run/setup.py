@@ -17,7 +17,7 @@ import torch
 from agents.distributed import SINGLE, World
 from agents.policy.agent import LLMAgent
 from agents.policy.construction import enable_activation_checkpointing
-from agents.policy.loading import load_model, load_tokenizer
+from agents.policy.loading import check_4bit, load_model, load_tokenizer
 from agents.policy.tokenizers import check_same_tokenizer
 from agents.rl.config import PPOConfig
 from agents.rl.grpo import GRPOOptions
@@ -219,6 +219,8 @@ def preflight(config: TrainConfig) -> None:
     with its data (read here, so a missing file or an empty dataset fails now; the reward,
     which may be a model, is built once, with the run)."""
     check_output(config)
+    if config.load_in_4bit:  # before minutes of download and loading
+        check_4bit(config.device)
     if config.reward and config.reward not in available_rewards():
         raise ValueError(f"unknown reward {config.reward!r}; available: {', '.join(available_rewards())}")
     if config.task_path and not Path(config.task_path).expanduser().exists():
@@ -232,7 +234,7 @@ def load(config: TrainConfig, model=None, tokenizer=None):
     preflight(config)
     if model is None:
         return load_model(config.model, dtype=config.dtype, device=config.device,
-                          weights=weights_dtype(config))
+                          weights=weights_dtype(config), load_in_4bit=config.load_in_4bit)
     if tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
     return model, tokenizer
@@ -268,7 +270,8 @@ def load_models(config: TrainConfig, model=None, tokenizer=None) -> tuple[list, 
     distinct = list(dict.fromkeys(names))
     if len(distinct) > 1:
         check_same_tokenizer([(n, load_tokenizer(n)) for n in distinct])
-    loaded = {n: load_model(n, dtype=config.dtype, device=config.device, weights=weights_dtype(config))
+    loaded = {n: load_model(n, dtype=config.dtype, device=config.device, weights=weights_dtype(config),
+                            load_in_4bit=config.load_in_4bit)
               for n in distinct}
     return [loaded[n][0] for n in names], loaded[distinct[0]][1]
 

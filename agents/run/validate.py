@@ -26,6 +26,8 @@ def check_config(c: TrainConfig) -> None:
 
 def _check_run(c: TrainConfig) -> None:
     task_options(c.task_options)
+    if c.load_in_4bit and c.mode != "lora":
+        raise ValueError("load_in_4bit trains LoRA adapters on a frozen 4-bit base: it needs --mode lora")
     if not c.log_with or set(c.log_with) - {"tensorboard", "wandb"}:
         _fail("log_with", "one or both of 'tensorboard', 'wandb'", c.log_with)
     for name in ("iterations", "batch_size", "mini_batch_size", "ppo_epochs", "swap_period",
