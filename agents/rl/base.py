@@ -45,12 +45,12 @@ __all__ = ["LearnerBase", "Rollout", "rollout_pass"]
 @torch.no_grad()
 def rollout_pass(
     agent: Any, batch: TokenBatch, chunk: int, estimator: str, with_values: bool = True,
-    with_reference: bool = True,
+    with_reference: bool = True, with_policy: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Old log-probs, values (None unless ``with_values``), ref log-probs (None unless
     ``with_reference``: then the reference never runs) and (for the ``full`` estimator, else
     None) per-token KLs of ``batch``, ``chunk`` rows at a time; each ``(N, T)`` float32, zero
-    on padding."""
+    on padding. ``with_policy`` False: the reference alone (old log-probs and values zero)."""
     n, t_len = batch.response_ids.shape
     full = estimator == "full" and with_reference
     old_lp, values, ref_lp, kls = (torch.zeros(n, t_len, device=batch.device) for _ in range(4))
@@ -58,10 +58,11 @@ def rollout_pass(
         idx = torch.arange(start, min(start + chunk, n), device=batch.device)
         sub = batch.subset(idx)
         t = sub.response_ids.shape[1]
-        out = agent.forward(sub, with_logits=full)
-        old_lp[idx, :t] = out.logprobs.detach().float()
-        if with_values:
-            values[idx, :t] = out.values.detach().float()
+        if with_policy:
+            out = agent.forward(sub, with_logits=full)
+            old_lp[idx, :t] = out.logprobs.detach().float()
+            if with_values:
+                values[idx, :t] = out.values.detach().float()
         if not with_reference:
             continue
         ref = agent.ref_logprobs(sub, full=full)
@@ -126,6 +127,11 @@ class LearnerBase:
     kl_in_reward: bool = True
     """Whether the rewards carry ``-kl_coef * KL_t`` and the KL controller adapts."""
     samples_per_query: int = 1
+    fuse_first_forward: bool = True
+    """When one mini-batch is the whole batch (``mini_batch_size >= N``, one process, the
+    ``kl`` / ``abs`` / ``mse`` estimators), the first epoch's forward with grad is also the
+    rollout's: its detached log-probs and values are the old ones, and the no-grad pass runs
+    the reference alone (one policy forward fewer per update, the same numbers; tested)."""
     world: World = SINGLE
     """The processes of a data-parallel run (:mod:`agents.distributed`): each holds the whole
     batch; the no-grad pass and every mini-batch are split across them."""
@@ -205,9 +211,16 @@ class LearnerBase:
     def update(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor) -> dict[str, float]:
         """One update on ``batch`` with per-trajectory ``scores`` ``(N,)``; returns stats."""
         self.check_batch(batch)
-        rollout = self._open(batch, scores)
-        targets = self.advantages(batch, rollout)
-        opt = self._optimise(batch, rollout, targets)
+        cfg = self.config
+        if (self.fuse_first_forward and cfg.mini_batch_size >= len(batch) and cfg.ppo_epochs > 0
+                and not self.world.parallel and cfg.kl_penalty != "full"):
+            self._fused = self.agent.forward(batch)  # with grad: the first loss reuses it
+        try:
+            rollout = self._open(batch, scores)
+            targets = self.advantages(batch, rollout)
+            opt = self._optimise(batch, rollout, targets)
+        finally:
+            self._fused = None
         with torch.no_grad():
             stats = self._stats(batch, rollout, opt)
             stats.update(self.extra_stats(batch, rollout, targets, opt))
@@ -248,11 +261,32 @@ class LearnerBase:
             )
         return Rollout(mask, raw, processed, old_lp, values, ref_lp, rewards, non_score, kls, kl_coef)
 
+    _fused: Any = None
+
+    def policy_forward(self, sub: TokenBatch, idx: torch.Tensor) -> Any:
+        """The policy's output on the mini-batch ``sub`` (rows ``idx`` of the batch), with
+        grad: a learner's ``loss`` calls this. The first call of a fused update (see
+        ``fuse_first_forward``) takes the rows of the forward the old log-probs came from."""
+        fused, self._fused = self._fused, None
+        if fused is None:
+            return self.agent.forward(sub)
+        t = sub.response_ids.shape[1]
+        pick = lambda x: None if x is None else x[idx, :t]  # noqa: E731
+        return type(fused)(pick(fused.logprobs), pick(fused.values), pick(fused.entropy))
+
     def _rollout_pass(self, batch: TokenBatch):
         """:func:`rollout_pass` on the batch; data-parallel, each process runs its contiguous
-        share of the rows and the results are gathered (the batch's rows divide evenly)."""
+        share of the rows and the results are gathered (the batch's rows divide evenly).
+        Fused (``fuse_first_forward``): the old log-probs and values are the detached rows of
+        the update's first forward, and the pass runs the reference alone."""
         cfg, w = self.config, self.world
         args = (cfg.mini_batch_size, cfg.kl_penalty, self.uses_values, self.uses_reference)
+        if self._fused is not None:
+            _, _, ref_lp, kls = rollout_pass(self.agent, batch, *args, with_policy=False)
+            mask = batch.response_mask
+            old_lp = zero_pad(self._fused.logprobs.detach().float(), mask)
+            values = zero_pad(self._fused.values.detach().float(), mask) if self.uses_values else None
+            return old_lp, values, ref_lp, kls
         if not w.parallel or len(batch) % w.size:
             return rollout_pass(self.agent, batch, *args)
         per = len(batch) // w.size

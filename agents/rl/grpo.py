@@ -186,7 +186,7 @@ class GRPOLearner(LearnerBase):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         opts, cfg, t = self.options, self.config, sub.response_ids.shape[1]
         mask = sub.response_mask.float()
-        out = self.agent.forward(sub)
+        out = self.policy_forward(sub, idx)
         logp = out.logprobs.float()
         token_loss, ps = grpo_surrogate(
             logp, rollout.old_logprobs[idx, :t], targets["advantages"][idx], mask, cfg.cliprange,

@@ -40,7 +40,7 @@ class PPOLearner(LearnerBase):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, t = self.config, sub.response_ids.shape[1]
         sub_mask = sub.response_mask.float()
-        out = self.agent.forward(sub)
+        out = self.policy_forward(sub, idx)
         pg, ps = policy_loss(
             out.logprobs.float(), rollout.old_logprobs[idx, :t], targets["advantages"][idx, :t],
             sub_mask, cfg.cliprange, entropy=out.entropy,

@@ -113,7 +113,7 @@ class RLOOLearner(LearnerBase):
         self, sub: TokenBatch, idx: torch.Tensor, rollout: Rollout, targets: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         t = sub.response_ids.shape[1]
-        out = self.agent.forward(sub)
+        out = self.policy_forward(sub, idx)
         loss, ps = policy_loss(
             out.logprobs.float(), rollout.old_logprobs[idx, :t], targets["advantages"][idx, :t],
             sub.response_mask.float(), self.config.cliprange, entropy=out.entropy,
