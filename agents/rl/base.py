@@ -129,7 +129,7 @@ class LearnerBase:
     samples_per_query: int = 1
     fuse_first_forward: bool = True
     """When one mini-batch is the whole batch (``mini_batch_size >= N``, one process, the
-    ``kl`` / ``abs`` / ``mse`` estimators), the first epoch's forward with grad is also the
+    ``kl`` / ``abs`` / ``mse`` estimators, no micro-batches), the first epoch's forward with grad is also the
     rollout's: its detached log-probs and values are the old ones, and the no-grad pass runs
     the reference alone (one policy forward fewer per update, the same numbers; tested)."""
     world: World = SINGLE
@@ -213,7 +213,8 @@ class LearnerBase:
         self.check_batch(batch)
         cfg = self.config
         if (self.fuse_first_forward and cfg.mini_batch_size >= len(batch) and cfg.ppo_epochs > 0
-                and not self.world.parallel and cfg.kl_penalty != "full"):
+                and not self.world.parallel and cfg.kl_penalty != "full"
+                and cfg.max_tokens_per_microbatch is None):
             self._fused = self.agent.forward(batch)  # with grad: the first loss reuses it
         try:
             rollout = self._open(batch, scores)

@@ -57,6 +57,11 @@ class PPOConfig:
     """Skip (no backward) a mini-batch whose mean probability ratio exceeds this."""
     gradient_accumulation_steps: int = 1
     """Mini-batches accumulated per optimiser step."""
+    max_tokens_per_microbatch: int | None = None
+    """Cut each mini-batch into micro-batches of at most this many padded tokens (rows x
+    their longest prompt + answer; a longer row goes alone), back-propagated one at a time
+    and weighted by their rows: the same step as the whole mini-batch, less activation
+    memory (None: the mini-batch in one piece)."""
     seed: int = 0
     """Seed of the learner's private generator for mini-batch shuffling."""
 
@@ -68,5 +73,7 @@ class PPOConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.use_score_norm and not self.use_score_scaling:
             raise ValueError("use_score_norm requires use_score_scaling")
+        if self.max_tokens_per_microbatch is not None and int(self.max_tokens_per_microbatch) < 1:
+            raise ValueError(f"max_tokens_per_microbatch must be >= 1 or None, got {self.max_tokens_per_microbatch}")
         if self.target_kl is not None and self.target_kl <= 0:
             raise ValueError("target_kl must be positive or None")

@@ -58,6 +58,11 @@ def optimise(
     stats (hence the ratio guard, the non-finite guard and early stopping) are the
     row-weighted means over the whole mini-batch: every process takes the same steps.
 
+    ``max_tokens_per_microbatch``: a mini-batch over that many padded tokens is cut into
+    micro-batches (:func:`_micro_batches`) back-propagated one by one, each weighted by its
+    rows' share of the step; its stats are the pieces' row-weighted means, and the gradients
+    of a mini-batch the guards then skip are put back as they were.
+
     Returns ``minibatch`` (each stat's mean over all mini-batches, skipped ones included, in
     first-seen order), ``grad_norm`` (mean clipped norm of the steps taken, or None),
     ``epochs``, ``early_stop``, ``skipped`` (mini-batches over the ratio threshold),
@@ -82,7 +87,13 @@ def optimise(
             for m_start in range(0, len(b_idx), mb):
                 idx = b_idx[m_start : m_start + mb]
                 local = _share(idx, world)
-                loss, stats = _minibatch(minibatch_loss, batch, local, len(idx), world)
+                micro = _micro_batches(batch, local, cfg.max_tokens_per_microbatch)
+                kept = None
+                if len(micro) > 1:  # each piece back-propagated now, undone if the mini-batch is skipped
+                    kept = [None if p.grad is None else p.grad.clone() for p in params]
+                    loss, stats = None, _pieces(minibatch_loss, batch, micro, len(b_idx), len(idx), world)
+                else:
+                    loss, stats = _minibatch(minibatch_loss, batch, local, len(idx), world)
                 for k, v in stats.items():
                     mb_stats[k].append(v)
                 epoch_kl.append(stats["policy/approxkl"])
@@ -90,9 +101,11 @@ def optimise(
                 if not (math.isfinite(ratio) and bool(torch.isfinite(stats["loss_finite"]))
                         and float(stats["loss_finite"]) == 1.0):
                     nonfinite += 1
+                    _restore(params, kept)
                     continue
                 if ratio > cfg.ratio_threshold:
                     skipped += 1
+                    _restore(params, kept)
                     continue
                 if loss is not None:
                     (loss * (len(local) / len(b_idx))).backward()
@@ -154,11 +167,61 @@ def _minibatch(minibatch_loss: MinibatchLoss, batch: TokenBatch, local: torch.Te
         names = sorted(stats)
     else:
         names = next(n for n in gather(sorted(stats) if stats is not None else None, world) if n)
-    values = (torch.stack([stats[k].detach().float().reshape(()) for k in names]) * len(local)
+    return loss, _reduce_stats(stats, names, len(local), total, world, batch.device)
+
+
+def _micro_batches(batch: TokenBatch, rows: torch.Tensor, budget: int | None) -> list[torch.Tensor]:
+    """``rows`` cut, in order, into runs of at most ``budget`` padded tokens (a run's rows x
+    its longest sequence); a row longer than the budget is a run of its own."""
+    if budget is None or len(rows) == 0:
+        return [rows]
+    lengths = batch.attention_mask[rows].sum(1).tolist()
+    pieces, start, longest = [], 0, 0
+    for i, n in enumerate(lengths):
+        if i > start and max(longest, n) * (i - start + 1) > budget:
+            pieces.append(rows[start:i])
+            start, longest = i, 0
+        longest = max(longest, n)
+    pieces.append(rows[start:])
+    return pieces
+
+
+def _pieces(minibatch_loss: MinibatchLoss, batch: TokenBatch, micro: list[torch.Tensor], step_rows: int,
+            total: int, world: World) -> dict[str, torch.Tensor]:
+    """Back-propagate each micro-batch's loss weighted by its share of the step's rows
+    (a non-finite one is not); the stats are the pieces' row-weighted means (across
+    processes too)."""
+    sums: dict[str, torch.Tensor] = {}
+    rows = sum(len(m) for m in micro)
+    for piece in micro:
+        loss, stats = minibatch_loss(batch.subset(piece), piece)
+        finite = torch.isfinite(loss.detach()).float()
+        if bool(finite):
+            (loss * (len(piece) / step_rows)).backward()
+        for k, v in {**stats, "loss_finite": finite}.items():
+            sums[k] = sums.get(k, 0.0) + v.detach().float().reshape(()) * len(piece)
+    stats = {k: v / rows for k, v in sums.items()}
+    if not world.parallel:
+        return stats
+    return _reduce_stats(stats, sorted(stats), rows, total, world, batch.device)
+
+
+def _reduce_stats(stats: dict[str, torch.Tensor] | None, names: list[str], rows: int, total: int,
+                  world: World, device: torch.device) -> dict[str, torch.Tensor]:
+    """Each stat's mean over the mini-batch's ``total`` rows from every process's mean over
+    its ``rows``; NaN where any process's is not finite."""
+    values = (torch.stack([stats[k].detach().float().reshape(()) for k in names]) * rows
               if stats is not None else torch.zeros(len(names)))
     finite = torch.isfinite(values)
-    values = reduce_sum(torch.where(finite, values, torch.zeros_like(values)).to(batch.device), world) / total
-    bad = reduce_sum((~finite).float().to(batch.device), world)
+    values = reduce_sum(torch.where(finite, values, torch.zeros_like(values)).to(device), world) / total
+    bad = reduce_sum((~finite).float().to(device), world)
     values = torch.where(bad > 0, torch.full_like(values, math.nan), values)
-    return loss, dict(zip(names, values.cpu()))
+    return dict(zip(names, values.cpu()))
 
+
+def _restore(params: list[torch.nn.Parameter], kept: list[torch.Tensor | None] | None) -> None:
+    """Put back the gradients saved before a mini-batch whose pieces were back-propagated."""
+    if kept is None:
+        return
+    for p, g in zip(params, kept):
+        p.grad = g

@@ -49,6 +49,9 @@ class TrainConfig:
     """Trajectories per PPO gradient step."""
     gradient_accumulation_steps: int = 1
     """Mini-batches accumulated per optimiser step."""
+    max_tokens_per_microbatch: int | None = None
+    """Cut each mini-batch into micro-batches of at most this many padded tokens, one backward
+    each (the same step, less memory: gradient accumulation by a token budget); None: whole."""
     ppo_epochs: int = 4
     """Passes over each batch (the paper: 4)."""
     seed: int = 0

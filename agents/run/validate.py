@@ -53,10 +53,10 @@ def _check_run(c: TrainConfig) -> None:
         value = getattr(c, name)
         if value is not None and not (math.isfinite(value) and value > 0):
             _fail(name, "a finite number > 0 or None", value)
-    for name in ("max_new_tokens", "min_new_tokens"):
+    for name in ("max_new_tokens", "min_new_tokens", "max_tokens_per_microbatch"):
         value = getattr(c, name)
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
-            _fail(name, "an integer >= 1 or None (the task's default)", value)
+            _fail(name, "an integer >= 1 or None", value)
     if c.max_new_tokens is not None and c.min_new_tokens is not None and c.min_new_tokens > c.max_new_tokens:
         raise ValueError(f"min_new_tokens ({c.min_new_tokens}) must not exceed max_new_tokens ({c.max_new_tokens})")
     if c.eval_every < 0:

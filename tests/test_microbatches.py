@@ -1,0 +1,64 @@
+"""``max_tokens_per_microbatch``: a mini-batch cut by a token budget into micro-batches, one
+backward each, takes the same optimiser step as the whole mini-batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.configs import small_config
+from helpers.dp_worker import fixed_batch
+from helpers.tiny import tiny_model, tiny_tokenizer
+
+from agents.rl.config import PPOConfig
+from agents.rl.learner import make_learner
+from agents.rl.optimise import _micro_batches
+from agents.run.config import TrainConfig
+from agents.run.setup import build_agents, ppo_config
+
+
+def updated(budget: int | None, ratio_threshold: float = 10.0):
+    (agent,) = build_agents(small_config(Path("/tmp/cory-micro")), tiny_model(), tiny_tokenizer(), n=1)
+    ppo = PPOConfig(batch_size=8, mini_batch_size=4, ppo_epochs=2, seed=0, ratio_threshold=ratio_threshold,
+                    max_tokens_per_microbatch=budget)
+    # SGD: Adam's sign-like step would turn float noise in near-zero gradients into whole steps
+    learner = make_learner("ppo", agent, config=ppo, optimizer=torch.optim.SGD(agent.trainable_parameters(), lr=0.5))
+    pieces = []
+    real = agent.forward
+    agent.forward = lambda b, **k: pieces.append(len(b)) or real(b, **k)
+    batch, scores = fixed_batch()
+    stats = learner.update(batch, scores)
+    return torch.cat([p.detach().flatten() for p in agent.trainable_parameters()]), stats, pieces
+
+
+def test_micro_batches_take_the_whole_mini_batchs_step():
+    whole, whole_stats, whole_sizes = updated(None)
+    cut, cut_stats, cut_sizes = updated(12)  # rows of 5-7 tokens: 1-2 rows a piece
+    assert max(cut_sizes[2:]) < max(whole_sizes[2:]) == 4  # after the 2 no-grad chunks: smaller pieces
+    torch.testing.assert_close(cut, whole, rtol=1e-5, atol=1e-6)
+    for key in ("ppo/loss/total", "ppo/policy/approxkl", "ppo/val/error", "ppo/optimizer_steps"):
+        assert cut_stats[key] == pytest.approx(whole_stats[key], rel=1e-4, abs=1e-7), key
+
+
+def test_a_skipped_mini_batch_leaves_no_gradient_from_its_pieces():
+    """With every mini-batch over the ratio threshold, nothing steps, cut or whole."""
+    start, _, _ = updated(None, ratio_threshold=1e-9)
+    cut, stats, _ = updated(12, ratio_threshold=1e-9)
+    torch.testing.assert_close(cut, start, rtol=0, atol=0)
+    assert stats["ppo/optimizer_steps"] == 0.0
+
+
+def test_the_cut_respects_the_budget_and_keeps_long_rows_whole():
+    batch, _ = fixed_batch()
+    rows = torch.arange(len(batch))
+    lengths = batch.attention_mask.sum(1)
+    for budget in (1, 6, 12, 20, 1000):
+        pieces = _micro_batches(batch, rows, budget)
+        assert torch.equal(torch.cat(pieces), rows)
+        for p in pieces:
+            assert len(p) == 1 or int(lengths[p].max()) * len(p) <= budget
+    assert len(_micro_batches(batch, rows, 1)) == len(batch)
+    assert ppo_config(TrainConfig(max_tokens_per_microbatch=64)).max_tokens_per_microbatch == 64
+    with pytest.raises(ValueError, match="max_tokens_per_microbatch"):
+        TrainConfig(max_tokens_per_microbatch=0)
