@@ -3,6 +3,7 @@
     python bench/iteration.py                         # SmolLM2-135M on CPU (a few minutes)
     python bench/iteration.py --model tiny            # the tests' tiny model (seconds)
     python bench/iteration.py --device cuda --batch-size 32 --new-tokens 16
+    python bench/iteration.py --device cuda --model random:gpt2-large   # offline, random weights
 
 Measures, in one run (the trainers step in turn, so machine noise hits all of them alike;
 CORY is also timed without knowledge transfer, which isolates the cost of the observer's
@@ -40,7 +41,10 @@ sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
 @dataclass
 class Args:
     model: str = "smollm2-135m-instruct"
-    """Model id/alias, or ``tiny`` for the tests' tiny model."""
+    """Model id/alias, ``tiny`` (the tests' tiny model), or ``random:<shape>`` (random weights of
+    a shape of :data:`bench.models.SHAPES`, e.g. ``random:gpt2-large``; offline)."""
+    tokenizer: str | None = None
+    """The tokenizer of a ``random:`` model (default: the embedded SmolLM2's)."""
     batch_size: int = 8
     """Queries per iteration."""
     new_tokens: int = 8
@@ -76,13 +80,9 @@ def config(args: Args, mode: str = "lora", out: str = "/tmp/cory-bench", checkpo
 
 
 def load(args: Args):
-    if args.model == "tiny":
-        from tests.helpers.tiny import tiny_model, tiny_tokenizer
+    from bench.models import load_bench_model
 
-        return tiny_model().to(args.device), tiny_tokenizer()
-    from agents.policy.loading import load_model
-
-    return load_model(args.model, dtype=args.dtype, device=args.device)
+    return load_bench_model(args.model, args.device, args.dtype, args.tokenizer)
 
 
 def sync(device: str) -> None:
@@ -207,7 +207,7 @@ def child(args: Args) -> None:
 def peak(args: Args, what: str) -> dict[str, int]:
     cmd = [sys.executable, __file__, "--child", what, "--model", args.model, "--batch-size",
            str(args.batch_size), "--new-tokens", str(args.new_tokens), "--device", args.device,
-           "--dtype", args.dtype]
+           "--dtype", args.dtype, *(["--tokenizer", args.tokenizer] if args.tokenizer else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 

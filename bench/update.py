@@ -33,7 +33,10 @@ sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
 @dataclass
 class Args:
     model: str = "smollm2-135m-instruct"
-    """Model id/alias, or ``tiny`` for the tests' tiny model."""
+    """Model id/alias, ``tiny`` (the tests' tiny model), or ``random:<shape>`` (offline random
+    weights of a shape of :data:`bench.models.SHAPES`)."""
+    tokenizer: str | None = None
+    """The tokenizer of a ``random:`` model (default: the embedded SmolLM2's)."""
     imdb: str | None = None
     """A local IMDB CSV: the ``imdb`` task on it (the official script's workload); else ``sentiment``."""
     batch_size: int = 16
@@ -128,15 +131,9 @@ def main(args: Args) -> dict:
     from agents.cory import CoryTrainer
     from agents.run.config import TrainConfig
     from baselines.ppo import PPOTrainer
+    from bench.models import load_bench_model
 
-    if args.model == "tiny":
-        from tests.helpers.tiny import tiny_model, tiny_tokenizer
-
-        model, tokenizer = tiny_model(), tiny_tokenizer()
-    else:
-        from agents.policy.loading import load_model
-
-        model, tokenizer = load_model(args.model)
+    model, tokenizer = load_bench_model(args.model, tokenizer=args.tokenizer)
     # the official script's workload: IMDB review openings scored by VADER (offline)
     task = {"task": "imdb", "task_path": args.imdb, "reward": "vader"} if args.imdb else {"task": "sentiment"}
     cfg = dict(model=args.model, iterations=args.iterations + 1, batch_size=args.batch_size,

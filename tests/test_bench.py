@@ -4,6 +4,7 @@ bench prints measured ratios; no wall time is asserted)."""
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers.scripts import load_script
 
 
@@ -16,3 +17,20 @@ def test_the_update_bench_splits_an_iteration_into_its_phases():
         assert 0.0 <= out[f"{name}_padding_fraction"] < 1.0 and out[f"{name}_update_flops"] > 0
         assert out[f"{name}_old_pass_s"] > 0 and out[f"{name}_ref_pass_s"] > 0
     assert out["cory_update_flops"] > out["ppo_update_flops"]  # two updates, the observer's longer prompts
+
+
+def test_random_models_are_built_offline_from_a_shape(monkeypatch, tokenizer):
+    from bench import models
+
+    monkeypatch.setitem(models.SHAPES, "test-llama", ("llama", dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+        intermediate_size=64)))
+    a = models.random_model("test-llama", vocab_size=len(tokenizer))
+    b = models.random_model("test-llama", vocab_size=len(tokenizer))
+    assert a.config.vocab_size == len(tokenizer) and a.config.num_hidden_layers == 2
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    out = a(input_ids=torch.tensor([[1, 2, 3]])).logits
+    assert out.shape == (1, 3, len(tokenizer))
+    with pytest.raises(SystemExit, match="unknown random model shape"):
+        models.random_model("nope", 10)
+    assert models.SHAPES["gpt2-large"][1]["n_layer"] == 36
