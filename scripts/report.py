@@ -1,7 +1,8 @@
 """Aggregate a sweep (``SWEEP/<method>/seed_<s>/``, as ``scripts/sweep.py`` writes) into
 evidence: per-iteration evaluation reward and KL per method (mean and 95% confidence band
 over seeds), the reward-KL frontier (every evaluation point, each method's frontier and its
-KL at a matched reward), and a markdown table + JSON of the final numbers (mean +- CI, seeds).
+KL at a matched reward; the same for the reward gain over each run's first evaluation), and
+a markdown table + JSON of the final numbers (mean +- CI, seeds).
 
     python scripts/report.py runs/sweep            # writes runs/sweep/report/
 """
@@ -19,7 +20,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-STATS = ("reward", "kl", "distinct1", "distinct2", "length")
+STATS = ("reward", "gain", "kl", "distinct1", "distinct2", "length")
+"""``gain``: the evaluation reward minus the run's own first evaluation's (the base model's,
+sampled with the run's evaluation seed): seeds sample the base model's answers differently,
+and the gain removes that offset (a paired comparison)."""
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
          10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
 
@@ -50,6 +54,11 @@ def run_curve(rows: list[dict]) -> dict[int, dict[str, float]]:
         if models:
             out[row["iteration"]] = {s: float(np.mean([row[f"eval/{m}/{s}"] for m in models]))
                                      for s in STATS if all(f"eval/{m}/{s}" in row for m in models)}
+    if out:
+        first = out[min(out)].get("reward")
+        for point in out.values():
+            if "reward" in point and first is not None:
+                point["gain"] = point["reward"] - first
     return out
 
 
@@ -83,7 +92,7 @@ def summarize(data: dict) -> dict:
     """Per method: final statistics (mean, CI, seeds), per-iteration means and CIs, the
     frontier, and the KL at the reward every method reaches (the smallest of their best)."""
     summary: dict = {"methods": {}}
-    fronts = {}
+    fronts, gains = {}, {}
     for method, runs in data.items():
         finals = {s: curve[max(curve)] for s, curve in runs.items() if curve}
         entry = {"seeds": len(finals),
@@ -95,26 +104,34 @@ def summarize(data: dict) -> dict:
         points = [(c[i]["kl"], c[i]["reward"]) for c in runs.values() for i in c]
         fronts[method] = frontier(points)
         entry["frontier"] = fronts[method]
+        gains[method] = frontier([(c[i]["kl"], c[i]["gain"]) for c in runs.values() for i in c if "gain" in c[i]])
+        entry["gain_frontier"] = gains[method]
         summary["methods"][method] = entry
     if fronts:
         target = min(max(r for _, r in f) for f in fronts.values() if f)
         summary["matched_reward"] = target
         for method, f in fronts.items():
             summary["methods"][method]["kl_at_matched_reward"] = kl_at_reward(f, target)
+    if any(gains.values()):
+        target = min(max(g for _, g in f) for f in gains.values() if f)
+        summary["matched_gain"] = target
+        for method, f in gains.items():
+            summary["methods"][method]["kl_at_matched_gain"] = kl_at_reward(f, target)
     return summary
 
 
 def table(summary: dict) -> str:
     """The markdown table of final numbers."""
-    head = "| method | seeds | " + " | ".join(STATS) + " | KL at matched reward |"
-    lines = [head, "|" + "---|" * (len(STATS) + 3)]
+    head = "| method | seeds | " + " | ".join(STATS) + " | KL at matched reward | KL at matched gain |"
+    lines = [head, "|" + "---|" * (len(STATS) + 4)]
     for method, entry in summary["methods"].items():
         cells = []
         for s in STATS:
             m = entry["final"].get(s)
             cells.append("—" if m is None else f"{m['mean']:.3f} ± {m['ci95']:.3f}")
         lines.append(f"| {method} | {entry['seeds']} | " + " | ".join(cells)
-                     + f" | {entry.get('kl_at_matched_reward', math.nan):.3f} |")
+                     + f" | {entry.get('kl_at_matched_reward', math.nan):.3f}"
+                     + f" | {entry.get('kl_at_matched_gain', math.nan):.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -134,15 +151,16 @@ def plots(summary: dict, data: dict, out: Path) -> list[Path]:
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, runs in data.items():
-        pts = [(c[i]["kl"], c[i]["reward"]) for c in runs.values() for i in c]
-        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", alpha=0.4)
-        front = summary["methods"][method]["frontier"]
-        ax.plot([p[0] for p in front], [p[1] for p in front], "-", color=line.get_color(), label=method)
-    ax.set_xlabel("KL to reference")
-    ax.set_ylabel("evaluation reward")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, stat, key in ((axes[0], "reward", "frontier"), (axes[1], "gain", "gain_frontier")):
+        for method, runs in data.items():
+            pts = [(c[i]["kl"], c[i][stat]) for c in runs.values() for i in c if stat in c[i]]
+            (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", alpha=0.4)
+            front = summary["methods"][method][key]
+            ax.plot([p[0] for p in front], [p[1] for p in front], "-", color=line.get_color(), label=method)
+        ax.set_xlabel("KL to reference")
+        ax.set_ylabel(f"evaluation {stat}" + (" (over the run's first evaluation)" if stat == "gain" else ""))
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "frontier.png", dpi=110)
     plt.close(fig)

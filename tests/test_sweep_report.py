@@ -43,6 +43,22 @@ def test_report_means_cis_and_frontier_by_hand(tmp_path):
     assert report.mean_ci([1.0])[1] != report.mean_ci([1.0])[1]  # one seed: no interval (NaN)
 
 
+def test_the_gain_over_each_runs_first_evaluation_pairs_the_seeds(tmp_path):
+    """Seeds whose base evaluations differ (0.1 / 0.3): the gain is each run's own rise."""
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "cory" / "seed_0", [(0, 0.1, 0.0), (2, 0.3, 1.0)])
+    write_run(sweep / "cory" / "seed_1", [(0, 0.3, 0.0), (2, 0.7, 2.0)])
+    write_run(sweep / "ppo" / "seed_0", [(0, 0.1, 0.0), (2, 0.2, 3.0)], models=("policy",))
+    summary = load_script("scripts/report.py").main([str(sweep)])
+    cory, ppo = summary["methods"]["cory"], summary["methods"]["ppo"]
+    assert cory["final"]["gain"]["mean"] == pytest.approx(0.3)  # (0.2 + 0.4) / 2
+    assert [(kl, round(g, 9)) for kl, g in cory["gain_frontier"]] == [(0.0, 0.0), (1.0, 0.2), (2.0, 0.4)]
+    assert summary["matched_gain"] == pytest.approx(0.1)  # PPO's best gain
+    assert cory["kl_at_matched_gain"] == 1.0 and ppo["kl_at_matched_gain"] == 3.0
+    assert summary["matched_reward"] == pytest.approx(0.2)
+    assert cory["kl_at_matched_reward"] == 0.0  # seed 1's base model already scores 0.3: why the gain
+
+
 @pytest.mark.slow
 def test_sweep_runs_a_grid_skips_finished_and_resumes_interrupted(tmp_path, capsys):
     tiny = tmp_path / "tiny"
