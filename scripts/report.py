@@ -5,6 +5,7 @@ KL at a matched reward; the same for the reward gain over each run's first evalu
 a markdown table + JSON of the final numbers (mean +- CI, seeds).
 
     python scripts/report.py runs/sweep            # writes runs/sweep/report/
+    python scripts/report.py runs/sweep --methods cory ppo --out runs/sweep/report-main
 """
 
 from __future__ import annotations
@@ -168,14 +169,20 @@ def plots(summary: dict, data: dict, out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python scripts/report.py SWEEP")
-    sweep = Path(argv[0])
-    data = load_sweep(sweep)
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("sweep", type=Path)
+    p.add_argument("--methods", nargs="+", help="only these methods (their matched reward/gain is "
+                   "then among them alone)")
+    p.add_argument("--out", type=Path, help="the report folder (default: SWEEP/report)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    data = load_sweep(args.sweep)
+    if args.methods:
+        data = {m: data[m] for m in args.methods if m in data}
     if not data:
-        raise SystemExit(f"no runs under {sweep} (expected SWEEP/<method>/seed_<s>/metrics.jsonl)")
-    out = sweep / "report"
+        raise SystemExit(f"no runs under {args.sweep} (expected SWEEP/<method>/seed_<s>/metrics.jsonl)")
+    out = args.out or args.sweep / "report"
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(data)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
