@@ -26,13 +26,14 @@ records as ``num_processes``, never what the flags asked for.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["World", "gather", "reduce_sum", "shard", "sum_gradients", "world"]
+__all__ = ["SINGLE", "World", "gather", "gather_rows", "reduce_sum", "shard", "sum_gradients", "world"]
 
 T = TypeVar("T")
 
@@ -60,6 +61,7 @@ class World:
 
 
 SINGLE = World()
+"""One process: every collective is the identity."""
 
 
 def _state():
@@ -73,8 +75,6 @@ def _state():
 def world() -> World:
     """This run's processes, as the launcher (``accelerate launch``, ``torchrun``) made them;
     size 1 without a launcher."""
-    import os
-
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return SINGLE
     state = _state()

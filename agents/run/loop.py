@@ -135,8 +135,8 @@ def _prepare(out: Path, config: TrainConfig, w: World = SINGLE) -> tuple[int, di
 
 
 def _everyone(stop: list[int], w: World) -> list[int]:
-    """A stop asked of any process (a signal) is every process's: the stop list of one that
-    got it, or ``[SIGTERM]``; alone, ``stop`` itself."""
+    """A stop asked of any process (a signal) is every process's: ``[the first signal any
+    process got]``, or ``[]``; one process: ``stop`` itself."""
     if not w.parallel:
         return stop
     asked = gather(stop[0] if stop else 0, w)
