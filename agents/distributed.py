@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["SINGLE", "World", "gather", "gather_rows", "reduce_sum", "shard", "sum_gradients", "world"]
+__all__ = ["SINGLE", "World", "gather", "gather_rows", "reduce_sum", "shard", "share", "sum_gradients", "world"]
 
 T = TypeVar("T")
 
@@ -81,13 +81,21 @@ def world() -> World:
     return World(state.num_processes, state.process_index, state.distributed_type.name)
 
 
+def share(rows: torch.Tensor, w: World) -> torch.Tensor:
+    """This process's contiguous share of ``rows`` (shares differ by at most one row when
+    ``len(rows)`` does not divide; all of them for one process)."""
+    if not w.parallel:
+        return rows
+    n = len(rows)
+    return rows[n * w.rank // w.size : n * (w.rank + 1) // w.size]
+
+
 def shard(items: Sequence[T], w: World) -> list[T]:
     """This process's contiguous share of ``items`` (``len(items)`` divisible by the size)."""
     n = len(items)
     if n % w.size:
         raise ValueError(f"{n} items do not split evenly over {w.size} processes")
-    per = n // w.size
-    return list(items[w.rank * per : (w.rank + 1) * per])
+    return list(items[n * w.rank // w.size : n * (w.rank + 1) // w.size])
 
 
 def gather(obj: Any, w: World) -> list[Any]:

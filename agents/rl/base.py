@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agents.distributed import SINGLE, World, gather_rows
+from agents.distributed import SINGLE, World, gather_rows, share
 
 from .batch import TokenBatch
 from .config import PPOConfig
@@ -290,8 +290,7 @@ class LearnerBase:
             return old_lp, values, ref_lp, kls
         if not w.parallel or len(batch) % w.size:
             return rollout_pass(self.agent, batch, *args)
-        per = len(batch) // w.size
-        local = batch.subset(torch.arange(w.rank * per, (w.rank + 1) * per, device=batch.device))
+        local = batch.subset(share(torch.arange(len(batch), device=batch.device), w))
         t_len = batch.response_ids.shape[1]
         parts = rollout_pass(self.agent, local, *args)
         return tuple(None if x is None else gather_rows(F.pad(x, (0, t_len - x.shape[1])), w)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from agents.distributed import SINGLE, World, gather, reduce_sum, sum_gradients
+from agents.distributed import SINGLE, World, gather, reduce_sum, share, sum_gradients
 
 from .batch import TokenBatch
 from .config import PPOConfig
@@ -86,7 +86,7 @@ def optimise(
             stepped = False
             for m_start in range(0, len(b_idx), mb):
                 idx = b_idx[m_start : m_start + mb]
-                local = _share(idx, world)
+                local = share(idx, world)
                 micro = _micro_batches(batch, local, cfg.max_tokens_per_microbatch)
                 kept = None
                 if len(micro) > 1:  # each piece back-propagated now, undone if the mini-batch is skipped
@@ -98,8 +98,7 @@ def optimise(
                     mb_stats[k].append(v)
                 epoch_kl.append(stats["policy/approxkl"])
                 ratio = float(stats["policy/ratio"])
-                if not (math.isfinite(ratio) and bool(torch.isfinite(stats["loss_finite"]))
-                        and float(stats["loss_finite"]) == 1.0):
+                if not (math.isfinite(ratio) and float(stats["loss_finite"]) == 1.0):  # NaN != 1
                     nonfinite += 1
                     _restore(params, kept)
                     continue
@@ -141,14 +140,6 @@ def optimise(
             "steps": steps,
             "learning_rate": lr,
         }
-
-
-def _share(idx: torch.Tensor, world: World) -> torch.Tensor:
-    """This process's contiguous share of a mini-batch's rows (all of them alone)."""
-    if not world.parallel:
-        return idx
-    bounds = [len(idx) * r // world.size for r in range(world.size + 1)]
-    return idx[bounds[world.rank] : bounds[world.rank + 1]]
 
 
 def _minibatch(minibatch_loss: MinibatchLoss, batch: TokenBatch, local: torch.Tensor, total: int,
