@@ -8,26 +8,37 @@ peak measured in the same process, and the fraction of computed tokens that are 
         --mini-batch-size 16 --min-new-tokens 4 --max-new-tokens 16   # the official script's settings
     python bench/update.py --model tiny                     # the tests' tiny model (seconds)
 
-FLOPs: ``2 * P * T`` per forward over ``T`` computed token positions of a model with ``P``
-parameters (input embeddings excluded, the output head counted; an upper bound where only
-response positions are projected), and ``2x`` that for the backward (activation gradients
-through the base; LoRA's weight gradients are negligible; a full fine-tune adds another 2x,
-counted). The last line printed is one JSON object of the metrics.
+FLOPs: ``2 * (P * T + H * K)`` per forward over ``T`` computed token positions (packed: the
+packed rows' slots; padded: the padded batch) of a model with ``P`` parameters besides the
+input embeddings and the output head, whose ``H`` parameters project ``K`` positions (packed:
+the response tokens; padded: every position from the shortest query on); ``2x`` that for the
+backward (activation gradients through the base; LoRA's weight gradients are negligible; a
+full fine-tune adds another 2x, counted); attention's own FLOPs are not counted. Padding
+fraction: computed positions that hold no real token. Each trainer is measured in a fresh
+subprocess (its memory its own): peak RSS per phase, sampled every 2 ms, the allocator's
+free memory handed back to the system (``malloc_trim``) as each phase starts, so that a
+phase's peak is its own. The last line printed is one JSON object of the metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
+
+from bench.iteration import _rss  # noqa: E402
 
 
 @dataclass
@@ -48,30 +59,85 @@ class Args:
     dtype: str = "fp32"
     iterations: int = 2
     """Timed iterations per trainer (after one warm-up each)."""
+    max_tokens_per_microbatch: int | None = None
+    """The token budget of a micro-batch (None: none)."""
+    trainers: tuple[str, ...] = ("cory", "ppo")
+    """Which trainers to measure, each in its own process."""
+    child: str = ""
+    """Internal: measure this one trainer in this process."""
 
 
 class Phases:
-    """Wraps an agent's ``forward`` and ``ref_logprobs`` to time them and count tokens."""
+    """Times and counts the tokens of an agent's ``forward`` and ``ref_logprobs`` calls, and
+    samples the process's resident memory every 2 ms, keeping each phase's peak: ``rollout``
+    (everything outside a learner's update), ``old_pass``, ``ref_pass``, ``optimisation``
+    (the rest of the update)."""
 
     def __init__(self) -> None:
+        self.reset()
+        self.phase = "rollout"
+        self.peak: dict[str, int] = defaultdict(int)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def reset(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.tokens: dict[str, int] = defaultdict(int)
         self.real: dict[str, int] = defaultdict(int)
+        self.head: dict[str, int] = defaultdict(int)
+        self.peak = defaultdict(int)
 
-    def wrap(self, agent) -> None:
-        forward, ref = agent.forward, agent.ref_logprobs
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak[self.phase] = max(self.peak[self.phase], _rss())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def wrap(self, learner) -> None:
+        agent = learner.agent
+        forward, ref, update = agent.forward, agent.ref_logprobs, learner.update
 
         def timed(name, fn, batch, *a, **k):
+            _trim()
+            outer, self.phase = self.phase, name
             t0 = time.perf_counter()
-            out = fn(batch, *a, **k)
-            self.seconds[name] += time.perf_counter() - t0
-            self.tokens[name] += int(batch.input_ids.numel())
+            try:
+                out = fn(batch, *a, **k)
+            finally:
+                self.seconds[name] += time.perf_counter() - t0
+                self.phase = outer
+            slots, head = computed_positions(agent, batch)
+            self.tokens[name] += slots
+            self.head[name] += head
             self.real[name] += int(batch.attention_mask.sum())
             return out
 
-        agent.forward = lambda b, *a, **k: timed(
-            "loss_forward" if torch.is_grad_enabled() else "old_pass", forward, b, *a, **k)
+        def in_update(*a, **k):
+            _trim()
+            self.phase = "optimisation"
+            try:
+                return update(*a, **k)
+            finally:
+                _trim()
+                self.phase = "rollout"
+
+        def scored(b, *a, **k):
+            if torch.is_grad_enabled():  # a loss's forward (the fused one included)
+                return timed("loss_forward", forward, b, *a, **k)
+            return timed("old_pass", forward, b, *a, **k)
+
+        agent.forward = scored
         agent.ref_logprobs = lambda b, *a, **k: timed("ref_pass", ref, b, *a, **k)
+        learner.update = in_update
+
+
+def _trim() -> None:
+    """Hand the C allocator's free memory back to the system (glibc), so RSS is live memory."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 8) -> float:
@@ -88,46 +154,66 @@ def _time(fn) -> float:
     return time.perf_counter() - t0
 
 
-def body_params(model) -> int:
-    """Parameters that cost FLOPs per token: all but the input embeddings, plus the output
-    head once (counted even when tied to the embeddings, and at every position)."""
+def computed_positions(agent, batch) -> tuple[int, int]:
+    """``(token positions the body computes, positions the output head projects)`` of one
+    scoring call of ``agent`` on ``batch``, packed (:mod:`agents.policy.packing`) or padded."""
+    from agents.policy.packing import pack
+
+    if agent.packing and agent._packs:
+        p = pack(batch, agent.pad_id, agent._attention_cost)
+        return p.slots, len(p.logit_index) + p.input_ids.shape[0]  # + logits_to_keep=1 per row
+    s = batch.input_ids.shape[1]
+    keep = s - int(batch.query_lengths.min()) + 1 if agent.keeps_logits else s
+    return int(batch.input_ids.numel()), len(batch) * keep
+
+
+def flop_params(model) -> tuple[int, int]:
+    """``(body, head)`` parameters that cost FLOPs per computed / projected position: all
+    but the input embeddings and the output head, and the output head (counted even when
+    tied to the embeddings)."""
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     skip = {id(p) for p in emb.parameters()} if emb is not None else set()
+    if head is not None:
+        skip |= {id(p) for p in head.parameters()}
     body = sum(p.numel() for p in model.parameters() if id(p) not in skip)
-    tied = head is not None and id(head.weight) in skip
-    return body + (head.weight.numel() if tied else 0)
+    return body, (head.weight.numel() if head is not None else 0)
 
 
-def measure(trainer, args: Args, params: int, full: bool) -> dict[str, float]:
+def measure(trainer, args: Args, params: tuple[int, int], full: bool) -> dict[str, float]:
     phases = Phases()
     for learner in trainer.learners.values():
-        phases.wrap(learner.agent)
+        phases.wrap(learner)
+    loaded = _rss()
     trainer.step(0)
-    phases.__init__()  # the warm-up iteration is not counted
+    phases.reset()  # the warm-up iteration is not counted (its peaks are: kept apart)
     rollout = total = 0.0
     for it in range(1, args.iterations + 1):
         metrics = trainer.step(it)
         rollout += metrics["charts/rollout_s"]
         total += metrics["charts/iteration_s"]
+    phases.stop()
     n = args.iterations
     s = {k: v / n for k, v in phases.seconds.items()}
     update = total / n - rollout / n
-    backward_factor = 4 if full else 2
-    flops = (2 * params * (phases.tokens["old_pass"] + phases.tokens["ref_pass"] + phases.tokens["loss_forward"])
-             + backward_factor * params * phases.tokens["loss_forward"]) / n
+    backward_factor = 4 if full else 2  # activation gradients; a full fine-tune's weight gradients too
+    body, head = params
+    forward = {k: 2 * (body * phases.tokens[k] + head * phases.head[k]) for k in phases.tokens}
+    flops = (sum(forward.values()) + backward_factor / 2 * forward.get("loss_forward", 0)) / n
     computed = sum(phases.tokens.values())
+    gib = 2**30
     return {
         "iteration_s": total / n, "rollout_s": rollout / n, "old_pass_s": s.get("old_pass", 0.0),
         "ref_pass_s": s.get("ref_pass", 0.0),
         "optimisation_s": update - s.get("old_pass", 0.0) - s.get("ref_pass", 0.0),
         "update_flops": flops, "update_flops_per_s": flops / update,
         "padding_fraction": 1 - sum(phases.real.values()) / computed if computed else 0.0,
+        "loaded_gib": loaded / gib, "peak_gib": max(phases.peak.values()) / gib,
+        **{f"peak_{k}_gib": v / gib for k, v in phases.peak.items()},
     }
 
 
-def main(args: Args) -> dict:
-    import copy
-
+def child(args: Args, name: str) -> dict:
+    """One trainer (``cory`` or ``ppo``) measured in this process, the matmul peaks too."""
     from agents.cory import CoryTrainer
     from agents.run.config import TrainConfig
     from baselines.ppo import PPOTrainer
@@ -136,32 +222,51 @@ def main(args: Args) -> dict:
     model, tokenizer = load_bench_model(args.model, tokenizer=args.tokenizer)
     # the official script's workload: IMDB review openings scored by VADER (offline)
     task = {"task": "imdb", "task_path": args.imdb, "reward": "vader"} if args.imdb else {"task": "sentiment"}
-    cfg = dict(model=args.model, iterations=args.iterations + 1, batch_size=args.batch_size,
-               mini_batch_size=args.mini_batch_size, ppo_epochs=args.ppo_epochs, mode=args.mode,
-               dtype=args.dtype, min_new_tokens=args.min_new_tokens, max_new_tokens=args.max_new_tokens,
-               eval_every=0, progress=False, **task)
+    cfg = TrainConfig(model=args.model, iterations=args.iterations + 1, batch_size=args.batch_size,
+                      mini_batch_size=args.mini_batch_size, ppo_epochs=args.ppo_epochs, mode=args.mode,
+                      dtype=args.dtype, min_new_tokens=args.min_new_tokens, max_new_tokens=args.max_new_tokens,
+                      max_tokens_per_microbatch=args.max_tokens_per_microbatch, eval_every=0, progress=False,
+                      output_dir=f"/tmp/cory-bench-update-{name}", **task)
     torch.manual_seed(0)
-    params = body_params(model)
+    params = flop_params(model)
     peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    out = {"model": args.model, "workload": task["task"], "mode": args.mode, "dtype": args.dtype,
-           "batch_size": args.batch_size, "mini_batch_size": args.mini_batch_size,
-           "flop_params": params, "matmul_peak_fp32": peak["fp32"], "matmul_peak_bf16": peak["bf16"]}
-    trainers = {
-        "cory": CoryTrainer(TrainConfig(**cfg, output_dir="/tmp/cory-bench-update-cory"),
-                            model=copy.deepcopy(model), tokenizer=tokenizer),
-        "ppo": PPOTrainer(TrainConfig(**cfg, output_dir="/tmp/cory-bench-update-ppo"), model=model,
-                          tokenizer=tokenizer),
-    }
-    for name, trainer in trainers.items():
-        m = measure(trainer, args, params, full=args.mode == "full")
-        m["utilisation"] = m["update_flops_per_s"] / peak["bf16" if args.dtype == "bf16" else "fp32"]
+    trainer = (CoryTrainer if name == "cory" else PPOTrainer)(cfg, model=model, tokenizer=tokenizer)
+    m = measure(trainer, args, params, full=args.mode == "full")
+    m["utilisation"] = m["update_flops_per_s"] / peak["bf16" if args.dtype == "bf16" else "fp32"]
+    m.update(flop_params_body=params[0], flop_params_head=params[1], matmul_peak_fp32=peak["fp32"], matmul_peak_bf16=peak["bf16"],
+             workload=task["task"])
+    return m
+
+
+def report(name: str, m: dict) -> str:
+    phases = ", ".join(f"{k} {m[f'peak_{k}_gib']:.2f}" for k in ("rollout", "old_pass", "ref_pass", "optimisation")
+                       if f"peak_{k}_gib" in m)
+    return (f"{name}: iteration {m['iteration_s']:.2f} s = rollout {m['rollout_s']:.2f} + old-log-prob/value "
+            f"pass {m['old_pass_s']:.2f} + reference pass {m['ref_pass_s']:.2f} + optimisation "
+            f"{m['optimisation_s']:.2f}; update {m['update_flops'] / 1e9:.1f} GFLOP at "
+            f"{m['update_flops_per_s'] / 1e9:.2f} GFLOP/s = {m['utilisation']:.2f} of the matmul peak "
+            f"({m['matmul_peak_fp32'] / 1e9:.1f} GFLOP/s fp32, {m['matmul_peak_bf16'] / 1e9:.1f} bf16); "
+            f"padding {m['padding_fraction']:.2f} of computed tokens; peak RSS {m['peak_gib']:.2f} GiB "
+            f"(loaded {m['loaded_gib']:.2f}; by phase: {phases})")
+
+
+def main(args: Args) -> dict:
+    """Each trainer in a fresh subprocess (its peak memory its own), in turn."""
+    if args.child:
+        print(json.dumps(child(args, args.child)))
+        return {}
+    out = {"model": args.model, "workload": "imdb" if args.imdb else "sentiment", "mode": args.mode,
+           "dtype": args.dtype, "batch_size": args.batch_size, "mini_batch_size": args.mini_batch_size}
+    argv = [x for f in fields(Args) if f.name not in ("trainers", "child") and getattr(args, f.name) is not None
+            for x in (f"--{f.name.replace('_', '-')}", str(getattr(args, f.name)))]
+    for name in args.trainers:
+        cmd = [sys.executable, __file__, *argv, "--child", name]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if res.returncode:
+            raise SystemExit(f"{name} failed:\n{res.stderr[-4000:]}")
+        m = json.loads(res.stdout.strip().splitlines()[-1])
+        print(report(name, m), flush=True)
         out.update({f"{name}_{k}": v for k, v in m.items()})
-        print(f"{name}: iteration {m['iteration_s']:.2f} s = rollout {m['rollout_s']:.2f} + old-log-prob/value "
-              f"pass {m['old_pass_s']:.2f} + reference pass {m['ref_pass_s']:.2f} + optimisation "
-              f"{m['optimisation_s']:.2f}; update {m['update_flops'] / 1e9:.1f} GFLOP at "
-              f"{m['update_flops_per_s'] / 1e9:.2f} GFLOP/s = {m['utilisation']:.2f} of the matmul peak "
-              f"({peak['fp32'] / 1e9:.1f} GFLOP/s fp32, {peak['bf16'] / 1e9:.1f} bf16); "
-              f"padding {m['padding_fraction']:.2f} of computed tokens")
     print(json.dumps(out))
     return out
 

@@ -34,7 +34,10 @@ def params(learner) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_two_agents_reproduce_the_recorded_two_agent_run(tmp_path, mode):
-    trainer = CoryTrainer(small_config(tmp_path, mode=mode), model=tiny_model(), tokenizer=tiny_tokenizer())
+    # recorded with the padded computation; packing's float-level differences (tested in
+    # test_packing.py) would move the numbers past rel 1e-6
+    cfg = small_config(tmp_path, mode=mode, pack_sequences=False)
+    trainer = CoryTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
     rows = without_timing(trainer.train())
     expected = REFERENCE[mode]
     assert len(rows) == len(expected["rows"])

@@ -64,7 +64,8 @@ def test_forward_matches_manual_log_softmax():
     assert out.logits.shape == (n, t, len(tok))
     torch.testing.assert_close(masked(out.logprobs, batch), masked(manual_logprobs(agent.reference, batch), batch))
     logp = out.logits.log_softmax(-1)
-    torch.testing.assert_close(out.entropy, -(logp.exp() * logp).sum(-1))
+    torch.testing.assert_close(out.entropy, masked(-(logp.exp() * logp).sum(-1), batch))
+    assert (out.logits[batch.response_mask == 0] == 0).all()  # padding: zeros, as every output
     assert agent.forward(batch).logits is None
 
 
@@ -110,6 +111,7 @@ def test_activation_checkpointing_recomputes_layers_in_backward_only(lora):
         (masked(out.logprobs, batch).sum() + masked(out.values, batch).sum()).backward()
         return [p.grad.clone() for p in agent.trainable_parameters() if p.grad is not None]
 
+    agent.forward(batch)  # the first forward checks packing once: not counted
     grads_plain = []
     assert layer_calls(lambda: grads_plain.extend(step())) == 1
     ref_before = agent.ref_logprobs(batch)

@@ -238,13 +238,18 @@ def test_the_docs_worked_example_runs():
 def test_cory_with_an_rloo_model_and_a_ppo_model_trains_swaps_and_resumes(tmp_path):
     from agents.cory import CoryTrainer
     from agents.run.config import TrainConfig
+    from cory_env.rewards import register_reward
+
+    # a dense reward: the tiny model's answers all score 0 under VADER, and the weights
+    # would then move on float noise alone
+    register_reward("test-length", lambda: lambda queries, responses: [len(r) / 10 for r in responses])
 
     def cfg(name: str, **kw) -> TrainConfig:
         return TrainConfig(
             task="sentiment", iterations=2, batch_size=2, mini_batch_size=2, ppo_epochs=2,
             learning_rate=1e-2, max_new_tokens=3, min_new_tokens=2, swap_period=1, eval_every=0,
             output_dir=str(tmp_path / name), progress=False, mode="full",
-            learner="rloo", observer_learner="ppo", group_size=2, **kw,
+            learner="rloo", observer_learner="ppo", group_size=2, reward="test-length", **kw,
         )
 
     def trainer(c: TrainConfig) -> CoryTrainer:

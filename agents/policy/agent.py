@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ from agents.policy.construction import (
 )
 from agents.policy.construction import disable_dropout as _disable_dropout
 from agents.policy.loading import autocast, check_dtype, ensure_pad_token, resolve_device
+from agents.policy.packing import attention_cost, pack
 from agents.rl.batch import TokenBatch
 from agents.rl.maths import logprobs_and_entropy
 
@@ -92,6 +94,11 @@ class LLMAgent:
         self.keeps_logits = "logits_to_keep" in inspect.signature(hf_model(model).forward).parameters
         """Whether the model's forward takes ``logits_to_keep`` (project only needed positions)."""
         self._own = getattr(model, ADAPTERS)[adapter] if adapter is not None else list(model.parameters())
+        self.packing = True
+        """Score packed sequences (:mod:`agents.policy.packing`) where the model's packed
+        logits match its padded ones; False: always padded."""
+        self._packs: bool | None = None
+        self._attention_cost = attention_cost(hf_model(model).config)
 
     # ------------------------------------------------------------------ construction
 
@@ -254,38 +261,94 @@ class LLMAgent:
             finally:
                 enable_adapter_grads(self.model)  # peft's re-enable froze the other adapters
 
-    def _logits_at(self, model: nn.Module, batch: TokenBatch, hidden: bool):
-        """``(logits (N, T, V), last hidden state (N, T, H) or None)`` at the logit positions."""
+    def _padded(self, model: nn.Module, batch: TokenBatch, hidden: bool):
+        """``(logits (R, V), last hidden state (R, H) or None)`` at the positions predicting
+        the ``R`` real response tokens (row-major), from the right-padded batch."""
         pos = batch.logit_positions()
         s = batch.input_ids.shape[1]
         kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask}
         if self.keeps_logits:
             kwargs["logits_to_keep"] = s - int(batch.query_lengths.min()) + 1
         out = model(input_ids=batch.input_ids, output_hidden_states=hidden, use_cache=False, **kwargs)
-        logits = out.logits
-        idx = pos - (s - logits.shape[1])
-        logits = logits.gather(1, idx.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-        if not hidden:
-            return logits, None
-        h = out.hidden_states[-1]
-        return logits, h.gather(1, pos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        rows, cols = batch.response_mask.nonzero(as_tuple=True)
+        logits = out.logits[rows, (pos - (s - out.logits.shape[1]))[rows, cols]]
+        return logits, (out.hidden_states[-1][rows, pos[rows, cols]] if hidden else None)
+
+    def _packed(self, model: nn.Module, batch: TokenBatch, hidden: bool):
+        """What :meth:`_padded` gives, from the packed batch (:mod:`agents.policy.packing`):
+        the output head runs on the response positions alone."""
+        p = pack(batch, self.pad_id, self._attention_cost)
+        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self.keeps_logits else {}
+        out = model(input_ids=p.input_ids, position_ids=p.position_ids, output_hidden_states=True,
+                    use_cache=False, **kwargs)
+        h = out.hidden_states[-1].reshape(-1, out.hidden_states[-1].shape[-1])[p.logit_index]
+        return hf_model(model).get_output_embeddings()(h), (h if hidden else None)
+
+    def _response_outputs(self, model: nn.Module, batch: TokenBatch, hidden: bool):
+        """``(logits (R, V), hidden (R, H) or None)`` of the real response tokens: packed
+        where this model's packed logits match its padded ones (checked once, on the first
+        batch of two or more sequences), else padded."""
+        if self.packing and self._packs is None and len(batch) > 1:
+            self._packs = self._packing_matches(model, batch)
+        if self.packing and self._packs:
+            return self._packed(model, batch, hidden)
+        return self._padded(model, batch, hidden)
+
+    @torch.no_grad()
+    def _packing_matches(self, model: nn.Module, batch: TokenBatch) -> bool:
+        """Whether packed and padded logits of two of ``batch``'s sequences agree (eval mode,
+        so that dropout cannot differ); warns once where they do not."""
+        probe = batch.subset([0, 1])
+        training = model.training
+        model.eval()
+        try:
+            padded, _ = self._padded(model, probe, hidden=False)
+            try:
+                packed, _ = self._packed(model, probe, hidden=False)
+            except Exception as e:  # a model that takes no position_ids, say
+                packed, why = None, f"{type(e).__name__}: {e}"
+        finally:
+            model.train(training)
+        if packed is not None:
+            gap = float((packed.float() - padded.float()).abs().max())
+            tol = (1e-3 if self.dtype == "fp32" else 5e-2) * (1.0 + float(padded.float().abs().max()))
+            if gap <= tol:
+                return True
+            why = f"packed logits differ from padded ones by {gap:.3g} (tolerance {tol:.3g})"
+        warnings.warn(f"{type(hf_model(model)).__name__}: sequences are scored padded, not packed ({why})",
+                      stacklevel=3)
+        return False
 
     def forward(self, batch: TokenBatch, *, with_logits: bool = False) -> AgentOutput:
         """Log-probs, values (None without a value head) and entropy of the response tokens
-        under the policy (with grad)."""
+        under the policy (with grad); all three are 0 at padded response positions."""
         head = self.value_head
         with self.policy(self.training) as model:
-            logits, h = self._logits_at(model, batch, hidden=head is not None)
+            logits, h = self._response_outputs(model, batch, hidden=head is not None)
             values = None if head is None else head(h.to(head.weight.dtype)).squeeze(-1).float()
-        logprobs, entropy = logprobs_and_entropy(logits, batch.response_ids)
-        return AgentOutput(logprobs, values, entropy, logits if with_logits else None)
+        rows, cols = batch.response_mask.nonzero(as_tuple=True)
+        logprobs, entropy = logprobs_and_entropy(logits, batch.response_ids[rows, cols])
+        shape = batch.response_ids.shape
+        return AgentOutput(
+            _unflatten(logprobs, rows, cols, shape), None if values is None else _unflatten(values, rows, cols, shape),
+            _unflatten(entropy, rows, cols, shape), _unflatten(logits, rows, cols, shape) if with_logits else None)
 
     __call__ = forward
 
     @torch.no_grad()
     def ref_logprobs(self, batch: TokenBatch, *, full: bool = False) -> torch.Tensor:
-        """``(N, T)`` response log-probs under the reference; ``full=True``: ``(N, T, V)`` log-softmax."""
+        """``(N, T)`` response log-probs under the reference (0 at padding); ``full=True``:
+        ``(N, T, V)`` log-softmax (0 at padding)."""
         with self._reference() as ref:
-            logits, _ = self._logits_at(ref, batch, hidden=False)
+            logits, _ = self._response_outputs(ref, batch, hidden=False)
+        rows, cols = batch.response_mask.nonzero(as_tuple=True)
         logp = logits.float().log_softmax(-1)
-        return logp if full else logp.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
+        if not full:
+            logp = logp.gather(-1, batch.response_ids[rows, cols].unsqueeze(-1)).squeeze(-1)
+        return _unflatten(logp, rows, cols, batch.response_ids.shape)
+
+
+def _unflatten(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``x`` ``(R, ...)`` placed at ``(rows, cols)`` of zeros ``(N, T, ...)``."""
+    out = x.new_zeros((*shape, *x.shape[1:]))
+    return out.index_put((rows, cols), x)

@@ -191,6 +191,11 @@ class TrainConfig:
     """Recompute activations in the backward pass instead of storing them: the memory of
     an update stops growing with layers x tokens (the observer's prompt holds the pioneer's
     answer, so its update is the larger one), for about one more forward pass per update."""
+    pack_sequences: bool = True
+    """Score sequences packed end to end in a few rows instead of right-padded
+    (:mod:`agents.policy.packing`: no padded work, the output head on response positions
+    only), where the model's packed logits match its padded ones (checked once per model;
+    else padded, with a warning); False: always padded."""
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Compute dtype. LoRA: the frozen base (the reference) loads in it, adapters and value
     heads train in fp32 (peft's mixed setup); full: fp32 master weights under autocast."""

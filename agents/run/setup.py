@@ -91,6 +91,7 @@ def build_agents(config: TrainConfig, model, tokenizer, n: int,
                 for j, i in enumerate(idx)
             ]
         for i, agent in zip(idx, made, strict=True):
+            agent.packing = config.pack_sequences
             agents[i] = agent
     if config.activation_checkpointing:
         for trained in {id(a.model): a.model for a in agents}.values():
