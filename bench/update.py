@@ -38,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
 
+from agents.run.config import TrainConfig  # noqa: E402
 from bench.iteration import _rss  # noqa: E402
 
 
@@ -59,12 +60,23 @@ class Args:
     dtype: str = "fp32"
     iterations: int = 2
     """Timed iterations per trainer (after one warm-up each)."""
-    max_tokens_per_microbatch: int | None = None
-    """The token budget of a micro-batch (None: none)."""
+    max_tokens_per_microbatch: int | None = TrainConfig.max_tokens_per_microbatch
+    """The token budget of a micro-batch (the run's default; None: none)."""
     trainers: tuple[str, ...] = ("cory", "ppo")
     """Which trainers to measure, each in its own process."""
+    goals: bool = False
+    """Fill the fast-update issue's goals table in one run (about 10 minutes on 2 cores):
+    CORY on the official script's workload (needs ``--imdb``) with full copies in fp32 and in
+    bf16, CORY with LoRA there, and ``bench/iteration.py``'s CORY-LoRA / PPO-LoRA peak memory."""
     child: str = ""
     """Internal: measure this one trainer in this process."""
+
+
+OFFICIAL_CORY_ITERATION_S = 46.9
+"""The official CORY script's iteration (TRL 0.7, full copies, fp32) on the matched IMDB
+settings, measured on this project's 2-core CPU machine kind (the fast-update issue)."""
+MATCHED = dict(batch_size=16, mini_batch_size=16, ppo_epochs=4, min_new_tokens=4, max_new_tokens=16)
+"""The official script's settings (with IMDB openings and the VADER reward)."""
 
 
 class Phases:
@@ -215,7 +227,6 @@ def measure(trainer, args: Args, params: tuple[int, int], full: bool) -> dict[st
 def child(args: Args, name: str) -> dict:
     """One trainer (``cory`` or ``ppo``) measured in this process, the matmul peaks too."""
     from agents.cory import CoryTrainer
-    from agents.run.config import TrainConfig
     from baselines.ppo import PPOTrainer
     from bench.models import load_bench_model
 
@@ -232,9 +243,12 @@ def child(args: Args, name: str) -> dict:
     peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     trainer = (CoryTrainer if name == "cory" else PPOTrainer)(cfg, model=model, tokenizer=tokenizer)
     m = measure(trainer, args, params, full=args.mode == "full")
+    # the machine's speed drifts: the better of a measurement before and one after
+    peak = {k: max(v, matmul_peak(getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[k])))
+            for k, v in peak.items()}
     m["utilisation"] = m["update_flops_per_s"] / peak["bf16" if args.dtype == "bf16" else "fp32"]
-    m.update(flop_params_body=params[0], flop_params_head=params[1], matmul_peak_fp32=peak["fp32"], matmul_peak_bf16=peak["bf16"],
-             workload=task["task"])
+    m.update(flop_params_body=params[0], flop_params_head=params[1], matmul_peak_fp32=peak["fp32"],
+             matmul_peak_bf16=peak["bf16"], workload=task["task"])
     return m
 
 
@@ -250,21 +264,77 @@ def report(name: str, m: dict) -> str:
             f"(loaded {m['loaded_gib']:.2f}; by phase: {phases})")
 
 
+def run_child(args: Args, name: str) -> dict:
+    """:func:`child` in a fresh subprocess."""
+    argv = [x for f in fields(Args) if f.name not in ("trainers", "child", "goals")
+            for x in (f"--{f.name.replace('_', '-')}", str(getattr(args, f.name)))
+            if getattr(args, f.name) is not None or f.name == "max_tokens_per_microbatch"]
+    res = subprocess.run([sys.executable, __file__, *argv, "--child", name], capture_output=True,
+                         text=True, cwd=ROOT)
+    if res.returncode:
+        raise SystemExit(f"{name} failed:\n{res.stderr[-4000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def goals(args: Args) -> dict:
+    """The goals table from one run (see ``Args.goals``)."""
+    from dataclasses import replace
+
+    from bench import iteration
+
+    if not args.imdb:
+        raise SystemExit("--goals needs --imdb (the official script's workload)")
+    matched = replace(args, **MATCHED, goals=False)
+    fp32 = run_child(replace(matched, mode="full", dtype="fp32"), "cory")
+    print(report("CORY, full copies, fp32", fp32), flush=True)
+    bf16 = run_child(replace(matched, mode="full", dtype="bf16"), "cory")
+    print(report("CORY, full copies, bf16", bf16), flush=True)
+    lora = run_child(replace(matched, mode="lora", dtype="fp32"), "cory")
+    print(report("CORY, LoRA, fp32", lora), flush=True)
+    whole = run_child(replace(matched, mode="lora", dtype="fp32", max_tokens_per_microbatch=None), "cory")
+    print(report("CORY, LoRA, fp32, no token budget", whole), flush=True)
+    it_args = iteration.Args(model=args.model, tokenizer=args.tokenizer)
+    cory_mem, ppo_mem = iteration.peak(it_args, "cory-lora"), iteration.peak(it_args, "ppo-lora")
+    gib = 2**30
+    rows = [
+        ("CORY iteration / official CORY iteration (46.9 s), matched settings, fp32",
+         f"{fp32['iteration_s']:.1f} s / {OFFICIAL_CORY_ITERATION_S} s = "
+         f"{fp32['iteration_s'] / OFFICIAL_CORY_ITERATION_S:.2f}", "<= 0.35"),
+        ("the same in bf16 (autocast)", f"{bf16['iteration_s']:.1f} s / {OFFICIAL_CORY_ITERATION_S} s = "
+         f"{bf16['iteration_s'] / OFFICIAL_CORY_ITERATION_S:.2f}", "<= 0.25 at the CPU default dtype"),
+        ("update FLOP/s / matmul peak, same process (fp32; bf16)",
+         f"{fp32['utilisation']:.2f}; {bf16['utilisation']:.2f}", ">= 0.5"),
+        ("padding fraction of computed tokens (fp32 run)", f"{fp32['padding_fraction']:.3f}", "<= 0.05"),
+        ("peak RSS CORY-LoRA / PPO-LoRA, bench/iteration.py default, no checkpointing",
+         f"{cory_mem['peak_bytes'] / gib:.2f} / {ppo_mem['peak_bytes'] / gib:.2f} GiB = "
+         f"{cory_mem['peak_bytes'] / ppo_mem['peak_bytes']:.2f}", "<= 1.25"),
+        ("CORY-LoRA peak RSS, matched settings (the default token budget; without one)",
+         f"{lora['peak_gib']:.2f} GiB; {whole['peak_gib']:.2f} GiB", "<= 2.5 GiB"),
+        ("CORY-LoRA iteration with the default token budget / without one, matched settings",
+         f"{lora['iteration_s']:.1f} s / {whole['iteration_s']:.1f} s = {lora['iteration_s'] / whole['iteration_s']:.2f}",
+         "<= 1.05"),
+    ]
+    print("\n| figure | measured | goal |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    out = {"goals_fp32": fp32, "goals_bf16": bf16, "goals_lora": lora, "goals_lora_no_budget": whole,
+           "goals_cory_lora_peak": cory_mem,
+           "goals_ppo_lora_peak": ppo_mem}
+    print(json.dumps(out))
+    return out
+
+
 def main(args: Args) -> dict:
     """Each trainer in a fresh subprocess (its peak memory its own), in turn."""
     if args.child:
         print(json.dumps(child(args, args.child)))
         return {}
+    if args.goals:
+        return goals(args)
     out = {"model": args.model, "workload": "imdb" if args.imdb else "sentiment", "mode": args.mode,
            "dtype": args.dtype, "batch_size": args.batch_size, "mini_batch_size": args.mini_batch_size}
-    argv = [x for f in fields(Args) if f.name not in ("trainers", "child") and getattr(args, f.name) is not None
-            for x in (f"--{f.name.replace('_', '-')}", str(getattr(args, f.name)))]
     for name in args.trainers:
-        cmd = [sys.executable, __file__, *argv, "--child", name]
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        if res.returncode:
-            raise SystemExit(f"{name} failed:\n{res.stderr[-4000:]}")
-        m = json.loads(res.stdout.strip().splitlines()[-1])
+        m = run_child(args, name)
         print(report(name, m), flush=True)
         out.update({f"{name}_{k}": v for k, v in m.items()})
     print(json.dumps(out))

@@ -34,3 +34,23 @@ def test_random_models_are_built_offline_from_a_shape(monkeypatch, tokenizer):
     with pytest.raises(SystemExit, match="unknown random model shape"):
         models.random_model("nope", 10)
     assert models.SHAPES["gpt2-large"][1]["n_layer"] == 36
+
+
+@pytest.mark.slow
+def test_the_goals_table_comes_from_one_run(tmp_path, capsys):
+    import csv
+
+    path = tmp_path / "reviews.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "sentiment"])
+        for i in range(40):
+            w.writerow([f"This film number {i} was a story about people and it went on and on.", "positive"])
+    bench = load_script("bench/update.py")
+    out = bench.main(bench.Args(model="tiny", imdb=str(path), iterations=1, goals=True))
+    printed = capsys.readouterr().out
+    assert printed.count("| ") >= 7 and "<= 0.35" in printed and "<= 2.5 GiB" in printed
+    for key in ("goals_fp32", "goals_bf16", "goals_lora", "goals_lora_no_budget"):
+        assert out[key]["iteration_s"] > 0 and 0.0 <= out[key]["padding_fraction"] < 1.0
+        assert out[key]["peak_gib"] >= out[key]["loaded_gib"] > 0
+    assert out["goals_cory_lora_peak"]["peak_bytes"] > 0 and out["goals_ppo_lora_peak"]["peak_bytes"] > 0

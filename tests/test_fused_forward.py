@@ -56,3 +56,12 @@ def test_smaller_mini_batches_keep_the_separate_pass():
     _, _, fused_calls = updated("ppo", True, mini_batch_size=4)
     _, _, plain_calls = updated("ppo", False, mini_batch_size=4)
     assert fused_calls == plain_calls
+
+
+def test_a_token_budget_keeps_the_fusion_while_the_batch_fits_it():
+    batch, _ = fixed_batch()
+    fits = batch.input_ids.numel()
+    _, _, plain_calls = updated("ppo", False)
+    _, _, within = updated("ppo", True, max_tokens_per_microbatch=fits)
+    _, _, over = updated("ppo", True, max_tokens_per_microbatch=fits - 1)
+    assert within == plain_calls - 1 and over > within  # over: no fusion, and cut into pieces

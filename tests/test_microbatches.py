@@ -55,10 +55,14 @@ def test_the_cut_respects_the_budget_and_keeps_long_rows_whole():
     lengths = batch.attention_mask.sum(1)
     for budget in (1, 6, 12, 20, 1000):
         pieces = _micro_batches(batch, rows, budget)
-        assert torch.equal(torch.cat(pieces), rows)
+        assert torch.equal(torch.cat(pieces).sort().values, rows)  # every row once
         for p in pieces:
             assert len(p) == 1 or int(lengths[p].max()) * len(p) <= budget
+        # longest first: each piece's rows are at least as long as the next piece's
+        for a, b in zip(pieces, pieces[1:]):
+            assert int(lengths[a].min()) >= int(lengths[b].max())
     assert len(_micro_batches(batch, rows, 1)) == len(batch)
+    assert len(_micro_batches(batch, rows, len(batch) * int(lengths.max()))) == 1  # fits: whole
     assert ppo_config(TrainConfig(max_tokens_per_microbatch=64)).max_tokens_per_microbatch == 64
     with pytest.raises(ValueError, match="max_tokens_per_microbatch"):
         TrainConfig(max_tokens_per_microbatch=0)

@@ -129,8 +129,8 @@ class LearnerBase:
     samples_per_query: int = 1
     fuse_first_forward: bool = True
     """When one mini-batch is the whole batch (``mini_batch_size >= N``, one process, the
-    ``kl`` / ``abs`` / ``mse`` estimators, no micro-batches), the first epoch's forward with grad is also the
-    rollout's: its detached log-probs and values are the old ones, and the no-grad pass runs
+    ``kl`` / ``abs`` / ``mse`` estimators, the batch within the micro-batch token budget), the
+    first epoch's forward with grad is also the rollout's: its detached log-probs and values are the old ones, and the no-grad pass runs
     the reference alone (one policy forward fewer per update, the same numbers; tested)."""
     world: World = SINGLE
     """The processes of a data-parallel run (:mod:`agents.distributed`): each holds the whole
@@ -212,16 +212,21 @@ class LearnerBase:
         """One update on ``batch`` with per-trajectory ``scores`` ``(N,)``; returns stats."""
         self.check_batch(batch)
         cfg = self.config
+        budget = cfg.max_tokens_per_microbatch
         if (self.fuse_first_forward and cfg.mini_batch_size >= len(batch) and cfg.ppo_epochs > 0
                 and not self.world.parallel and cfg.kl_penalty != "full"
-                and cfg.max_tokens_per_microbatch is None):
+                and (budget is None or batch.input_ids.numel() <= budget)):
+            # the reference first, so that its pass never runs beside the fused graph
+            self._fused_ref = (rollout_pass(self.agent, batch, cfg.mini_batch_size, cfg.kl_penalty,
+                                            self.uses_values, self.uses_reference, with_policy=False)
+                               if self.uses_reference else (None, None, None, None))
             self._fused = self.agent.forward(batch)  # with grad: the first loss reuses it
         try:
             rollout = self._open(batch, scores)
             targets = self.advantages(batch, rollout)
             opt = self._optimise(batch, rollout, targets)
         finally:
-            self._fused = None
+            self._fused = self._fused_ref = None
         with torch.no_grad():
             stats = self._stats(batch, rollout, opt)
             stats.update(self.extra_stats(batch, rollout, targets, opt))
@@ -263,6 +268,7 @@ class LearnerBase:
         return Rollout(mask, raw, processed, old_lp, values, ref_lp, rewards, non_score, kls, kl_coef)
 
     _fused: Any = None
+    _fused_ref: Any = None
 
     def policy_forward(self, sub: TokenBatch, idx: torch.Tensor) -> Any:
         """The policy's output on the mini-batch ``sub`` (rows ``idx`` of the batch), with
@@ -279,11 +285,12 @@ class LearnerBase:
         """:func:`rollout_pass` on the batch; data-parallel, each process runs its contiguous
         share of the rows and the results are gathered (the batch's rows divide evenly).
         Fused (``fuse_first_forward``): the old log-probs and values are the detached rows of
-        the update's first forward, and the pass runs the reference alone."""
+        the update's first forward, and the reference's pass ran alone before that forward
+        (its activations and the fused graph are never held at once)."""
         cfg, w = self.config, self.world
         args = (cfg.mini_batch_size, cfg.kl_penalty, self.uses_values, self.uses_reference)
         if self._fused is not None:
-            _, _, ref_lp, kls = rollout_pass(self.agent, batch, *args, with_policy=False)
+            _, _, ref_lp, kls = self._fused_ref
             mask = batch.response_mask
             old_lp = zero_pad(self._fused.logprobs.detach().float(), mask)
             values = zero_pad(self._fused.values.detach().float(), mask) if self.uses_values else None

@@ -162,11 +162,16 @@ def _minibatch(minibatch_loss: MinibatchLoss, batch: TokenBatch, local: torch.Te
 
 
 def _micro_batches(batch: TokenBatch, rows: torch.Tensor, budget: int | None) -> list[torch.Tensor]:
-    """``rows`` cut, in order, into runs of at most ``budget`` padded tokens (a run's rows x
-    its longest sequence); a row longer than the budget is a run of its own."""
+    """``rows`` cut into runs of at most ``budget`` padded tokens (a run's rows x its longest
+    sequence), longest sequences first so that each run's rows are of similar length; a row
+    longer than the budget is a run of its own; ``[rows]`` when they fit in one."""
     if budget is None or len(rows) == 0:
         return [rows]
-    lengths = batch.attention_mask[rows].sum(1).tolist()
+    lengths = batch.attention_mask[rows].sum(1)
+    if len(rows) * int(lengths.max()) <= budget:
+        return [rows]
+    order = torch.sort(lengths, descending=True, stable=True).indices
+    rows, lengths = rows[order], lengths[order].tolist()
     pieces, start, longest = [], 0, 0
     for i, n in enumerate(lengths):
         if i > start and max(longest, n) * (i - start + 1) > budget:
