@@ -12,6 +12,8 @@ def test_the_update_bench_splits_an_iteration_into_its_phases():
     bench = load_script("bench/update.py")
     out = bench.main(bench.Args(model="tiny", iterations=1, batch_size=4, mini_batch_size=2, ppo_epochs=1))
     for name in ("cory", "ppo"):
+        assert out[f"{name}_trainer"] == name  # each child ran the trainer it was asked for
+        assert out[f"{name}_peak_gib"] >= out[f"{name}_peak_optimisation_gib"] > 0  # phase peaks kept
         parts = sum(out[f"{name}_{k}"] for k in ("rollout_s", "old_pass_s", "ref_pass_s", "optimisation_s"))
         assert parts == pytest.approx(out[f"{name}_iteration_s"], rel=1e-6)
         assert 0.0 <= out[f"{name}_padding_fraction"] < 1.0 and out[f"{name}_update_flops"] > 0
@@ -45,12 +47,12 @@ def test_the_goals_table_comes_from_one_run(tmp_path, capsys):
         w = csv.writer(f)
         w.writerow(["review", "sentiment"])
         for i in range(40):
-            w.writerow([f"This film number {i} was a story about people and it went on and on.", "positive"])
+            w.writerow([f"This film number {i} was a story about people and it went on and on. " * 4, "positive"])
     bench = load_script("bench/update.py")
     out = bench.main(bench.Args(model="tiny", imdb=str(path), iterations=1, goals=True))
     printed = capsys.readouterr().out
     assert printed.count("| ") >= 7 and "<= 0.35" in printed and "<= 2.5 GiB" in printed
-    for key in ("goals_fp32", "goals_bf16", "goals_lora", "goals_lora_no_budget"):
+    for key in ("goals_fp32", "goals_bf16", "goals_lora", "goals_lora_budget_512"):
         assert out[key]["iteration_s"] > 0 and 0.0 <= out[key]["padding_fraction"] < 1.0
-        assert out[key]["peak_gib"] >= out[key]["loaded_gib"] > 0
+        assert out[key]["peak_gib"] > 0 and out[key]["trainer"] == "cory"
     assert out["goals_cory_lora_peak"]["peak_bytes"] > 0 and out["goals_ppo_lora_peak"]["peak_bytes"] > 0
