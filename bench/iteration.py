@@ -20,7 +20,9 @@ longer prompt, and with activation checkpointing):
 
 Peak memory is measured in a fresh subprocess per configuration, over building the
 trainer and one iteration (CUDA: peak allocated bytes; CPU: peak RSS sampled every 2 ms),
-both for the whole process and as the memory added on top of the loaded model. The last line printed is one JSON object of the metrics.
+both for the whole process and as the memory added on top of the loaded model (its weights
+read once, so that lazily mapped weights count as loaded). The last line printed is one
+JSON object of the metrics.
 """
 
 from __future__ import annotations
@@ -146,6 +148,15 @@ def swap_ms(trainer) -> float:
     return (time.perf_counter() - t0) / n * 1e3
 
 
+def touch_weights(model) -> None:
+    """Read every weight once: ``from_pretrained`` maps safetensors lazily, so the first
+    forward would otherwise page the weights in (0.5 GB for SmolLM2-135M) and count them as
+    memory the trainer added."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sum()
+
+
 def _rss() -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
@@ -194,6 +205,7 @@ def child(args: Args) -> None:
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
+    touch_weights(model)
     base = _rss()
     with RssSampler() as sampler:
         trainer = Trainer(cfg, model=model, tokenizer=tokenizer)

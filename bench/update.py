@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
 
 from agents.run.config import TrainConfig  # noqa: E402
-from bench.iteration import _rss  # noqa: E402
+from bench.iteration import _rss, touch_weights  # noqa: E402
 
 
 @dataclass
@@ -200,6 +200,8 @@ def measure(trainer, args: Args, params: tuple[int, int], full: bool) -> dict[st
     phases = Phases()
     for learner in trainer.learners.values():
         phases.wrap(learner)
+    for learner in trainer.learners.values():
+        touch_weights(learner.agent.model)
     loaded = _rss()
     trainer.step(0)
     phases.reset()  # the warm-up iteration is not counted (its peaks are: kept apart)

@@ -5,8 +5,9 @@ A batch's sequences (``query ++ response``, right-padded to the longest, ``S``) 
 into ``B`` rows of near-equal fill (:func:`balanced_bins`), ``W`` the fullest row's, between
 ``S`` and ``(1 + MAX_WIDTH) S``: the ``B`` of least estimated cost ``B * W * (1 + a * W)``,
 ``a`` the cost of attending to one more position relative to the rest of a token's forward
-(:func:`attention_cost`). Each sequence keeps its own positions (``position_ids`` restart at 0), and a model fed ``position_ids`` without an
-attention mask attends within each sequence only (transformers' packed-sequence masks,
+(:func:`attention_cost`). Each sequence keeps its own positions (``position_ids`` restart at
+0), and a model fed ``position_ids`` without an attention mask attends within each sequence
+only (transformers' packed-sequence masks,
 ``masking_utils.find_packed_sequence_indices``; the slots after a row's last sequence form
 a sequence of their own, whose outputs nothing reads). The attention inside a row costs
 ``O(W)`` per token, more than the padded layout's; the linear layers, the bulk of the FLOPs,

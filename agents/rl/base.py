@@ -130,8 +130,9 @@ class LearnerBase:
     fuse_first_forward: bool = True
     """When one mini-batch is the whole batch (``mini_batch_size >= N``, one process, the
     ``kl`` / ``abs`` / ``mse`` estimators, the batch within the micro-batch token budget), the
-    first epoch's forward with grad is also the rollout's: its detached log-probs and values are the old ones, and the no-grad pass runs
-    the reference alone (one policy forward fewer per update, the same numbers; tested)."""
+    first epoch's forward with grad is also the rollout's: its detached log-probs and values
+    are the old ones, and the no-grad pass runs the reference alone, before it (one policy
+    forward fewer per update, the same numbers; tested)."""
     world: World = SINGLE
     """The processes of a data-parallel run (:mod:`agents.distributed`): each holds the whole
     batch; the no-grad pass and every mini-batch are split across them."""
