@@ -36,6 +36,7 @@ import torch
 __all__ = ["SINGLE", "World", "gather", "gather_rows", "reduce_sum", "shard", "share", "sum_gradients", "world"]
 
 T = TypeVar("T")
+S = TypeVar("S", torch.Tensor, Sequence)
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,9 @@ def world() -> World:
     return World(state.num_processes, state.process_index, state.distributed_type.name)
 
 
-def share(rows: torch.Tensor, w: World) -> torch.Tensor:
-    """This process's contiguous share of ``rows`` (shares differ by at most one row when
-    ``len(rows)`` does not divide; all of them for one process)."""
+def share(rows: S, w: World) -> S:
+    """This process's contiguous share of ``rows`` (a tensor or a sequence; shares differ by
+    at most one row when ``len(rows)`` does not divide; all of them for one process)."""
     if not w.parallel:
         return rows
     n = len(rows)
@@ -92,10 +93,9 @@ def share(rows: torch.Tensor, w: World) -> torch.Tensor:
 
 def shard(items: Sequence[T], w: World) -> list[T]:
     """This process's contiguous share of ``items`` (``len(items)`` divisible by the size)."""
-    n = len(items)
-    if n % w.size:
-        raise ValueError(f"{n} items do not split evenly over {w.size} processes")
-    return list(items[n * w.rank // w.size : n * (w.rank + 1) // w.size])
+    if len(items) % w.size:
+        raise ValueError(f"{len(items)} items do not split evenly over {w.size} processes")
+    return list(share(items, w))
 
 
 def gather(obj: Any, w: World) -> list[Any]:

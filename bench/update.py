@@ -93,7 +93,6 @@ class Phases:
     def __init__(self) -> None:
         self.reset()
         self.phase = "rollout"
-        self.peak: dict[str, int] = defaultdict(int)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -103,7 +102,7 @@ class Phases:
         self.tokens: dict[str, int] = defaultdict(int)
         self.real: dict[str, int] = defaultdict(int)
         self.head: dict[str, int] = defaultdict(int)
-        self.peak = defaultdict(int)
+        self.peak: dict[str, int] = defaultdict(int)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.002):

@@ -262,8 +262,9 @@ class LLMAgent:
                 enable_adapter_grads(self.model)  # peft's re-enable froze the other adapters
 
     def _padded(self, model: nn.Module, batch: TokenBatch, hidden: bool):
-        """``(logits (R, V), last hidden state (R, H) or None)`` at the positions predicting
-        the ``R`` real response tokens (row-major), from the right-padded batch."""
+        """``(logits (R, V), last hidden state (R, H) or None, rows (R,), cols (R,))`` at the
+        positions predicting the ``R`` real response tokens (row-major: at ``(rows, cols)``
+        of the response-aligned tensors), from the right-padded batch."""
         pos = batch.logit_positions()
         s = batch.input_ids.shape[1]
         kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask}
@@ -272,7 +273,7 @@ class LLMAgent:
         out = model(input_ids=batch.input_ids, output_hidden_states=hidden, use_cache=False, **kwargs)
         rows, cols = batch.response_mask.nonzero(as_tuple=True)
         logits = out.logits[rows, (pos - (s - out.logits.shape[1]))[rows, cols]]
-        return logits, (out.hidden_states[-1][rows, pos[rows, cols]] if hidden else None)
+        return logits, (out.hidden_states[-1][rows, pos[rows, cols]] if hidden else None), rows, cols
 
     def _packed(self, model: nn.Module, batch: TokenBatch, hidden: bool):
         """What :meth:`_padded` gives, from the packed batch (:mod:`agents.policy.packing`):
@@ -282,12 +283,12 @@ class LLMAgent:
         out = model(input_ids=p.input_ids, position_ids=p.position_ids, output_hidden_states=True,
                     use_cache=False, **kwargs)
         h = out.hidden_states[-1].reshape(-1, out.hidden_states[-1].shape[-1])[p.logit_index]
-        return hf_model(model).get_output_embeddings()(h), (h if hidden else None)
+        return hf_model(model).get_output_embeddings()(h), (h if hidden else None), p.rows, p.cols
 
     def _response_outputs(self, model: nn.Module, batch: TokenBatch, hidden: bool):
-        """``(logits (R, V), hidden (R, H) or None)`` of the real response tokens: packed
-        where this model's packed logits match its padded ones (checked once, on the first
-        batch of two or more sequences), else padded."""
+        """``(logits (R, V), hidden (R, H) or None, rows, cols)`` of the real response
+        tokens (see :meth:`_padded`): packed where this model's packed logits match its
+        padded ones (checked once, on the first batch of two or more sequences), else padded."""
         if self.packing and self._packs is None and len(batch) > 1:
             self._packs = self._packing_matches(model, batch)
         if self.packing and self._packs:
@@ -302,9 +303,9 @@ class LLMAgent:
         training = model.training
         model.eval()
         try:
-            padded, _ = self._padded(model, probe, hidden=False)
+            padded = self._padded(model, probe, hidden=False)[0]
             try:
-                packed, _ = self._packed(model, probe, hidden=False)
+                packed = self._packed(model, probe, hidden=False)[0]
             except Exception as e:  # a model that takes no position_ids, say
                 packed, why = None, f"{type(e).__name__}: {e}"
         finally:
@@ -324,9 +325,8 @@ class LLMAgent:
         under the policy (with grad); all three are 0 at padded response positions."""
         head = self.value_head
         with self.policy(self.training) as model:
-            logits, h = self._response_outputs(model, batch, hidden=head is not None)
+            logits, h, rows, cols = self._response_outputs(model, batch, hidden=head is not None)
             values = None if head is None else head(h.to(head.weight.dtype)).squeeze(-1).float()
-        rows, cols = batch.response_mask.nonzero(as_tuple=True)
         logprobs, entropy = logprobs_and_entropy(logits, batch.response_ids[rows, cols])
         shape = batch.response_ids.shape
         return AgentOutput(
@@ -340,8 +340,7 @@ class LLMAgent:
         """``(N, T)`` response log-probs under the reference (0 at padding); ``full=True``:
         ``(N, T, V)`` log-softmax (0 at padding)."""
         with self._reference() as ref:
-            logits, _ = self._response_outputs(ref, batch, hidden=False)
-        rows, cols = batch.response_mask.nonzero(as_tuple=True)
+            logits, _, rows, cols = self._response_outputs(ref, batch, hidden=False)
         logp = logits.float().log_softmax(-1)
         if not full:
             logp = logp.gather(-1, batch.response_ids[rows, cols].unsqueeze(-1)).squeeze(-1)

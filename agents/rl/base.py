@@ -36,7 +36,7 @@ from .batch import TokenBatch
 from .config import PPOConfig
 from .kl_control import make_kl_controller
 from .maths import compute_rewards, kl_penalty, logprobs_from_logits, masked_mean, zero_pad
-from .optimise import optimise
+from .optimise import fits_budget, optimise
 from .scores import RunningMoments, process_scores
 
 __all__ = ["LearnerBase", "Rollout", "rollout_pass"]
@@ -213,21 +213,16 @@ class LearnerBase:
         """One update on ``batch`` with per-trajectory ``scores`` ``(N,)``; returns stats."""
         self.check_batch(batch)
         cfg = self.config
-        budget = cfg.max_tokens_per_microbatch
-        if (self.fuse_first_forward and cfg.mini_batch_size >= len(batch) and cfg.ppo_epochs > 0
-                and not self.world.parallel and cfg.kl_penalty != "full"
-                and (budget is None or batch.input_ids.numel() <= budget)):
-            # the reference first, so that its pass never runs beside the fused graph
-            self._fused_ref = (rollout_pass(self.agent, batch, cfg.mini_batch_size, cfg.kl_penalty,
-                                            self.uses_values, self.uses_reference, with_policy=False)
-                               if self.uses_reference else (None, None, None, None))
-            self._fused = self.agent.forward(batch)  # with grad: the first loss reuses it
+        self._fuse = (self.fuse_first_forward and cfg.mini_batch_size >= len(batch) and cfg.ppo_epochs > 0
+                      and not self.world.parallel and cfg.kl_penalty != "full"
+                      and fits_budget(batch, torch.arange(len(batch), device=batch.device),
+                                      cfg.max_tokens_per_microbatch))
         try:
             rollout = self._open(batch, scores)
             targets = self.advantages(batch, rollout)
             opt = self._optimise(batch, rollout, targets)
         finally:
-            self._fused = self._fused_ref = None
+            self._fuse, self._fused = False, None
         with torch.no_grad():
             stats = self._stats(batch, rollout, opt)
             stats.update(self.extra_stats(batch, rollout, targets, opt))
@@ -268,8 +263,9 @@ class LearnerBase:
             )
         return Rollout(mask, raw, processed, old_lp, values, ref_lp, rewards, non_score, kls, kl_coef)
 
+    _fuse: bool = False
+    """Set by :meth:`update` for one update: whether this update's first forward is fused."""
     _fused: Any = None
-    _fused_ref: Any = None
 
     def policy_forward(self, sub: TokenBatch, idx: torch.Tensor) -> Any:
         """The policy's output on the mini-batch ``sub`` (rows ``idx`` of the batch), with
@@ -285,13 +281,15 @@ class LearnerBase:
     def _rollout_pass(self, batch: TokenBatch):
         """:func:`rollout_pass` on the batch; data-parallel, each process runs its contiguous
         share of the rows and the results are gathered (the batch's rows divide evenly).
-        Fused (``fuse_first_forward``): the old log-probs and values are the detached rows of
-        the update's first forward, and the reference's pass ran alone before that forward
-        (its activations and the fused graph are never held at once)."""
+        Fused (``fuse_first_forward``): the reference's pass runs alone, then the update's
+        first forward (with grad, kept for the first loss), whose detached rows are the old
+        log-probs and values (the reference's activations and the fused graph are never held
+        at once)."""
         cfg, w = self.config, self.world
         args = (cfg.mini_batch_size, cfg.kl_penalty, self.uses_values, self.uses_reference)
-        if self._fused is not None:
-            _, _, ref_lp, kls = self._fused_ref
+        if self._fuse:
+            _, _, ref_lp, kls = rollout_pass(self.agent, batch, *args, with_policy=False)
+            self._fused = self.agent.forward(batch)  # with grad: the first loss reuses it
             mask = batch.response_mask
             old_lp = zero_pad(self._fused.logprobs.detach().float(), mask)
             values = zero_pad(self._fused.values.detach().float(), mask) if self.uses_values else None

@@ -19,7 +19,7 @@ from agents.distributed import SINGLE, World, gather, reduce_sum, share, sum_gra
 from .batch import TokenBatch
 from .config import PPOConfig
 
-__all__ = ["MinibatchLoss", "optimise"]
+__all__ = ["MinibatchLoss", "fits_budget", "optimise"]
 
 MinibatchLoss = Callable[[TokenBatch, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 """``(sub_batch, idx) -> (loss, stats)``: the loss of the mini-batch ``batch.subset(idx)``
@@ -161,15 +161,19 @@ def _minibatch(minibatch_loss: MinibatchLoss, batch: TokenBatch, local: torch.Te
     return loss, _reduce_stats(stats, names, len(local), total, world, batch.device)
 
 
+def fits_budget(batch: TokenBatch, rows: torch.Tensor, budget: int | None) -> bool:
+    """Whether ``rows`` of ``batch`` fit one micro-batch of ``budget`` padded tokens (their
+    count x their longest sequence; None: no budget)."""
+    return budget is None or len(rows) * int(batch.attention_mask[rows].sum(1).max()) <= budget
+
+
 def _micro_batches(batch: TokenBatch, rows: torch.Tensor, budget: int | None) -> list[torch.Tensor]:
     """``rows`` cut into runs of at most ``budget`` padded tokens (a run's rows x its longest
     sequence), longest sequences first so that each run's rows are of similar length; a row
     longer than the budget is a run of its own; ``[rows]`` when they fit in one."""
-    if budget is None or len(rows) == 0:
+    if len(rows) == 0 or fits_budget(batch, rows, budget):
         return [rows]
     lengths = batch.attention_mask[rows].sum(1)
-    if len(rows) * int(lengths.max()) <= budget:
-        return [rows]
     order = torch.sort(lengths, descending=True, stable=True).indices
     rows, lengths = rows[order], lengths[order].tolist()
     pieces, start, longest = [], 0, 0
