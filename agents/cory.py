@@ -63,7 +63,7 @@ class CoryTrainer(Trainer):
         self.models = MODELS[:k]
         models, tokenizer = load_models(config, model, tokenizer)
         names = learner_names(config)
-        agents = build_agents(config, models, tokenizer, n=k, value_heads=value_heads(names))
+        agents = build_agents(config, models, tokenizer, n=k, value_heads=value_heads(names), world=self.world)
         self.learners = {m: build_learner(n, a, config, i)
                          for i, (m, n, a) in enumerate(zip(self.models, names, agents, strict=True))}
         group = max(learner.samples_per_query for learner in self.learners.values())

@@ -15,7 +15,11 @@ What a run with N processes does (:class:`World` of size N):
   processes (:func:`sum_gradients`, accelerate's all-reduce) before clipping and the
   optimiser step: for losses that are means over rows, the step equals the single-process
   step on the same batch (tested), and every process keeps identical weights;
-- one process (rank 0) writes the logs, samples, plots, checkpoints and exported models.
+- one process (rank 0) writes the logs, samples, plots, checkpoints and exported models;
+- launched with an FSDP config (``World.fsdp``), the full-copy models are sharded
+  (:mod:`agents.policy.sharding`): their gradients are reduce-scattered by FSDP, the others'
+  summed here, clipped together (:func:`clip_grad_norm`), and checkpoints hold full tensors
+  (:func:`full_state`).
 
 A single process (no launcher) is a :class:`World` of size 1 and none of this runs. On a
 machine without GPUs, ``accelerate launch --cpu`` starts **one** process; ``accelerate launch
@@ -26,14 +30,17 @@ records as ``num_processes``, never what the flags asked for.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["SINGLE", "World", "gather", "gather_rows", "reduce_sum", "shard", "share", "sum_gradients", "world"]
+__all__ = ["SINGLE", "World", "all_finished", "clip_grad_norm", "fsdp_requested", "full_state", "gather",
+           "gather_rows", "is_sharded", "load_full_state", "reduce_sum", "shard", "share", "sum_gradients",
+           "world"]
 
 T = TypeVar("T")
 S = TypeVar("S", torch.Tensor, Sequence)
@@ -42,11 +49,13 @@ S = TypeVar("S", torch.Tensor, Sequence)
 @dataclass(frozen=True)
 class World:
     """The processes of this run: ``size`` of them, this one ``rank``; ``kind`` is
-    accelerate's distributed type (``NO``, ``MULTI_CPU``, ``MULTI_GPU`` ...)."""
+    accelerate's distributed type (``NO``, ``MULTI_CPU``, ``MULTI_GPU`` ...); ``fsdp``: the
+    launcher asked for FSDP (full-copy models are then sharded over the processes)."""
 
     size: int = 1
     rank: int = 0
     kind: str = "NO"
+    fsdp: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -79,7 +88,21 @@ def world() -> World:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return SINGLE
     state = _state()
-    return World(state.num_processes, state.process_index, state.distributed_type.name)
+    return World(state.num_processes, state.process_index, state.distributed_type.name, fsdp_requested())
+
+
+def fsdp_requested() -> bool:
+    """Whether the launcher asked for FSDP (accelerate's ``ACCELERATE_USE_FSDP``, which
+    ``accelerate launch`` sets from a config's ``distributed_type: FSDP``)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
+
+
+def is_sharded(x: Any) -> bool:
+    """Whether ``x`` (a tensor or a module) is FSDP-sharded (a ``DTensor`` / ``FSDPModule``)."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(x, (DTensor, FSDPModule))
 
 
 def share(rows: S, w: World) -> S:
@@ -127,7 +150,9 @@ def gather_rows(t: torch.Tensor, w: World) -> torch.Tensor:
 
 def sum_gradients(params: Sequence[torch.nn.Parameter], w: World) -> None:
     """Sum the gradients of ``params`` over the processes, in one all-reduce of one flat
-    buffer (a parameter without a gradient counts as zeros)."""
+    buffer (a parameter without a gradient counts as zeros); sharded parameters' gradients
+    are FSDP's (already reduce-scattered) and left alone."""
+    params = [p for p in params if not is_sharded(p)]
     if not w.parallel or not params:
         return
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
@@ -138,3 +163,62 @@ def sum_gradients(params: Sequence[torch.nn.Parameter], w: World) -> None:
         n = p.numel()
         p.grad = flat[offset : offset + n].view_as(p).to(p.dtype).clone()
         offset += n
+
+
+def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` over sharded and plain parameters together: the
+    total L2 norm of every gradient (the sharded ones' over all processes), all clipped by
+    it; returns the norm before clipping."""
+    grads = [p for p in params if p.grad is not None]
+    sharded = [p for p in grads if is_sharded(p)]
+    if not sharded:
+        return torch.nn.utils.clip_grad_norm_(grads, max_norm)
+    plain = [p for p in grads if not is_sharded(p)]
+    squares = torch.nn.utils.get_total_norm([p.grad for p in sharded]).full_tensor().float() ** 2
+    if plain:
+        squares = squares + torch.nn.utils.get_total_norm([p.grad for p in plain]).float() ** 2
+    total = squares.sqrt()
+    if math.isfinite(max_norm):
+        for group in (sharded, plain):
+            if group:
+                torch.nn.utils.clip_grads_with_norm_(group, max_norm, total)
+    return total
+
+
+def full_state(tree: Any, w: World) -> Any:
+    """``tree`` (a state dict, nested) with every sharded tensor gathered whole to CPU on the
+    main process (an empty tensor on the others, which write nothing); a collective, in the
+    tree's order, the same on every process."""
+    def whole(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: whole(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return type(x)(whole(v) for v in x)
+        if not is_sharded(x):
+            return x
+        full = x.full_tensor()
+        return full.cpu() if w.is_main else torch.empty(0)
+    return whole(tree)
+
+
+def load_full_state(optimizer: torch.optim.Optimizer) -> None:
+    """After ``optimizer.load_state_dict`` of a :func:`full_state`: each sharded parameter's
+    moments back to its shard (plain full tensors to ``DTensor``'s of its placement)."""
+    from torch.distributed.tensor import distribute_tensor
+
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if not is_sharded(p):
+                continue
+            state = optimizer.state.get(p, {})
+            for k, v in state.items():
+                if torch.is_tensor(v) and not is_sharded(v) and v.shape == p.shape:
+                    state[k] = distribute_tensor(v.to(p.dtype), p.device_mesh, p.placements)
+
+
+def all_finished(finished: bool, w: World, device: torch.device | str = "cpu") -> bool:
+    """Whether every process of ``w`` is ``finished`` (a collective; ``device``: where the
+    backend reduces, the model's)."""
+    if not w.parallel:
+        return finished
+    return int(reduce_sum(torch.tensor([0 if finished else 1], device=device), w)) == 0

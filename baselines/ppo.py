@@ -33,7 +33,8 @@ class PPOTrainer(Trainer):
     def __init__(self, config: TrainConfig, *, model=None, tokenizer=None, task: Task | None = None):
         super().__init__(config)
         model, tokenizer = load(config, model, tokenizer)
-        (agent,) = build_agents(config, model, tokenizer, n=1, value_heads=value_heads([config.learner]))
+        (agent,) = build_agents(config, model, tokenizer, n=1, value_heads=value_heads([config.learner]),
+                                world=self.world)
         self.learners = {POLICY: build_learner(config.learner, agent, config)}
         self.run = build_run(config, tokenizer, task, samples_per_query=self.learner.samples_per_query,
                              world=self.world)

@@ -6,15 +6,12 @@ one process writes the run folder, and a resumed run reproduces an uninterrupted
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from helpers.configs import small_config
 from helpers.dp_worker import flat_trainable, update_learner
+from helpers.launch import launch, untimed
 from helpers.tiny import tiny_model, tiny_tokenizer
 
 from agents.cory import CoryTrainer
@@ -22,23 +19,6 @@ from agents.distributed import SINGLE
 from agents.run.run_log import read_jsonl
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
-TIMING = ("charts/rollout_s", "charts/iteration_s")
-
-
-def launch(out: Path, *args: str, processes: int = 2) -> list[dict]:
-    """Run the worker in ``processes`` processes; what each rank saw, in rank order."""
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-           str(ROOT / "tests" / "helpers" / "dp_worker.py"), *args[:1], str(out), *args[1:]]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(processes)]
-
-
-def untimed(rows):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def test_a_two_process_update_equals_the_single_process_update(tmp_path):

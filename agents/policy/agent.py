@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from agents.distributed import World
 from agents.policy.construction import (
     ADAPTERS,
     DEFAULT_LORA_TARGETS,
@@ -41,6 +42,7 @@ from agents.policy.construction import (
 from agents.policy.construction import disable_dropout as _disable_dropout
 from agents.policy.loading import autocast, check_dtype, ensure_pad_token, resolve_device
 from agents.policy.packing import attention_cost, pack
+from agents.policy.sharding import load_model_state, model_state
 from agents.rl.batch import TokenBatch
 from agents.rl.maths import logprobs_and_entropy
 
@@ -93,12 +95,15 @@ class LLMAgent:
         self.training = True
         self.keeps_logits = "logits_to_keep" in inspect.signature(hf_model(model).forward).parameters
         """Whether the model's forward takes ``logits_to_keep`` (project only needed positions)."""
-        self._own = getattr(model, ADAPTERS)[adapter] if adapter is not None else list(model.parameters())
+        self._own = getattr(model, ADAPTERS)[adapter] if adapter is not None else None
         self.packing = True
         """Score packed sequences (:mod:`agents.policy.packing`) where the model's packed
         logits match its padded ones; False: always padded."""
         self._packs: bool | None = None
         self._attention_cost = attention_cost(hf_model(model).config)
+        self.sharded_over: World | None = None
+        """The processes this agent's models are FSDP-sharded over (:mod:`agents.policy.
+        sharding`; None: not sharded): each forward is then a collective of theirs."""
 
     # ------------------------------------------------------------------ construction
 
@@ -188,7 +193,8 @@ class LLMAgent:
     def trainable_parameters(self) -> list[nn.Parameter]:
         """LoRA: this agent's adapter and value head; full copy: the model and value head."""
         head = [] if self.value_head is None else list(self.value_head.parameters())
-        return [*self._own, *head]
+        own = self._own if self.is_lora else list(self.model.parameters())  # sharding replaces them
+        return [*own, *head]
 
     def _adapter_params(self) -> dict[str, torch.Tensor]:
         key = f".{self.adapter}."
@@ -199,6 +205,8 @@ class LLMAgent:
         ``value_head`` entry for an agent without one."""
         if self.is_lora:
             state = {"adapter": {k: p.detach() for k, p in self._adapter_params().items()}}
+        elif self.sharded_over is not None:  # gathered whole (a collective; empty off the main process)
+            state = {"model": model_state(self.model)}
         else:
             state = {"model": self.model.state_dict()}
         if self.value_head is not None:
@@ -224,6 +232,8 @@ class LLMAgent:
             with torch.no_grad():
                 for k, p in own.items():
                     p.copy_(state["adapter"][k])
+        elif self.sharded_over is not None:
+            load_model_state(self.model, state["model"])
         else:
             self.model.load_state_dict(state["model"])
         if self.value_head is not None:

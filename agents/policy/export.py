@@ -17,6 +17,8 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from agents.policy.sharding import model_state
+
 __all__ = ["VALUE_HEAD", "export_agent", "merge_adapter"]
 
 VALUE_HEAD = "value_head.safetensors"
@@ -25,8 +27,13 @@ _PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 def export_agent(agent: Any, folder: str | Path, base_model: str | None = None) -> Path:
     """Write ``agent`` to ``folder`` (replacing it): its adapter or its full model, the
-    tokenizer and the value head. ``base_model`` is recorded as the adapter's base."""
+    tokenizer and the value head. ``base_model`` is recorded as the adapter's base. An
+    FSDP-sharded agent's weights are gathered first (every process calls; the main writes)."""
     folder = Path(folder)
+    sharded = getattr(agent, "sharded_over", None)
+    weights = model_state(agent.model) if sharded is not None else None
+    if sharded is not None and not sharded.is_main:
+        return folder
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -44,7 +51,7 @@ def export_agent(agent: Any, folder: str | Path, base_model: str | None = None) 
                 config["base_model_name_or_path"] = base_model
                 (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
         else:
-            agent.model.save_pretrained(str(tmp))
+            agent.model.save_pretrained(str(tmp), state_dict=weights)
         agent.tokenizer.save_pretrained(str(tmp))
         if agent.value_head is not None:
             state = {k: v.detach().cpu().contiguous() for k, v in agent.value_head.state_dict().items()}

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agents.distributed import SINGLE, World, gather_rows, share
+from agents.distributed import SINGLE, World, full_state, gather_rows, load_full_state, share
 
 from .batch import TokenBatch
 from .config import PPOConfig
@@ -346,7 +346,7 @@ class LearnerBase:
     def state_dict(self) -> dict[str, Any]:
         """Optimiser, KL controller, score moments, shuffling generator (not the weights)."""
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": full_state(self.optimizer.state_dict(), self.world),  # sharded moments whole
             "kl_ctl": self.kl_ctl.state_dict(),
             "running": self.running.state_dict(),
             "generator": self.generator.get_state(),
@@ -358,6 +358,7 @@ class LearnerBase:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        load_full_state(self.optimizer)
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         self.running.load_state_dict(state["running"])
         self.generator.set_state(state["generator"].clone())

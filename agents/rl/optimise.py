@@ -14,7 +14,15 @@ from typing import Any
 
 import torch
 
-from agents.distributed import SINGLE, World, gather, reduce_sum, share, sum_gradients
+from agents.distributed import (
+    SINGLE,
+    World,
+    clip_grad_norm,
+    gather,
+    reduce_sum,
+    share,
+    sum_gradients,
+)
 
 from .batch import TokenBatch
 from .config import PPOConfig
@@ -112,7 +120,7 @@ def optimise(
             if stepped:
                 sum_gradients(params, world)
                 max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
-                norm = torch.nn.utils.clip_grad_norm_(params, max_norm).detach()
+                norm = clip_grad_norm(params, max_norm).detach()
                 if not bool(torch.isfinite(norm)):
                     nonfinite += 1
                     optimizer.zero_grad(set_to_none=True)

@@ -74,7 +74,8 @@ def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None,
     out = Path(_peek(argv, "--output-dir") or output_dir)
     w = world()
     if w.is_main:  # the world size the run has, not the one its flags asked for
-        print(f"world size {w.size} ({'data-parallel, ' + w.kind if w.parallel else 'one process'})",
+        kind = f"data-parallel, {w.kind}{', FSDP' if w.fsdp else ''}" if w.parallel else "one process"
+        print(f"world size {w.size} ({kind})",
               flush=True)
     try:
         main(argv)

@@ -94,7 +94,7 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
                     state = {"trainer": trainer.state_dict(), "global_rng": rng_state()}
                     if w.is_main:
                         save_checkpoint(checkpoint_dir(out), it + 1, state, keep=config.keep_checkpoints)
-                        _export(trainer, out)
+                    _export(trainer, out)  # every process: sharded weights are gathered to the main one
                     w.barrier()  # no process runs ahead of a checkpoint being written
             if stopping:
                 name = signal.Signals(stopping[0]).name

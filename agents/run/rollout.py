@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from agents.distributed import SINGLE, all_finished
 from agents.policy.sampler import KVCacheSampler, sample_tokens
 from cory_env import seat_prefix
 from cory_env.tasks.base import GenerationConfig
@@ -42,7 +43,9 @@ def act(
 ) -> list[np.ndarray]:
     """Let ``agent`` play ``venv``'s current role to the end of its turn; returns each env's
     response ids. Sampling follows ``generation`` (temperature, top_k, top_p);
-    ``max_new_tokens`` is a safety cap: a turn running longer raises. ``generator`` is best
+    ``max_new_tokens`` is a safety cap: a turn running longer raises. An FSDP-sharded agent
+    (``agent.sharded_over``) decodes until every process's turn is over, the tokens after
+    its own turn's end discarded. ``generator`` is best
     on the agent's device (one on another device works, at the cost of a copy per token).
     """
     role = venv.agent_selection
@@ -51,18 +54,22 @@ def act(
     budget = max_new_tokens or int(getattr(venv, "episode_max_new_tokens", 0)
                                    or getattr(generation, "max_new_tokens", 16))
     n_actions = getattr(getattr(venv, "single_action_space", None), "n", None)
+    lockstep = getattr(agent, "sharded_over", None) or SINGLE  # sharded: every forward is a collective
     with KVCacheSampler.open(agent, venv.prompt_ids, budget) as sampler:
+        done = False
         while True:
-            logits = sampler.logits
-            if n_actions is not None and logits.shape[-1] > n_actions:
-                logits = logits[:, :n_actions]  # padded vocabularies: only real token ids
-            tokens = sample_tokens(logits, generation, generator)
-            venv.step(tokens.cpu().numpy())
-            if venv.agent_selection != role:
+            if not done:
+                logits = sampler.logits
+                if n_actions is not None and logits.shape[-1] > n_actions:
+                    logits = logits[:, :n_actions]  # padded vocabularies: only real token ids
+                tokens = sample_tokens(logits, generation, generator)
+                venv.step(tokens.cpu().numpy())
+                done = venv.agent_selection != role
+            if all_finished(done, lockstep, sampler.device):
                 break
-            if max_new_tokens is not None and sampler.step + 1 >= max_new_tokens:
+            if not done and max_new_tokens is not None and sampler.step + 1 >= max_new_tokens:
                 raise RuntimeError(f"the {role} turn did not end within max_new_tokens={max_new_tokens}")
-            sampler.advance(tokens)
+            sampler.advance(tokens)  # once done here: decoding on with the others, tokens discarded
     return venv.response_ids(role)
 
 

@@ -18,6 +18,7 @@ from agents.distributed import SINGLE, World
 from agents.policy.agent import LLMAgent
 from agents.policy.construction import enable_activation_checkpointing
 from agents.policy.loading import check_4bit, load_model, load_tokenizer
+from agents.policy.sharding import check_sharding, shard_agents
 from agents.policy.tokenizers import check_same_tokenizer
 from agents.rl.config import PPOConfig
 from agents.rl.grpo import GRPOOptions
@@ -63,11 +64,14 @@ def generation_of(config: TrainConfig, task: Task) -> GenerationConfig:
 
 
 def build_agents(config: TrainConfig, model, tokenizer, n: int,
-                 value_heads: Sequence[bool] | None = None) -> list[LLMAgent]:
+                 value_heads: Sequence[bool] | None = None, world: World = SINGLE) -> list[LLMAgent]:
     """``n`` trainable agents over ``model`` (one model, or a list of one per agent; agents
     given the same model object share it): LoRA adapters on one frozen base per model (whose
     adapters-off forward is that model's reference), or full copies sharing one frozen
-    reference per model. ``value_heads[i]``: whether agent ``i`` gets a value head (None: all)."""
+    reference per model. ``value_heads[i]``: whether agent ``i`` gets a value head (None: all).
+    A ``world`` launched with FSDP gets its full copies sharded (:mod:`agents.policy.sharding`)."""
+    if world.fsdp:
+        check_sharding(config, world)
     torch.manual_seed(config.seed)
     heads = [True] * n if value_heads is None else list(value_heads)
     models = list(model) if isinstance(model, (list, tuple)) else [model] * n
@@ -96,6 +100,8 @@ def build_agents(config: TrainConfig, model, tokenizer, n: int,
     if config.activation_checkpointing:
         for trained in {id(a.model): a.model for a in agents}.values():
             enable_activation_checkpointing(trained)
+    if world.fsdp:
+        shard_agents(agents, world)
     return agents
 
 

@@ -95,7 +95,10 @@ class Trainer:
 
     def export_models(self, folder: str | Path) -> list[Path]:
         """Every model in Hugging Face format under ``folder/<model>/`` (a peft adapter or a
-        full model, the tokenizer, the value head; :mod:`agents.policy.export`)."""
+        full model, the tokenizer, the value head; :mod:`agents.policy.export`). Every process
+        calls it; the main one writes."""
+        if not (self.world.is_main or self.world.fsdp):
+            return []
         bases = model_names(self.config) if len(self.learners) > 1 else [self.config.model]
         return [export_agent(lr.agent, Path(folder) / name, base_model=base)
                 for (name, lr), base in zip(self.learners.items(), bases)]

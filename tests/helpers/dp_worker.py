@@ -2,8 +2,9 @@
 ``tests/test_distributed.py``): ``python dp_worker.py SCENARIO OUT [options]``; each rank
 writes what it saw to ``OUT/rank<r>.pt``.
 
-Scenarios: ``update`` (one PPO update of a LoRA agent on :func:`fixed_batch`), ``cory`` and
-``ppo`` (a tiny run in ``OUT/run``, ``--iterations``, ``--stop-after``, ``--resume``).
+Scenarios: ``update`` (one PPO update of an agent on :func:`fixed_batch`), ``cory`` and
+``ppo`` (a tiny run in ``OUT/run``, ``--iterations``, ``--stop-after``, ``--resume``);
+``--mode full`` for full copies (sharded when launched with an FSDP config).
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ def fixed_batch() -> tuple[TokenBatch, torch.Tensor]:
     return TokenBatch.from_lists(prompts, responses, pad_id=0), scores
 
 
-def update_learner(tmp: Path, world: distributed.World, update: bool = True) -> PPOLearner:
-    """The LoRA agent and PPO learner both the test and the workers build, after one update.
-    SGD, not Adam: Adam's step is about the sign of each gradient, so a parameter whose
-    gradient is float noise around zero would move by a whole learning rate either way."""
-    config = small_config(tmp)
-    (agent,) = build_agents(config, tiny_model(), tiny_tokenizer(), n=1)
+def update_learner(tmp: Path, world: distributed.World, update: bool = True, mode: str = "lora") -> PPOLearner:
+    """The agent (LoRA or a full copy, sharded where ``world`` asks for FSDP) and PPO learner
+    both the test and the workers build, after one update. SGD, not Adam: Adam's step is
+    about the sign of each gradient, so a parameter whose gradient is float noise around
+    zero would move by a whole learning rate either way."""
+    config = small_config(tmp, mode=mode)
+    (agent,) = build_agents(config, tiny_model(), tiny_tokenizer(), n=1, world=world)
     optimizer = torch.optim.SGD(agent.trainable_parameters(), lr=0.5)
     learner = PPOLearner.build(agent, optimizer=optimizer, config=PPOConfig(
         batch_size=8, mini_batch_size=4, ppo_epochs=2, seed=0))
@@ -50,7 +52,9 @@ def update_learner(tmp: Path, world: distributed.World, update: bool = True) -> 
 
 
 def flat_trainable(learner) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in learner.agent.trainable_parameters()])
+    """The learner's trainable weights in one vector (sharded ones gathered whole)."""
+    return torch.cat([(p.full_tensor() if distributed.is_sharded(p) else p).detach().flatten()
+                      for p in learner.agent.trainable_parameters()])
 
 
 def main() -> None:
@@ -60,12 +64,13 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--stop-after", type=int, default=None)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--mode", default="lora", choices=["lora", "full"])
     args = p.parse_args()
     torch.set_num_threads(1)
     w = distributed.world()
-    seen: dict = {"world": (w.size, w.rank, w.kind)}
+    seen: dict = {"world": (w.size, w.rank, w.kind), "fsdp": w.fsdp}
     if args.scenario == "update":
-        learner = update_learner(args.out, w)
+        learner = update_learner(args.out, w, mode=args.mode)
         seen["params"] = flat_trainable(learner)
         seen["stats"] = learner.stats
     else:
@@ -78,7 +83,8 @@ def main() -> None:
             return mine
 
         trainer_module.shard = recording_shard
-        config = small_config(args.out, iterations=args.iterations, eval_every=2, resume=args.resume)
+        config = small_config(args.out, iterations=args.iterations, eval_every=2, resume=args.resume,
+                              mode=args.mode)
         if args.scenario == "cory":
             from agents.cory import CoryTrainer
 
@@ -89,6 +95,10 @@ def main() -> None:
             trainer = PPOTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer())
         seen["rows"] = trainer.train(stop_after=args.stop_after)
         seen["params"] = {m: flat_trainable(lr) for m, lr in trainer.learners.items()}
+    learners = [learner] if args.scenario == "update" else list(trainer.learners.values())
+    params = [p for lr in learners for p in lr.agent.trainable_parameters()]
+    seen["held"] = sum((p.to_local() if distributed.is_sharded(p) else p).numel() for p in params)
+    seen["numel"] = sum(p.numel() for p in params)
     torch.save(seen, args.out / f"rank{w.rank}.pt")
 
 

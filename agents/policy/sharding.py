@@ -1,0 +1,111 @@
+"""Fully sharded full-copy agents (FSDP2) through ``accelerate``'s FSDP configuration.
+
+``accelerate launch --config_file configs/accelerate/fsdp.yaml ...`` (``distributed_type:
+FSDP``) tells every process, through accelerate's ``ACCELERATE_USE_FSDP`` / ``FSDP_*``
+environment, to shard. :func:`shard_agents` then hands each full-copy model, trained and
+reference, to accelerate's own FSDP2 preparation (``fsdp2_prepare_model``: one FSDP unit per
+decoder layer, the embeddings and head in their own, each parameter a ``DTensor`` holding
+``1 / N`` of it); the plugin is built from that environment, so the config file's
+``fsdp_reshard_after_forward``, ``fsdp_offload_params``, wrap policy and layer classes apply.
+accelerate 1.15 prepares FSDP only on CUDA; calling its preparation directly also shards on
+CPU processes (gloo), which is how the project tests it.
+
+What changes for a sharded model (each point is a collective: every process calls it):
+
+- the gradient reduce-scatter *sums* (divide factor 1), as :func:`agents.distributed.
+  sum_gradients` does for the other parameters, so the data-parallel loss weighting holds;
+- :func:`clip_grad_norm` takes the norm over sharded and plain gradients together;
+- :func:`full_state` / :func:`load_full_state` move weights and optimiser moments in and out
+  as plain full tensors (the checkpoint and export formats do not change); the full weights
+  are gathered to CPU on the main process only;
+- every forward is a collective, so an agent holds ``sharded_over`` (its world) and a
+  rollout keeps decoding, its tokens discarded, until every process's turn is over;
+- scoring runs padded, one forward per chunk (the packed path calls the head apart).
+
+Refused with a message: LoRA (its frozen base is shared by the agents and switched per
+call; use DDP), and a token budget (micro-batch counts would differ between processes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+from agents.distributed import World
+
+__all__ = ["check_sharding", "load_model_state", "model_state", "shard_agents", "shard_model"]
+
+
+def check_sharding(config: Any, world: World) -> None:
+    """Refuse what a sharded run cannot do, before any weights are sharded."""
+    if config.mode != "full":
+        raise ValueError("FSDP shards full-copy agents only (--mode full); LoRA agents share one "
+                         "frozen base switched per call: run LoRA data-parallel (configs/accelerate/"
+                         "cpu_ddp.yaml or gpu_ddp.yaml)")
+    if config.max_tokens_per_microbatch is not None:
+        raise ValueError("--max-tokens-per-microbatch is not supported with FSDP yet (each process "
+                         "would run a different number of sharded forwards); use --mini-batch-size")
+    if config.mini_batch_size < world.size:
+        raise ValueError(f"with FSDP every process needs rows in every mini-batch: --mini-batch-size "
+                         f"{config.mini_batch_size} < {world.size} processes")
+
+
+def _plugin_host(world: World) -> SimpleNamespace:
+    """What accelerate's ``fsdp2_prepare_model`` reads from an ``Accelerator``: the FSDP
+    plugin (from the launcher's environment), the device, the main-process flag; mixed
+    precision stays the run's own (``--dtype``), so none here."""
+    from accelerate import FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
+    if plugin.transformer_cls_names_to_wrap == []:
+        plugin.transformer_cls_names_to_wrap = None  # the model's own _no_split_modules
+    return SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), mixed_precision="no",
+                           is_main_process=world.is_main, device=torch.device("cpu"))
+
+
+def shard_model(model: nn.Module, world: World) -> nn.Module:
+    """``model`` sharded in place over ``world`` by accelerate's FSDP2 preparation, its
+    gradient reduce-scatter summing."""
+    from accelerate.utils import fsdp2_prepare_model
+    from torch.distributed.fsdp import FSDPModule
+
+    host = _plugin_host(world)
+    host.device = next(model.parameters()).device
+    model = fsdp2_prepare_model(host, model)
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)  # a plain SUM: gloo has no PREMUL_SUM
+    return model
+
+
+def shard_agents(agents: Sequence[Any], world: World) -> None:
+    """Shard every distinct full-copy model and reference of ``agents`` over ``world``; each
+    agent then scores padded and decodes in lockstep (``sharded_over``)."""
+    done: set[int] = set()
+    for agent in agents:
+        for model in (agent.model, agent.reference):
+            if id(model) not in done:
+                shard_model(model, world)
+                done.add(id(model))
+        agent.packing = False
+        agent.sharded_over = world
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A sharded model's full state dict, gathered to CPU (every process calls; the main
+    process gets the tensors, the others an empty dict)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a full state dict (every process holds it) into a sharded model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))

@@ -1,0 +1,83 @@
+"""Fully sharded (FSDP2) full-copy training on 2 real processes, launched the way a user
+does, ``accelerate launch --config_file configs/accelerate/cpu_fsdp.yaml`` (gloo, 1 thread
+each, tiny model): each process holds half of every weight; an update equals the
+single-process one; a CORY run equals the unsharded data-parallel run of the same config,
+writes one run with models that load with transformers; a resumed run reproduces an
+uninterrupted one; what FSDP cannot do is refused before anything is sharded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.configs import small_config
+from helpers.dp_worker import flat_trainable, update_learner
+from helpers.launch import launch, untimed
+
+from agents.distributed import SINGLE, World
+from agents.policy.sharding import check_sharding
+from agents.run.run_log import read_jsonl
+
+CONFIG = "cpu_fsdp.yaml"
+
+
+@pytest.mark.slow
+def test_an_fsdp_update_shards_the_weights_and_equals_the_single_process_update(tmp_path):
+    ranks = launch(tmp_path / "fsdp", "update", "--mode", "full", config=CONFIG)
+    assert [(r["world"][:2], r["fsdp"]) for r in ranks] == [((2, 0), True), ((2, 1), True)]
+    value_head = 33  # hidden 32 + bias: the one parameter left whole
+    assert ranks[0]["held"] == ranks[1]["held"] == (ranks[0]["numel"] - value_head) // 2 + value_head
+    single = update_learner(tmp_path / "single", SINGLE, mode="full")
+    initial = flat_trainable(update_learner(tmp_path / "initial", SINGLE, update=False, mode="full"))
+    expected = flat_trainable(single)
+    assert (expected - initial).abs().max() > 1e-2
+    torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)
+    torch.testing.assert_close(ranks[0]["params"], expected, rtol=1e-5, atol=1e-6)
+    for key in ("ppo/policy/approxkl", "ppo/loss/total", "ppo/val/error", "ppo/policy/entropy"):
+        assert ranks[0]["stats"][key] == pytest.approx(single.stats[key], rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_an_fsdp_cory_run_equals_the_unsharded_run_and_exports_loadable_models(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    sharded = launch(tmp_path / "fsdp", "cory", "--mode", "full", "--iterations", "2", config=CONFIG)
+    plain = launch(tmp_path / "ddp", "cory", "--mode", "full", "--iterations", "2")
+    assert sharded[0]["fsdp"] and not plain[0]["fsdp"]
+    for m in ("model_a", "model_b"):
+        torch.testing.assert_close(sharded[0]["params"][m], sharded[1]["params"][m], rtol=0, atol=0)
+        torch.testing.assert_close(sharded[0]["params"][m], plain[0]["params"][m], rtol=0, atol=1e-4)
+    rows, expected = untimed(sharded[0]["rows"]), untimed(plain[0]["rows"])
+    assert [sorted(r) for r in rows] == [sorted(r) for r in expected]
+    for row, want in zip(rows, expected):  # the rollouts are the same tokens, so the rewards are equal
+        for key in ("charts/reward", "eval/model_a/reward", "eval/model_b/reward", "charts/kl"):
+            if key in want:
+                assert row[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+    run = tmp_path / "fsdp" / "run"
+    assert [r["iteration"] for r in read_jsonl(run / "metrics.jsonl")] == [0, 1, 2]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter_000001", "iter_000002"]
+    exported = AutoModelForCausalLM.from_pretrained(run / "models" / "model_a")
+    weights = torch.cat([p.detach().flatten() for p in exported.parameters()])
+    torch.testing.assert_close(weights, sharded[0]["params"]["model_a"][: len(weights)], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_an_fsdp_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
+    args = ("ppo", "--mode", "full", "--iterations", "3")
+    whole = launch(tmp_path / "whole", *args, config=CONFIG)
+    launch(tmp_path / "cut", *args, "--stop-after", "2", config=CONFIG)
+    resumed = launch(tmp_path / "cut", *args, "--resume", config=CONFIG)
+    assert untimed(read_jsonl(tmp_path / "cut" / "run" / "metrics.jsonl")) == \
+        untimed(read_jsonl(tmp_path / "whole" / "run" / "metrics.jsonl"))
+    torch.testing.assert_close(resumed[1]["params"], whole[1]["params"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(mode="lora"), "full-copy agents only"),
+    (dict(mode="full", max_tokens_per_microbatch=64), "max-tokens-per-microbatch"),
+    (dict(mode="full", mini_batch_size=1), "needs rows in every mini-batch"),
+])
+def test_what_fsdp_cannot_do_is_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        check_sharding(small_config(Path("/tmp/cory-fsdp"), **change), World(2, 0, "MULTI_CPU", fsdp=True))
