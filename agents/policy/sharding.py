@@ -12,12 +12,15 @@ CPU processes (gloo), which is how the project tests it.
 
 What changes for a sharded model (each point is a collective: every process calls it):
 
+- the models are built on the CPU (:func:`agents.run.setup.loading_device`) and each process
+  moves only its shards to its device, so no device ever holds a whole copy;
 - the gradient reduce-scatter *sums* (divide factor 1), as :func:`agents.distributed.
   sum_gradients` does for the other parameters, so the data-parallel loss weighting holds;
-- :func:`clip_grad_norm` takes the norm over sharded and plain gradients together;
-- :func:`full_state` / :func:`load_full_state` move weights and optimiser moments in and out
-  as plain full tensors (the checkpoint and export formats do not change); the full weights
-  are gathered to CPU on the main process only;
+- :func:`agents.distributed.clip_grad_norm` takes the norm over sharded and plain gradients;
+- :func:`model_state` / :func:`agents.distributed.full_state` gather weights and optimiser
+  moments whole, to the main process's CPU memory, so checkpoints and exports keep their
+  formats; loading distributes them back (:func:`load_model_state`,
+  :func:`agents.distributed.load_full_state`);
 - every forward is a collective, so an agent holds ``sharded_over`` (its world) and a
   rollout keeps decoding, its tokens discarded, until every process's turn is over;
 - scoring runs padded, one forward per chunk (the packed path calls the head apart).
@@ -64,7 +67,14 @@ def _plugin_host(world: World) -> SimpleNamespace:
     if plugin.transformer_cls_names_to_wrap == []:
         plugin.transformer_cls_names_to_wrap = None  # the model's own _no_split_modules
     return SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), mixed_precision="no",
-                           is_main_process=world.is_main, device=torch.device("cpu"))
+                           is_main_process=world.is_main, device=_state_device())
+
+
+def _state_device() -> torch.device:
+    """This process's device as accelerate sees it (its CUDA device, or the CPU)."""
+    from agents.distributed import _state
+
+    return _state().device
 
 
 def shard_model(model: nn.Module, world: World) -> nn.Module:
@@ -73,9 +83,7 @@ def shard_model(model: nn.Module, world: World) -> nn.Module:
     from accelerate.utils import fsdp2_prepare_model
     from torch.distributed.fsdp import FSDPModule
 
-    host = _plugin_host(world)
-    host.device = next(model.parameters()).device
-    model = fsdp2_prepare_model(host, model)
+    model = fsdp2_prepare_model(_plugin_host(world), model)
     for m in model.modules():
         if isinstance(m, FSDPModule):
             m.set_gradient_divide_factor(1.0)
@@ -83,15 +91,23 @@ def shard_model(model: nn.Module, world: World) -> nn.Module:
     return model
 
 
-def shard_agents(agents: Sequence[Any], world: World) -> None:
-    """Shard every distinct full-copy model and reference of ``agents`` over ``world``; each
-    agent then scores padded and decodes in lockstep (``sharded_over``)."""
+def shard_agents(agents: Sequence[Any], world: World, device: str | torch.device) -> None:
+    """Shard every distinct full-copy model and reference of ``agents`` (built on the CPU)
+    over ``world``: FSDP moves each process's shards to ``device``'s kind (CUDA where there is
+    one), the agents and their value heads go to ``device``; each agent then scores padded
+    and decodes in lockstep (``sharded_over``)."""
+    from agents.policy.loading import resolve_device
+
+    dev = resolve_device(device)
     done: set[int] = set()
     for agent in agents:
         for model in (agent.model, agent.reference):
             if id(model) not in done:
                 shard_model(model, world)
                 done.add(id(model))
+        agent.device = dev
+        if agent.value_head is not None:
+            agent.value_head.to(dev)
         agent.packing = False
         agent.sharded_over = world
 

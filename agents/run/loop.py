@@ -83,7 +83,7 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
             metrics.update(trainer.step(it))
             log.log(it, metrics)
             log.log_samples(it, trainer.samples[: config.num_samples])
-            dirty = _report(bar, it, metrics, streaks, config)
+            dirty = _report(bar, it, metrics, streaks, config, speak=w.is_main)
             stopping = _everyone(stop, w)
             bar.set_postfix(reward=f"{metrics['charts/reward']:.3f}", kl=f"{metrics['charts/kl']:.3f}")
             if (it + 1) % config.checkpoint_every == 0 or it + 1 == end or stopping:
@@ -171,15 +171,17 @@ def _sinks(out: Path, config: TrainConfig) -> list[Any]:
     return [WandbSink(out, project=config.wandb_project, group=config.wandb_group, mode=config.wandb_mode)]
 
 
-def _report(bar, it: int, metrics: dict[str, float], streaks: dict[str, int], config: TrainConfig) -> bool:
-    """One line per iteration for skipped or non-finite steps; stop a diverged learner.
-    Returns whether any learner had a non-finite step this iteration."""
+def _report(bar, it: int, metrics: dict[str, float], streaks: dict[str, int], config: TrainConfig,
+            speak: bool = True) -> bool:
+    """One line per iteration for skipped or non-finite steps (``speak``: this process
+    prints); stop a diverged learner. Returns whether any learner had a non-finite step
+    this iteration."""
     skipped = {k: int(v) for k, v in metrics.items() if k.endswith("/" + SKIPPED) and v}
-    if skipped:
+    if skipped and speak:
         bar.write(f"iteration {it}: skipped mini-batches over the ratio threshold "
                   f"({', '.join(f'{k} {v}' for k, v in skipped.items())})")
     bad = {k: int(v) for k, v in metrics.items() if k.endswith("/" + NONFINITE) and v}
-    if bad:
+    if bad and speak:
         bar.write(f"iteration {it}: skipped optimiser steps with a non-finite loss or gradient, "
                   f"weights left as they were ({', '.join(f'{k} {v}' for k, v in bad.items())})")
     for key, value in metrics.items():

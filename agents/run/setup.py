@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.distributed import SINGLE, World
+from agents.distributed import SINGLE, World, fsdp_requested
+from agents.distributed import world as launched_world
 from agents.policy.agent import LLMAgent
 from agents.policy.construction import enable_activation_checkpointing
 from agents.policy.loading import check_4bit, load_model, load_tokenizer
@@ -78,7 +79,8 @@ def build_agents(config: TrainConfig, model, tokenizer, n: int,
     groups: dict[int, list[int]] = {}
     for i, m in enumerate(models):
         groups.setdefault(id(m), []).append(i)
-    common = {"dtype": config.dtype, "device": config.device}
+    # sharded: built on the CPU, each process's shards then go to the device (never a whole copy)
+    common = {"dtype": config.dtype, "device": "cpu" if world.fsdp else config.device}
     agents: list[LLMAgent | None] = [None] * n
     for idx in groups.values():
         base = models[idx[0]]
@@ -101,7 +103,7 @@ def build_agents(config: TrainConfig, model, tokenizer, n: int,
         for trained in {id(a.model): a.model for a in agents}.values():
             enable_activation_checkpointing(trained)
     if world.fsdp:
-        shard_agents(agents, world)
+        shard_agents(agents, world, config.device)
     return agents
 
 
@@ -222,10 +224,13 @@ def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_
 
 def preflight(config: TrainConfig) -> None:
     """What can be refused before a model loads (minutes for a large one): the output folder
-    (a file; a run there that this config may not continue), the reward's name, and the task
+    (a file; a run there that this config may not continue), what FSDP cannot shard, the
+    reward's name, and the task
     with its data (read here, so a missing file or an empty dataset fails now; the reward,
     which may be a model, is built once, with the run)."""
     check_output(config)
+    if fsdp_requested():
+        check_sharding(config, launched_world())
     if config.load_in_4bit:  # before minutes of download and loading
         check_4bit(config.device)
     if config.reward and config.reward not in available_rewards():
@@ -240,11 +245,17 @@ def load(config: TrainConfig, model=None, tokenizer=None):
     config's inputs are checked first (:func:`preflight`)."""
     preflight(config)
     if model is None:
-        return load_model(config.model, dtype=config.dtype, device=config.device,
+        return load_model(config.model, dtype=config.dtype, device=loading_device(config),
                           weights=weights_dtype(config), load_in_4bit=config.load_in_4bit)
     if tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
     return model, tokenizer
+
+
+def loading_device(config: TrainConfig) -> str:
+    """Where the weights load: the run's device, or the CPU when the launcher asked for FSDP
+    (each process moves only its shards to the device, :func:`build_agents`)."""
+    return "cpu" if fsdp_requested() else config.device
 
 
 def weights_dtype(config: TrainConfig) -> str:
@@ -277,7 +288,7 @@ def load_models(config: TrainConfig, model=None, tokenizer=None) -> tuple[list, 
     distinct = list(dict.fromkeys(names))
     if len(distinct) > 1:
         check_same_tokenizer([(n, load_tokenizer(n)) for n in distinct])
-    loaded = {n: load_model(n, dtype=config.dtype, device=config.device, weights=weights_dtype(config),
+    loaded = {n: load_model(n, dtype=config.dtype, device=loading_device(config), weights=weights_dtype(config),
                             load_in_4bit=config.load_in_4bit)
               for n in distinct}
     return [loaded[n][0] for n in names], loaded[distinct[0]][1]
