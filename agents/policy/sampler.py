@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from agents.errors import DivergedError
+from agents.policy.agent import keep_positions
 
 __all__ = ["KVCacheSampler", "sample_tokens"]
 
@@ -77,7 +78,7 @@ class KVCacheSampler:
         positions = (mask[:, :p_len].cumsum(1) - 1).clamp(min=0).to(self.device)
         self.mask = mask.to(self.device)
         self.p_len, self.step = p_len, 0
-        keep = {"logits_to_keep": 1} if agent.keeps_logits else {}
+        keep = {"logits_to_keep": keep_positions(1, p_len, self.device)} if agent.keeps_logits else {}
         out = model(input_ids=torch.from_numpy(ids).to(self.device), attention_mask=self.mask[:, :p_len],
                     position_ids=positions, use_cache=True, **keep)
         self.cache, self.logits = out.past_key_values, out.logits[:, -1]
