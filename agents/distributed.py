@@ -39,8 +39,8 @@ from typing import Any, TypeVar
 import torch
 
 __all__ = ["SINGLE", "World", "all_finished", "clip_grad_norm", "fsdp_requested", "full_state", "gather",
-           "gather_rows", "is_sharded", "load_full_state", "reduce_sum", "shard", "share", "sum_gradients",
-           "world"]
+           "gather_rows", "is_sharded", "load_full_state", "process_device", "reduce_sum", "shard", "share",
+           "sum_gradients", "world"]
 
 T = TypeVar("T")
 S = TypeVar("S", torch.Tensor, Sequence)
@@ -80,6 +80,11 @@ def _state():
     # cpu=True on a machine without CUDA: accelerate then joins the launcher's processes on
     # gloo (without it, each process of `--multi_gpu` on a CPU machine thinks it is alone)
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def process_device() -> torch.device:
+    """This process's device as accelerate sees it (its CUDA device, or the CPU)."""
+    return _state().device
 
 
 def world() -> World:

@@ -279,7 +279,8 @@ class LLMAgent:
         s = batch.input_ids.shape[1]
         kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask}
         if self.keeps_logits:
-            kwargs["logits_to_keep"] = keep_positions(s - int(batch.query_lengths.min()) + 1, s, self.device)
+            first = int(batch.query_lengths.min()) - 1  # the first position predicting a response token
+            kwargs["logits_to_keep"] = keep_positions(s - first, s, self.device)
         out = model(input_ids=batch.input_ids, output_hidden_states=hidden, use_cache=False, **kwargs)
         rows, cols = batch.response_mask.nonzero(as_tuple=True)
         logits = out.logits[rows, (pos - (s - out.logits.shape[1]))[rows, cols]]
@@ -289,7 +290,8 @@ class LLMAgent:
         """What :meth:`_padded` gives, from the packed batch (:mod:`agents.policy.packing`):
         the output head runs on the response positions alone."""
         p = pack(batch, self.pad_id, self._attention_cost)
-        kwargs: dict[str, Any] = {"logits_to_keep": keep_positions(0, 0, self.device)} if self.keeps_logits else {}
+        none = keep_positions(0, 0, self.device)  # the head runs below, on the response positions
+        kwargs: dict[str, Any] = {"logits_to_keep": none} if self.keeps_logits else {}
         out = model(input_ids=p.input_ids, position_ids=p.position_ids, output_hidden_states=True,
                     use_cache=False, **kwargs)
         h = out.hidden_states[-1].reshape(-1, out.hidden_states[-1].shape[-1])[p.logit_index]
@@ -359,10 +361,11 @@ class LLMAgent:
 
 def keep_positions(k: int, length: int, device: torch.device) -> torch.Tensor:
     """The last ``k`` of ``length`` positions as an index tensor, for a model's
-    ``logits_to_keep`` (``k = 0``: none, where the int 0 would keep all). An int ``k`` would make it slice its hidden states, and ``F.linear``
-    on that strided ``(B, k, H)`` slice runs as a batched matmul over a copied, expanded
-    head weight: 4x slower in fp32, 50x with bf16 weights, than on the gathered rows an
-    index gives (SmolLM2's 49k-token head, ``bench/update.py``)."""
+    ``logits_to_keep`` (``k = 0``: none, where the int 0 would keep all). Given an int, the
+    model slices its hidden states, and ``F.linear`` on that strided ``(B, k, H)`` slice runs
+    as a batched matmul over an expanded copy of the head weight: for SmolLM2's 49k-token
+    head 4x slower in fp32 and 50x with bf16 weights (measured in isolation) than on the
+    gathered rows an index gives."""
     return torch.arange(length - k, length, device=device)
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agents.distributed import World
+from agents.distributed import World, process_device
 
 __all__ = ["check_sharding", "load_model_state", "model_state", "shard_agents", "shard_model"]
 
@@ -67,14 +67,7 @@ def _plugin_host(world: World) -> SimpleNamespace:
     if plugin.transformer_cls_names_to_wrap == []:
         plugin.transformer_cls_names_to_wrap = None  # the model's own _no_split_modules
     return SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), mixed_precision="no",
-                           is_main_process=world.is_main, device=_state_device())
-
-
-def _state_device() -> torch.device:
-    """This process's device as accelerate sees it (its CUDA device, or the CPU)."""
-    from agents.distributed import _state
-
-    return _state().device
+                           is_main_process=world.is_main, device=process_device())
 
 
 def shard_model(model: nn.Module, world: World) -> nn.Module:
