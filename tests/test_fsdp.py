@@ -3,7 +3,8 @@ does, ``accelerate launch --config_file configs/accelerate/cpu_fsdp.yaml`` (gloo
 each, tiny model): each process holds half of every weight; an update equals the
 single-process one; a CORY run equals the unsharded data-parallel run of the same config,
 writes one run with models that load with transformers; a resumed run reproduces an
-uninterrupted one; what FSDP cannot do is refused before anything is sharded."""
+uninterrupted one; processes with fewer micro-batches (a token budget) or no rows of a
+mini-batch run weightless ones; LoRA is refused before anything is sharded."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from helpers.configs import small_config
 from helpers.dp_worker import flat_trainable, update_learner
 from helpers.launch import launch, untimed
 
-from agents.distributed import SINGLE, World
+from agents.distributed import SINGLE
 from agents.policy.sharding import check_sharding
 from agents.run.run_log import read_jsonl
 
@@ -36,6 +37,22 @@ def test_an_fsdp_update_shards_the_weights_and_equals_the_single_process_update(
     torch.testing.assert_close(ranks[0]["params"], expected, rtol=1e-5, atol=1e-6)
     for key in ("ppo/policy/approxkl", "ppo/loss/total", "ppo/val/error", "ppo/policy/entropy"):
         assert ranks[0]["stats"][key] == pytest.approx(single.stats[key], rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options, settings", [
+    # a 12-token budget cuts some shares of 2 rows (5-7 tokens each) in two and leaves others
+    # whole: the process with fewer pieces runs weightless ones
+    (("--budget", "12"), dict(budget=12)),
+    # mini-batches of 7 and 1 rows: for the 1-row one, a process holds no row
+    (("--mini-batch-size", "7"), dict(mini_batch_size=7)),
+])
+def test_processes_with_fewer_pieces_run_weightless_ones_and_the_update_is_unchanged(tmp_path, options,
+                                                                                     settings):
+    ranks = launch(tmp_path / "fsdp", "update", "--mode", "full", *options, config=CONFIG)
+    expected = flat_trainable(update_learner(tmp_path / "single", SINGLE, mode="full", **settings))
+    torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)
+    torch.testing.assert_close(ranks[0]["params"], expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -73,11 +90,6 @@ def test_an_fsdp_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
     torch.testing.assert_close(resumed[1]["params"], whole[1]["params"], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(mode="lora"), "full-copy agents only"),
-    (dict(mode="full", max_tokens_per_microbatch=64), "max-tokens-per-microbatch"),
-    (dict(mode="full", mini_batch_size=1), "needs rows in every mini-batch"),
-])
-def test_what_fsdp_cannot_do_is_refused(change, message):
-    with pytest.raises(ValueError, match=message):
-        check_sharding(small_config(Path("/tmp/cory-fsdp"), **change), World(2, 0, "MULTI_CPU", fsdp=True))
+def test_fsdp_with_lora_is_refused():
+    with pytest.raises(ValueError, match="full-copy agents only"):
+        check_sharding(small_config(Path("/tmp/cory-fsdp"), mode="lora"))

@@ -25,8 +25,13 @@ What changes for a sharded model (each point is a collective: every process call
   rollout keeps decoding, its tokens discarded, until every process's turn is over;
 - scoring runs padded, one forward per chunk (the packed path calls the head apart).
 
+- a process with fewer micro-batches than another (a token budget), or none of a
+  mini-batch's rows (fewer rows than processes), runs weightless ones
+  (:func:`agents.rl.optimise.optimise`), so every process runs as many forwards and
+  backwards.
+
 Refused with a message: LoRA (its frozen base is shared by the agents and switched per
-call; use DDP), and a token budget (micro-batch counts would differ between processes).
+call; use DDP).
 """
 
 from __future__ import annotations
@@ -43,18 +48,12 @@ from agents.distributed import World, process_device
 __all__ = ["check_sharding", "load_model_state", "model_state", "shard_agents", "shard_model"]
 
 
-def check_sharding(config: Any, world: World) -> None:
+def check_sharding(config: Any) -> None:
     """Refuse what a sharded run cannot do, before any weights are sharded."""
     if config.mode != "full":
         raise ValueError("FSDP shards full-copy agents only (--mode full); LoRA agents share one "
                          "frozen base switched per call: run LoRA data-parallel (configs/accelerate/"
                          "cpu_ddp.yaml or gpu_ddp.yaml)")
-    if config.max_tokens_per_microbatch is not None:
-        raise ValueError("--max-tokens-per-microbatch is not supported with FSDP yet (each process "
-                         "would run a different number of sharded forwards); use --mini-batch-size")
-    if config.mini_batch_size < world.size:
-        raise ValueError(f"with FSDP every process needs rows in every mini-batch: --mini-batch-size "
-                         f"{config.mini_batch_size} < {world.size} processes")
 
 
 def _plugin_host(world: World) -> SimpleNamespace:

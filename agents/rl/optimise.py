@@ -96,12 +96,14 @@ def optimise(
                 idx = b_idx[m_start : m_start + mb]
                 local = share(idx, world)
                 micro = _micro_batches(batch, local, cfg.max_tokens_per_microbatch)
+                extra = _extra_pieces(len(micro), world, cfg.max_tokens_per_microbatch)
                 kept = None
-                if len(micro) > 1:  # each piece back-propagated now, undone if the mini-batch is skipped
+                if len(micro) + extra > 1:  # each piece back-propagated now, undone if the mini-batch is skipped
                     kept = [None if p.grad is None else p.grad.clone() for p in params]
-                    loss, stats = None, _pieces(minibatch_loss, batch, micro, len(b_idx), len(idx), world)
+                    loss, stats = None, _pieces(minibatch_loss, batch, micro, len(b_idx), len(idx), world,
+                                                extra)
                 else:
-                    loss, stats = _minibatch(minibatch_loss, batch, local, len(idx), world)
+                    loss, stats = _minibatch(minibatch_loss, batch, local, idx, world)
                 for k, v in stats.items():
                     mb_stats[k].append(v)
                 epoch_kl.append(stats["policy/approxkl"])
@@ -150,16 +152,19 @@ def optimise(
         }
 
 
-def _minibatch(minibatch_loss: MinibatchLoss, batch: TokenBatch, local: torch.Tensor, total: int,
+def _minibatch(minibatch_loss: MinibatchLoss, batch: TokenBatch, local: torch.Tensor, idx: torch.Tensor,
                world: World) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-    """The loss of this process's rows and the mini-batch's stats (with ``loss_finite``:
-    1 when every process's loss is finite); across processes, each stat is the mean of
-    the shares' stats weighted by their rows."""
+    """The loss of this process's rows ``local`` of the mini-batch ``idx`` and the
+    mini-batch's stats (with ``loss_finite``: 1 when every process's loss is finite); across
+    processes, each stat is the mean of the shares' stats weighted by their rows."""
+    total = len(idx)
     if len(local):
         loss, stats = minibatch_loss(batch.subset(local), local)
         stats = {**stats, "loss_finite": torch.isfinite(loss.detach()).float()}
     else:  # more processes than rows: this one only joins the collectives
         loss, stats = None, None
+        if world.fsdp:  # sharded, they include the forward and backward: a weightless one (0 rows)
+            loss, _ = minibatch_loss(batch.subset(idx[:1]), idx[:1])
     if not world.parallel:
         return loss, stats
     if total >= world.size:  # every process has rows, hence the same stats
@@ -194,17 +199,31 @@ def _micro_batches(batch: TokenBatch, rows: torch.Tensor, budget: int | None) ->
     return pieces
 
 
+def _extra_pieces(pieces: int, world: World, budget: int | None) -> int:
+    """How many pieces this process runs beyond its own ``pieces``: with FSDP every forward
+    and backward is a collective, so each process runs as many as the one with the most
+    (0 otherwise, and without a token budget: one piece each)."""
+    if not world.fsdp or budget is None:
+        return 0
+    return max(gather(pieces, world)) - pieces
+
+
 def _pieces(minibatch_loss: MinibatchLoss, batch: TokenBatch, micro: list[torch.Tensor], step_rows: int,
-            total: int, world: World) -> dict[str, torch.Tensor]:
+            total: int, world: World, extra: int = 0) -> dict[str, torch.Tensor]:
     """Back-propagate each micro-batch's loss weighted by its share of the step's rows
-    (a non-finite one is not); the stats are the pieces' row-weighted means (across
-    processes too)."""
+    (a non-finite one is not, except under FSDP, where every process must: the mini-batch's
+    gradients are then put back by the caller); the stats are the pieces' row-weighted means
+    (across processes too). ``extra`` pieces more (:func:`_extra_pieces`) run the first row
+    again with weight 0: they join the sharded collectives and add nothing."""
     sums: dict[str, torch.Tensor] = {}
     rows = sum(len(m) for m in micro)
+    for _ in range(extra):
+        loss, _ = minibatch_loss(batch.subset(micro[0][:1]), micro[0][:1])
+        (loss * 0.0).backward()
     for piece in micro:
         loss, stats = minibatch_loss(batch.subset(piece), piece)
         finite = torch.isfinite(loss.detach()).float()
-        if bool(finite):
+        if bool(finite) or world.fsdp:
             (loss * (len(piece) / step_rows)).backward()
         for k, v in {**stats, "loss_finite": finite}.items():
             sums[k] = sums.get(k, 0.0) + v.detach().float().reshape(()) * len(piece)

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from agents.distributed import SINGLE, World, fsdp_requested
-from agents.distributed import world as launched_world
 from agents.policy.agent import LLMAgent
 from agents.policy.construction import enable_activation_checkpointing
 from agents.policy.loading import check_4bit, load_model, load_tokenizer
@@ -72,7 +71,7 @@ def build_agents(config: TrainConfig, model, tokenizer, n: int,
     reference per model. ``value_heads[i]``: whether agent ``i`` gets a value head (None: all).
     A ``world`` launched with FSDP gets its full copies sharded (:mod:`agents.policy.sharding`)."""
     if world.fsdp:
-        check_sharding(config, world)
+        check_sharding(config)
     torch.manual_seed(config.seed)
     heads = [True] * n if value_heads is None else list(value_heads)
     models = list(model) if isinstance(model, (list, tuple)) else [model] * n
@@ -230,7 +229,7 @@ def preflight(config: TrainConfig) -> None:
     which may be a model, is built once, with the run)."""
     check_output(config)
     if fsdp_requested():
-        check_sharding(config, launched_world())
+        check_sharding(config)
     if config.load_in_4bit:  # before minutes of download and loading
         check_4bit(config.device)
     if config.reward and config.reward not in available_rewards():

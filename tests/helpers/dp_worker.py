@@ -34,7 +34,8 @@ def fixed_batch() -> tuple[TokenBatch, torch.Tensor]:
     return TokenBatch.from_lists(prompts, responses, pad_id=0), scores
 
 
-def update_learner(tmp: Path, world: distributed.World, update: bool = True, mode: str = "lora") -> PPOLearner:
+def update_learner(tmp: Path, world: distributed.World, update: bool = True, mode: str = "lora",
+                   mini_batch_size: int = 4, budget: int | None = None) -> PPOLearner:
     """The agent (LoRA or a full copy, sharded where ``world`` asks for FSDP) and PPO learner
     both the test and the workers build, after one update. SGD, not Adam: Adam's step is
     about the sign of each gradient, so a parameter whose gradient is float noise around
@@ -43,7 +44,7 @@ def update_learner(tmp: Path, world: distributed.World, update: bool = True, mod
     (agent,) = build_agents(config, tiny_model(), tiny_tokenizer(), n=1, world=world)
     optimizer = torch.optim.SGD(agent.trainable_parameters(), lr=0.5)
     learner = PPOLearner.build(agent, optimizer=optimizer, config=PPOConfig(
-        batch_size=8, mini_batch_size=4, ppo_epochs=2, seed=0))
+        batch_size=8, mini_batch_size=mini_batch_size, ppo_epochs=2, seed=0, max_tokens_per_microbatch=budget))
     learner.world = world
     batch, scores = fixed_batch()
     if update:
@@ -65,12 +66,15 @@ def main() -> None:
     p.add_argument("--stop-after", type=int, default=None)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--mode", default="lora", choices=["lora", "full"])
+    p.add_argument("--mini-batch-size", type=int, default=4)
+    p.add_argument("--budget", type=int, default=None, help="max_tokens_per_microbatch (update)")
     args = p.parse_args()
     torch.set_num_threads(1)
     w = distributed.world()
     seen: dict = {"world": (w.size, w.rank, w.kind), "fsdp": w.fsdp}
     if args.scenario == "update":
-        learner = update_learner(args.out, w, mode=args.mode)
+        learner = update_learner(args.out, w, mode=args.mode, mini_batch_size=args.mini_batch_size,
+                                 budget=args.budget)
         seen["params"] = flat_trainable(learner)
         seen["stats"] = learner.stats
     else:
