@@ -23,7 +23,8 @@ What changes for a sharded model (each point is a collective: every process call
   :func:`agents.distributed.load_full_state`);
 - every forward is a collective, so an agent holds ``sharded_over`` (its world) and a
   rollout keeps decoding, its tokens discarded, until every process's turn is over;
-- scoring runs padded, one forward per chunk (the packed path calls the head apart).
+- scoring runs padded, one forward per chunk (the packed path calls the head apart from the
+  model's forward: tried, the process crashed with a segmentation fault on CPU).
 
 - a process with fewer micro-batches than another (a token budget), or none of a
   mini-batch's rows (fewer rows than processes), runs weightless ones
