@@ -46,6 +46,7 @@ def test_an_fsdp_update_shards_the_weights_and_equals_the_single_process_update(
     (("--budget", "12"), dict(budget=12)),
     # mini-batches of 7 and 1 rows: for the 1-row one, a process holds no row
     (("--mini-batch-size", "7"), dict(mini_batch_size=7)),
+    (("--mini-batch-size", "7", "--budget", "12"), dict(mini_batch_size=7, budget=12)),
 ])
 def test_processes_with_fewer_pieces_run_weightless_ones_and_the_update_is_unchanged(tmp_path, options,
                                                                                      settings):

@@ -95,13 +95,12 @@ def optimise(
             for m_start in range(0, len(b_idx), mb):
                 idx = b_idx[m_start : m_start + mb]
                 local = share(idx, world)
-                micro = _micro_batches(batch, local, cfg.max_tokens_per_microbatch)
+                micro = _micro_batches(batch, local, cfg.max_tokens_per_microbatch) if len(local) else []
                 extra = _extra_pieces(len(micro), world, cfg.max_tokens_per_microbatch)
                 kept = None
                 if len(micro) + extra > 1:  # each piece back-propagated now, undone if the mini-batch is skipped
                     kept = [None if p.grad is None else p.grad.clone() for p in params]
-                    loss, stats = None, _pieces(minibatch_loss, batch, micro, len(b_idx), len(idx), world,
-                                                extra)
+                    loss, stats = None, _pieces(minibatch_loss, batch, micro, len(b_idx), idx, world, extra)
                 else:
                     loss, stats = _minibatch(minibatch_loss, batch, local, idx, world)
                 for k, v in stats.items():
@@ -167,11 +166,15 @@ def _minibatch(minibatch_loss: MinibatchLoss, batch: TokenBatch, local: torch.Te
             loss, _ = minibatch_loss(batch.subset(idx[:1]), idx[:1])
     if not world.parallel:
         return loss, stats
+    return loss, _reduce_stats(stats, _stat_names(stats, total, world), len(local), total, world, batch.device)
+
+
+def _stat_names(stats: dict[str, torch.Tensor] | None, total: int, world: World) -> list[str]:
+    """The stats' names, from a process that has them (one without rows of the mini-batch's
+    ``total`` has none)."""
     if total >= world.size:  # every process has rows, hence the same stats
-        names = sorted(stats)
-    else:
-        names = next(n for n in gather(sorted(stats) if stats is not None else None, world) if n)
-    return loss, _reduce_stats(stats, names, len(local), total, world, batch.device)
+        return sorted(stats)
+    return next(n for n in gather(sorted(stats) if stats is not None else None, world) if n)
 
 
 def fits_budget(batch: TokenBatch, rows: torch.Tensor, budget: int | None) -> bool:
@@ -209,16 +212,17 @@ def _extra_pieces(pieces: int, world: World, budget: int | None) -> int:
 
 
 def _pieces(minibatch_loss: MinibatchLoss, batch: TokenBatch, micro: list[torch.Tensor], step_rows: int,
-            total: int, world: World, extra: int = 0) -> dict[str, torch.Tensor]:
+            idx: torch.Tensor, world: World, extra: int = 0) -> dict[str, torch.Tensor]:
     """Back-propagate each micro-batch's loss weighted by its share of the step's rows
     (a non-finite one is not, except under FSDP, where every process must: the mini-batch's
     gradients are then put back by the caller); the stats are the pieces' row-weighted means
-    (across processes too). ``extra`` pieces more (:func:`_extra_pieces`) run the first row
-    again with weight 0: they join the sharded collectives and add nothing."""
+    over the mini-batch ``idx`` (across processes too). ``extra`` pieces more
+    (:func:`_extra_pieces`) run the mini-batch's first row with weight 0: they join the
+    sharded collectives and add nothing."""
     sums: dict[str, torch.Tensor] = {}
-    rows = sum(len(m) for m in micro)
+    rows, total = sum(len(m) for m in micro), len(idx)
     for _ in range(extra):
-        loss, _ = minibatch_loss(batch.subset(micro[0][:1]), micro[0][:1])
+        loss, _ = minibatch_loss(batch.subset(idx[:1]), idx[:1])
         (loss * 0.0).backward()
     for piece in micro:
         loss, stats = minibatch_loss(batch.subset(piece), piece)
@@ -227,10 +231,10 @@ def _pieces(minibatch_loss: MinibatchLoss, batch: TokenBatch, micro: list[torch.
             (loss * (len(piece) / step_rows)).backward()
         for k, v in {**stats, "loss_finite": finite}.items():
             sums[k] = sums.get(k, 0.0) + v.detach().float().reshape(()) * len(piece)
-    stats = {k: v / rows for k, v in sums.items()}
+    stats = {k: v / rows for k, v in sums.items()} if rows else None
     if not world.parallel:
         return stats
-    return _reduce_stats(stats, sorted(stats), rows, total, world, batch.device)
+    return _reduce_stats(stats, _stat_names(stats, total, world), rows, total, world, batch.device)
 
 
 def _reduce_stats(stats: dict[str, torch.Tensor] | None, names: list[str], rows: int, total: int,
