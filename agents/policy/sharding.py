@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from agents.distributed import World, process_device
+from agents.policy.loading import resolve_device
 
 __all__ = ["check_sharding", "load_model_state", "model_state", "shard_agents", "shard_model"]
 
@@ -89,8 +90,6 @@ def shard_agents(agents: Sequence[Any], world: World, device: str | torch.device
     over ``world``: FSDP moves each process's shards to ``device``'s kind (CUDA where there is
     one), the agents and their value heads go to ``device``; each agent then scores padded
     and decodes in lockstep (``sharded_over``)."""
-    from agents.policy.loading import resolve_device
-
     dev = resolve_device(device)
     done: set[int] = set()
     for agent in agents:
