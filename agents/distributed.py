@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import torch
 
 __all__ = ["SINGLE", "World", "all_finished", "clip_grad_norm", "fsdp_requested", "full_state", "gather",
-           "gather_rows", "is_sharded", "load_full_state", "process_device", "reduce_sum", "shard", "share",
+           "gather_rows", "is_sharded", "leave", "load_full_state", "process_device", "reduce_sum", "shard", "share",
            "sum_gradients", "world"]
 
 T = TypeVar("T")
@@ -94,6 +94,19 @@ def world() -> World:
         return SINGLE
     state = _state()
     return World(state.num_processes, state.process_index, state.distributed_type.name, fsdp_requested())
+
+
+def leave(w: World) -> None:
+    """This process's end of a run of several: after the others, the process group torn
+    down (a gloo group left to the interpreter's exit can abort it: "terminate called
+    without an active exception")."""
+    if not w.parallel:
+        return
+    import torch.distributed as dist
+
+    w.barrier()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def fsdp_requested() -> bool:

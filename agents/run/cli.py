@@ -13,7 +13,7 @@ from typing import Any
 
 import tyro
 
-from agents.distributed import world
+from agents.distributed import leave, world
 from agents.errors import RunError, Stopped
 from agents.run.config import PRESETS, TrainConfig, preset_config
 from agents.run.metrics import eval_key
@@ -79,6 +79,7 @@ def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None,
               flush=True)
     try:
         main(argv)
+        leave(w)
     except Stopped as err:
         print(str(err), file=sys.stderr)
         return 128 + err.signum

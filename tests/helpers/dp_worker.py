@@ -104,6 +104,7 @@ def main() -> None:
     seen["held"] = sum((p.to_local() if distributed.is_sharded(p) else p).numel() for p in params)
     seen["numel"] = sum(p.numel() for p in params)
     torch.save(seen, args.out / f"rank{w.rank}.pt")
+    distributed.leave(w)
 
 
 if __name__ == "__main__":
