@@ -206,7 +206,10 @@ def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> tor
 def full_state(tree: Any, w: World) -> Any:
     """``tree`` (a state dict, nested) with every sharded tensor gathered whole to CPU on the
     main process (an empty tensor on the others, which write nothing); a collective, in the
-    tree's order, the same on every process."""
+    tree's order, the same on every process. Without FSDP, ``tree`` itself."""
+    if not w.fsdp:
+        return tree
+
     def whole(x: Any) -> Any:
         if isinstance(x, dict):
             return {k: whole(v) for k, v in x.items()}

@@ -38,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
 
+from agents.policy.loading import TORCH_DTYPES  # noqa: E402
 from agents.run.config import TrainConfig  # noqa: E402
 from bench.iteration import _rss, touch_weights  # noqa: E402
 
@@ -67,7 +68,7 @@ class Args:
     trainers: tuple[str, ...] = ("cory", "ppo")
     """Which trainers to measure, each in its own process."""
     goals: bool = False
-    """Fill the fast-update issue's goals table in one run (about 10 minutes on 2 cores):
+    """Fill the fast-update issue's goals table in one run (12-13 minutes on 2 cores):
     CORY on the official script's workload (needs ``--imdb``) with full copies in fp32 and in
     bf16, CORY with LoRA there, and ``bench/iteration.py``'s CORY-LoRA / PPO-LoRA peak memory."""
     child: str = ""
@@ -249,12 +250,12 @@ def child(args: Args, name: str) -> dict:
                       output_dir=f"/tmp/cory-bench-update-{name}", **task)
     torch.manual_seed(0)
     params = flop_params(model)
-    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    dtypes = {k: TORCH_DTYPES[k] for k in ("fp32", "bf16")}
+    peak = {k: matmul_peak(dt) for k, dt in dtypes.items()}
     trainer = (CoryTrainer if name == "cory" else PPOTrainer)(cfg, model=model, tokenizer=tokenizer)
     m = measure(trainer, args, params, full=args.mode == "full")
     # the machine's speed drifts: the better of a measurement before and one after
-    peak = {k: max(v, matmul_peak(getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[k])))
-            for k, v in peak.items()}
+    peak = {k: max(v, matmul_peak(dtypes[k])) for k, v in peak.items()}
     m["utilisation"] = m["update_flops_per_s"] / peak["bf16" if args.dtype == "bf16" else "fp32"]
     m.update(flop_params_body=params[0], flop_params_head=params[1], matmul_peak_fp32=peak["fp32"],
              matmul_peak_bf16=peak["bf16"], workload=task["task"], trainer=name,

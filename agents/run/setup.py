@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.distributed import SINGLE, World, fsdp_requested
+from agents.distributed import SINGLE, World
+from agents.distributed import world as launched_world
 from agents.policy.agent import LLMAgent
 from agents.policy.construction import enable_activation_checkpointing
 from agents.policy.loading import check_4bit, load_model, load_tokenizer
@@ -224,11 +225,10 @@ def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_
 def preflight(config: TrainConfig) -> None:
     """What can be refused before a model loads (minutes for a large one): the output folder
     (a file; a run there that this config may not continue), what FSDP cannot shard, the
-    reward's name, and the task
-    with its data (read here, so a missing file or an empty dataset fails now; the reward,
-    which may be a model, is built once, with the run)."""
+    reward's name, and the task with its data (read here, so a missing file or an empty
+    dataset fails now; the reward, which may be a model, is built once, with the run)."""
     check_output(config)
-    if fsdp_requested():
+    if launched_world().fsdp:
         check_sharding(config)
     if config.load_in_4bit:  # before minutes of download and loading
         check_4bit(config.device)
@@ -252,9 +252,9 @@ def load(config: TrainConfig, model=None, tokenizer=None):
 
 
 def loading_device(config: TrainConfig) -> str:
-    """Where the weights load: the run's device, or the CPU when the launcher asked for FSDP
-    (each process moves only its shards to the device, :func:`build_agents`)."""
-    return "cpu" if fsdp_requested() else config.device
+    """Where the weights load: the run's device, or the CPU when the run's processes are
+    FSDP-sharded (each moves only its shards to the device, :func:`build_agents`)."""
+    return "cpu" if launched_world().fsdp else config.device
 
 
 def weights_dtype(config: TrainConfig) -> str:
