@@ -37,6 +37,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import CategoricalDistribution, Distribution
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
@@ -249,7 +250,12 @@ def make_sb3_ppo(
     )
     kwargs.update(ppo_kwargs or {})
     policy_kwargs = {"lm": model, "dtype": dtype, **kwargs.pop("policy_kwargs", {})}
-    return PPO(LMActorCriticPolicy, venv, policy_kwargs=policy_kwargs, **kwargs)
+    algo = PPO(LMActorCriticPolicy, venv, policy_kwargs=policy_kwargs, **kwargs)
+    if not kwargs["verbose"] and kwargs.get("tensorboard_log") is None:
+        # SB3's default logger makes an empty $TMPDIR/SB3-<time> folder per learn(): with
+        # nothing to print or write, an in-memory one (EpisodeLog still reads its values).
+        algo.set_logger(Logger(folder=None, output_formats=[]))
+    return algo
 
 
 class EpisodeLog(BaseCallback):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -150,6 +151,29 @@ def test_gguf_file_loads_and_is_cached(tiny_gguf, tmp_path, monkeypatch):
     again, tok2 = load_model(str(tiny_gguf), cache_dir=cache)
     torch.testing.assert_close(_logits(again, tok2), _logits(model, tok))
     assert load_tokenizer(tiny_gguf, cache_dir=cache)(TEXT).input_ids == tok(TEXT).input_ids
+
+
+def test_gguf_cache_is_keyed_by_content_not_path(tiny_gguf, tmp_path, monkeypatch):
+    """The same bytes at another path (a fresh virtual environment installs the embedded
+    model somewhere new) reuse the entry; different bytes get their own."""
+    cache = tmp_path / "cache"
+    load_model(tiny_gguf, cache_dir=cache)
+    moved = tmp_path / "elsewhere" / tiny_gguf.name
+    moved.parent.mkdir()
+    shutil.copyfile(tiny_gguf, moved)  # a new path and a new mtime
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the same GGUF content must not be converted twice")
+
+    real = models._convert_gguf
+    monkeypatch.setattr(models, "_convert_gguf", boom)
+    load_model(moved, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 1
+    with moved.open("ab") as f:
+        f.write(b"\0" * 32)  # GGUF pads its data section: still loads, but other bytes
+    monkeypatch.setattr(models, "_convert_gguf", real)
+    load_model(moved, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 2
 
 
 def test_gguf_cache_dir_from_env(tiny_gguf, tmp_path, monkeypatch):

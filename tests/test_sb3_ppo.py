@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -119,10 +121,12 @@ def test_predict_returns_valid_token_ids():
     assert np.ndim(action) == 0 and 0 <= int(action) < len(tok)
 
 
-def test_a_few_ppo_steps_change_lm_and_value_weights():
+def test_a_few_ppo_steps_change_lm_and_value_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3's default logger writes
     model, tok = tiny_model(), tiny_tokenizer()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     algo, rows = train_sb3_ppo(model, tok, total_timesteps=32, **DENSE)
+    assert list(tmp_path.iterdir()) == []  # no SB3-<time> folder left behind per learn()
     policy = algo.policy
     optimised = {id(p) for group in policy.optimizer.param_groups for p in group["params"]}
     assert optimised == {id(p) for p in [*model.parameters(), *policy.value_head.parameters()]}
