@@ -18,7 +18,10 @@ def launch(out: Path, *args: str, processes: int = 2, config: str | None = None)
     with ``torchrun``, or with ``accelerate launch --config_file configs/accelerate/<config>``;
     what each rank saw, in rank order."""
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    tmp = out / "tmp"  # torchelastic's log folders land here, not one per launch in /tmp
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp),
+           "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
     worker = [str(ROOT / "tests" / "helpers" / "dp_worker.py"), *args[:1], str(out), *args[1:]]
     if config is None:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
