@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import torch
 
 __all__ = ["SINGLE", "World", "all_finished", "clip_grad_norm", "fsdp_requested", "full_state", "gather",
-           "gather_rows", "is_sharded", "leave", "load_full_state", "process_device", "reduce_sum", "shard", "share",
+           "gather_rows", "is_sharded", "leave", "load_full_state", "process_device", "reduce_sum", "refuse_deepspeed", "shard", "share",
            "sum_gradients", "world"]
 
 T = TypeVar("T")
@@ -89,7 +89,8 @@ def process_device() -> torch.device:
 
 def world() -> World:
     """This run's processes, as the launcher (``accelerate launch``, ``torchrun``) made them;
-    size 1 without a launcher."""
+    size 1 without a launcher. A DeepSpeed launch is refused (:func:`refuse_deepspeed`)."""
+    refuse_deepspeed()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return SINGLE
     state = _state()
@@ -113,6 +114,22 @@ def fsdp_requested() -> bool:
     """Whether the launcher asked for FSDP (accelerate's ``ACCELERATE_USE_FSDP``, which
     ``accelerate launch`` sets from a config's ``distributed_type: FSDP``)."""
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
+
+
+def refuse_deepspeed() -> None:
+    """A clear error where ``accelerate launch`` was given a DeepSpeed config (it sets
+    ``ACCELERATE_USE_DEEPSPEED``), which would otherwise run as plain data parallelism
+    without a word: DeepSpeed's engine owns backward, clipping and the optimiser step, and
+    :func:`agents.rl.optimise.optimise` needs the gradients in hand (its ratio and
+    non-finite guards put a skipped mini-batch's gradients back)."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true", "yes"):
+        raise ValueError(
+            "DeepSpeed launches are not supported: the PPO optimisation loop keeps the gradients "
+            "in hand, which DeepSpeed's engine owns. For ZeRO-style sharding of full copies use "
+            "accelerate's FSDP configs: configs/accelerate/fsdp_zero2.yaml (SHARD_GRAD_OP, like "
+            "ZeRO-2) or configs/accelerate/fsdp.yaml (FULL_SHARD, like ZeRO-3); for LoRA copies, "
+            "plain data parallelism (configs/accelerate/cpu_ddp.yaml or --multi_gpu)."
+        )
 
 
 def is_sharded(x: Any) -> bool:

@@ -384,6 +384,17 @@ def test_the_cli_prints_one_line_and_keeps_the_traceback_in_the_run_folder(tmp_p
         run_main(main, ["--output-dir", str(out), "--debug"])
 
 
+def test_a_deepspeed_launch_is_refused_in_one_line_before_the_run_starts(tmp_path, capsys, monkeypatch):
+    """accelerate's DeepSpeed launcher sets ACCELERATE_USE_DEEPSPEED: without the refusal the
+    run would be plain data parallelism under a ZeRO config, silently."""
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    ran = []
+    code = run_main(ran.append, ["--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and ran == [] and len(err) == 1
+    assert "DeepSpeed launches are not supported" in err[0] and "fsdp_zero2.yaml" in err[0]
+
+
 SIGTERM_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import torch

@@ -72,12 +72,11 @@ def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None,
     folder's ``error.log``; ``--debug`` prints it instead."""
     argv = sys.argv[1:] if argv is None else argv
     out = Path(_peek(argv, "--output-dir") or output_dir)
-    w = world()
-    if w.is_main:  # the world size the run has, not the one its flags asked for
-        kind = f"data-parallel, {w.kind}{', FSDP' if w.fsdp else ''}" if w.parallel else "one process"
-        print(f"world size {w.size} ({kind})",
-              flush=True)
     try:
+        w = world()
+        if w.is_main:  # the world size the run has, not the one its flags asked for
+            kind = f"data-parallel, {w.kind}{', FSDP' if w.fsdp else ''}" if w.parallel else "one process"
+            print(f"world size {w.size} ({kind})", flush=True)
         main(argv)
         leave(w)
     except Stopped as err:
