@@ -56,3 +56,25 @@ def test_the_goals_table_comes_from_one_run(tmp_path, capsys):
         assert out[key]["iteration_s"] > 0 and 0.0 <= out[key]["padding_fraction"] < 1.0
         assert out[key]["peak_gib"] > 0 and out[key]["trainer"] == "cory"
     assert out["goals_cory_lora_peak"]["peak_bytes"] > 0 and out["goals_ppo_lora_peak"]["peak_bytes"] > 0
+
+
+@pytest.mark.slow
+def test_the_processes_bench_records_the_world_and_each_processs_peak(tmp_path):
+    """One process against two (``accelerate launch --multi_gpu`` on gloo), on a tiny model
+    folder: the world size is what ``config.json`` recorded, one peak per process."""
+    from helpers.tiny import tiny_model, tiny_tokenizer
+
+    folder = tmp_path / "tiny"
+    tiny_model().save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    bench = load_script("bench/processes.py")
+    small = ["--model", str(folder), "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1",
+             "--max-new-tokens", "3", "--eval-every", "0"]
+    out = bench.main(bench.Args(cases=["lora", "lora_ddp"], iterations=1, extra=small))
+    assert out["lora"]["num_processes"] == 1 and len(out["lora"]["peak_gib"]) == 1
+    assert out["lora_ddp"]["num_processes"] == 2 and len(out["lora_ddp"]["peak_gib"]) == 2
+    for case in ("lora", "lora_ddp"):
+        assert len(out[case]["iteration_s"]) == 1 and all(g > 0 for g in out[case]["peak_gib"])
+    assert out["lora_ddp/lora_wall"] > 0
+    with pytest.raises(SystemExit, match="unknown case"):
+        bench.main(bench.Args(cases=["nope"]))

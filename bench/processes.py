@@ -1,0 +1,135 @@
+"""One run, one process against several: the README's "Several processes" table measured.
+
+Each case runs ``scripts/run_cory.py --iterations N --no-progress`` as a user would (plain
+``python``, ``accelerate launch --multi_gpu``, or ``accelerate launch --config_file
+configs/accelerate/<config>``), one case at a time, and reports the world size the run
+recorded (``config.json``'s ``num_processes``), its wall time, each iteration's time
+(``charts/iteration_s``) and the peak resident memory of **each** process: every process is
+started through this file's ``--probe`` mode, which runs the script in-process and writes
+its own ``ru_maxrss`` at exit. The last line printed is one JSON object of the figures.
+
+    python bench/processes.py                       # every case (about 10 minutes on 2 cores)
+    python bench/processes.py --cases lora lora_ddp # LoRA: one process, then two (gloo)
+    python bench/processes.py --cases full full_fsdp --iterations 2
+
+Launched processes get ``OMP_NUM_THREADS=1`` (two of them share a 2-core machine); the
+single-process cases keep torch's default threads. Timings are this machine's and noisy:
+compare cases of one run, never across machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import runpy
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "run_cory.py"
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+
+CASES: dict[str, tuple[list[str], list[str], int]] = {
+    # name -> (launcher, run flags, processes)
+    "lora": ([], [], 1),
+    "lora_ddp": ([*ACCELERATE, "--multi_gpu", "--num_processes", "2"], [], 2),
+    "lora_cpu_ddp": ([*ACCELERATE, "--config_file", str(ROOT / "configs/accelerate/cpu_ddp.yaml")], [], 2),
+    "full": ([], ["--mode", "full"], 1),
+    "full_fsdp": ([*ACCELERATE, "--config_file", str(ROOT / "configs/accelerate/cpu_fsdp.yaml")],
+                  ["--mode", "full"], 2),
+}
+
+
+@dataclass
+class Args:
+    cases: list[str] = field(default_factory=lambda: list(CASES))
+    """Which cases to run, in order (of: lora, lora_ddp, lora_cpu_ddp, full, full_fsdp)."""
+    iterations: int = 2
+    """Iterations of each run (the default run's evaluations included)."""
+    extra: list[str] = field(default_factory=list)
+    """More flags for every run (e.g. ``--model random:gpt2-large``)."""
+
+
+def probe(folder: str, argv: list[str]) -> None:
+    """Run the script in this process; at exit (error or not) its peak RSS goes to
+    ``folder/rank<RANK>.json``."""
+    sys.argv = [str(SCRIPT), *argv]
+    code = 0
+    try:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+        rank = os.environ.get("RANK", "0")
+        Path(folder, f"rank{rank}.json").write_text(json.dumps({"peak_bytes": peak, "exit": code}))
+    raise SystemExit(code)
+
+
+def run_case(name: str, args: Args, scratch: Path) -> dict:
+    """One case run to the end; its recorded world size, wall time, iteration times and
+    per-process peaks."""
+    launcher, flags, processes = CASES[name]
+    out, peaks = scratch / name / "run", scratch / name / "peaks"
+    peaks.mkdir(parents=True)
+    env = dict(os.environ)
+    if launcher:
+        env["OMP_NUM_THREADS"] = "1"
+    cmd = [*(launcher or [sys.executable]), __file__, "--probe", str(peaks), "--",
+           "--iterations", str(args.iterations), "--no-progress", "--output-dir", str(out), *flags, *args.extra]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"{name} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    config = json.loads((out / "config.json").read_text())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    gib = 2**30
+    ranks = sorted(peaks.glob("rank*.json"), key=lambda p: int(p.stem[4:]))
+    return {
+        "processes_asked": processes, "num_processes": config.get("num_processes", 1),
+        "wall_s": wall, "iteration_s": [r["charts/iteration_s"] for r in rows if "charts/iteration_s" in r],
+        "peak_gib": [json.loads(p.read_text())["peak_bytes"] / gib for p in ranks],
+    }
+
+
+def report(name: str, m: dict) -> str:
+    its = " / ".join(f"{t:.1f}" for t in m["iteration_s"])
+    peaks = ", ".join(f"rank {r} {g:.2f}" for r, g in enumerate(m["peak_gib"]))
+    return (f"{name}: {m['num_processes']} process(es) recorded ({m['processes_asked']} launched), "
+            f"wall {m['wall_s']:.1f} s, iterations {its} s, peak RSS GiB: {peaks}")
+
+
+def main(args: Args) -> dict:
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        raise SystemExit(f"unknown case(s) {unknown}: choose from {list(CASES)}")
+    scratch = Path(tempfile.mkdtemp(prefix="cory-bench-processes-"))
+    out: dict = {"iterations": args.iterations, "extra": args.extra}
+    try:
+        for name in args.cases:
+            m = run_case(name, args, scratch)
+            print(report(name, m), flush=True)
+            out[name] = m
+        for many, one in (("lora_ddp", "lora"), ("lora_cpu_ddp", "lora"), ("full_fsdp", "full")):
+            if many in out and one in out:
+                out[f"{many}/{one}_wall"] = out[many]["wall_s"] / out[one]["wall_s"]
+                out[f"{many}/{one}_peak_rank1"] = out[many]["peak_gib"][-1] / out[one]["peak_gib"][0]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--probe"]:  # internal (each launched process): FOLDER -- SCRIPT FLAGS
+        probe(sys.argv[2], sys.argv[4:])
+    import tyro
+
+    main(tyro.cli(Args))
