@@ -12,7 +12,8 @@ Each iteration (:meth:`CoryTrainer.step`):
 3. takes the rewards from the env (cooperative: every seat gets the sum of all answers'
    rewards, ``r(q,a1) + r(q,a2)`` for two);
 4. updates each model's learner on its own trajectories (its own prompts, its own
-   per-token KL penalty against its frozen reference) and the reward it received;
+   per-token KL penalty against its frozen reference) and the reward it received (with
+   ``observer_token_budget``, an observer's mini-batches cut to the pioneer's tokens);
 5. exchanges roles on schedule, in O(K): every model moves one seat along the chain (two:
    the swap) or the seats are dealt at random; the learners (weights, optimiser, KL
    controller, score statistics) stay where they are, only the role -> learner mapping moves.
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from agents.roles import RoleAssignment, make_schedule
+from agents.run.budget import lowered_budget, pioneer_budget
 from agents.run.config import TrainConfig
 from agents.run.evaluate import collapse_stats
 from agents.run.groups import Episodes, bind_run, dropping_seats, refill, truncation, update
@@ -109,9 +111,12 @@ class CoryTrainer(Trainer):
         queries = episodes.queries
         t_rollout = time.perf_counter() - t0
         metrics: dict[str, float] = {}
+        budget = (pioneer_budget(episodes.turns[0], seated[0].config.mini_batch_size)
+                  if self.config.observer_token_budget else None)
         for j, (role, learner) in enumerate(zip(roles, seated, strict=True)):
             turns = episodes.turns[j]
-            stats = update(self, learner, turns, episodes.truncated[j])
+            with lowered_budget(learner, budget if j else None):  # observers: the pioneer's memory
+                stats = update(self, learner, turns, episodes.truncated[j])
             if dropping_seats([learner]):
                 stats[f"{learner.name}/refill_rounds"] = float(rounds)
             model = self.model_of(role)

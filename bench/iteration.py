@@ -57,6 +57,8 @@ class Args:
     """cpu or cuda."""
     dtype: str = "fp32"
     """fp32 or bf16 (autocast)."""
+    observer_token_budget: bool = False
+    """Cut the observers' mini-batches to the pioneer's padded tokens (``TrainConfig``'s option)."""
     child: str = ""
     """Internal: measure peak memory of one configuration in this process."""
 
@@ -78,6 +80,7 @@ def config(args: Args, mode: str = "lora", out: str = "/tmp/cory-bench", checkpo
         mini_batch_size=args.batch_size, ppo_epochs=1, max_new_tokens=args.new_tokens,
         min_new_tokens=args.new_tokens, mode=mode, device=args.device, dtype=args.dtype,
         eval_every=0, progress=False, output_dir=out, num_agents=num_agents,
+        observer_token_budget=args.observer_token_budget,
     ), **grpo})
 
 
@@ -219,7 +222,8 @@ def child(args: Args) -> None:
 def peak(args: Args, what: str) -> dict[str, int]:
     cmd = [sys.executable, __file__, "--child", what, "--model", args.model, "--batch-size",
            str(args.batch_size), "--new-tokens", str(args.new_tokens), "--device", args.device,
-           "--dtype", args.dtype, *(["--tokenizer", args.tokenizer] if args.tokenizer else [])]
+           "--dtype", args.dtype, *(["--tokenizer", args.tokenizer] if args.tokenizer else []),
+           "--observer-token-budget" if args.observer_token_budget else "--no-observer-token-budget"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 

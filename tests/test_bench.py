@@ -52,10 +52,12 @@ def test_the_goals_table_comes_from_one_run(tmp_path, capsys):
     out = bench.main(bench.Args(model="tiny", imdb=str(path), iterations=1, goals=True))
     printed = capsys.readouterr().out
     assert printed.count("| ") >= 7 and "<= 0.35" in printed and "<= 2.5 GiB" in printed
-    for key in ("goals_fp32", "goals_bf16", "goals_lora", "goals_lora_budget_512"):
+    for key in ("goals_fp32", "goals_bf16", "goals_lora", "goals_lora_budget_512", "goals_lora_observers_cut"):
         assert out[key]["iteration_s"] > 0 and 0.0 <= out[key]["padding_fraction"] < 1.0
         assert out[key]["peak_gib"] > 0 and out[key]["trainer"] == "cory"
     assert out["goals_cory_lora_peak"]["peak_bytes"] > 0 and out["goals_ppo_lora_peak"]["peak_bytes"] > 0
+    assert out["goals_cory_lora_observers_cut_peak"]["peak_bytes"] > 0
+    assert out["goals_lora_observers_cut"]["observer_token_budget"] and not out["goals_lora"]["observer_token_budget"]
 
 
 @pytest.mark.slow

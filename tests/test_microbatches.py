@@ -4,7 +4,9 @@ backward each, takes the same optimiser step as the whole mini-batch."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from helpers.configs import small_config
@@ -14,7 +16,9 @@ from helpers.tiny import tiny_model, tiny_tokenizer
 from agents.rl.config import PPOConfig
 from agents.rl.learner import make_learner
 from agents.rl.optimise import _micro_batches
+from agents.run.budget import lowered_budget, pioneer_budget
 from agents.run.config import TrainConfig
+from agents.run.rollout import Turns
 from agents.run.setup import build_agents, ppo_config
 
 
@@ -66,3 +70,64 @@ def test_the_cut_respects_the_budget_and_keeps_long_rows_whole():
     assert ppo_config(TrainConfig(max_tokens_per_microbatch=64)).max_tokens_per_microbatch == 64
     with pytest.raises(ValueError, match="max_tokens_per_microbatch"):
         TrainConfig(max_tokens_per_microbatch=0)
+
+
+# ------------------------------------------------------------------ the observers' budget
+
+
+def test_the_pioneer_budget_is_its_mini_batch_times_its_longest_sequence():
+    turns = Turns(prompts=[np.arange(3), np.arange(5), np.arange(4)], responses=[np.arange(2), np.arange(4),
+                                                                                   np.arange(1)], texts=["", "", ""])
+    assert pioneer_budget(turns, mini_batch_size=2) == 2 * 9
+    assert pioneer_budget(turns, mini_batch_size=8) == 3 * 9  # a mini-batch holds at most the batch
+
+
+def test_a_lowered_budget_lasts_one_block_and_keeps_a_smaller_own_one():
+    learner = SimpleNamespace(config=PPOConfig(max_tokens_per_microbatch=None))
+    before = learner.config
+    with lowered_budget(learner, 40):
+        assert learner.config.max_tokens_per_microbatch == 40
+    assert learner.config is before
+    learner.config = PPOConfig(max_tokens_per_microbatch=30)
+    with lowered_budget(learner, 40), lowered_budget(learner, None):
+        assert learner.config.max_tokens_per_microbatch == 30
+
+
+def cory_step(tmp_path, on: bool, monkeypatch):
+    """One CORY iteration (SGD, as above) with or without the observers' budget: the
+    weights after it, its metrics, and each mini-batch's (budget, pieces)."""
+    import importlib
+
+    from agents.cory import CoryTrainer
+
+    opt = importlib.import_module("agents.rl.optimise")  # the module (agents.rl.optimise is also its function)
+
+    cuts = []
+    real = opt._micro_batches
+    torch.manual_seed(0)
+    cfg = small_config(tmp_path / str(on), batch_size=4, mini_batch_size=4, ppo_epochs=1,
+                       observer_token_budget=on)
+    trainer = CoryTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    for learner in trainer.learners.values():
+        learner.optimizer = torch.optim.SGD(learner.agent.trainable_parameters(), lr=0.5)
+        learner.lr_scheduler = None
+    with monkeypatch.context() as patch:
+        patch.setattr(opt, "_micro_batches", lambda b, rows, budget: cuts.append(
+            (budget, len(out := real(b, rows, budget)))) or out)
+        metrics = trainer.step(0)
+    weights = {m: torch.cat([p.detach().flatten() for p in lr.agent.trainable_parameters()])
+               for m, lr in trainer.learners.items()}
+    return weights, metrics, cuts
+
+
+def test_the_observers_budget_cuts_their_mini_batches_and_takes_the_same_step(tmp_path, monkeypatch):
+    whole, whole_m, whole_cuts = cory_step(tmp_path, False, monkeypatch)
+    cut, cut_m, cut_cuts = cory_step(tmp_path, True, monkeypatch)
+    assert [b for b, _ in whole_cuts] == [None, None]  # off: one whole mini-batch per seat
+    (pioneer_b, pioneer_n), (observer_b, observer_n) = cut_cuts
+    assert pioneer_b is None and pioneer_n == 1 and observer_b is not None and observer_n > 1
+    for model in whole:
+        torch.testing.assert_close(cut[model], whole[model], rtol=1e-5, atol=1e-6)
+    for key in ("pioneer/ppo/loss/total", "observer/ppo/loss/total", "observer/ppo/policy/approxkl",
+                "observer/objective/kl", "observer/ppo/optimizer_steps"):
+        assert cut_m[key] == pytest.approx(whole_m[key], rel=1e-4, abs=1e-7), key
