@@ -39,8 +39,8 @@ from typing import Any, TypeVar
 import torch
 
 __all__ = ["SINGLE", "World", "all_finished", "clip_grad_norm", "fsdp_requested", "full_state", "gather",
-           "gather_rows", "is_sharded", "leave", "load_full_state", "process_device", "reduce_sum", "refuse_deepspeed", "shard", "share",
-           "sum_gradients", "world"]
+           "gather_rows", "is_sharded", "leave", "load_full_state", "process_device", "reduce_sum",
+           "refuse_deepspeed", "shard", "share", "sum_gradients", "world"]
 
 T = TypeVar("T")
 S = TypeVar("S", torch.Tensor, Sequence)

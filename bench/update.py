@@ -70,7 +70,7 @@ class Args:
     trainers: tuple[str, ...] = ("cory", "ppo")
     """Which trainers to measure, each in its own process."""
     goals: bool = False
-    """Fill the fast-update issue's goals table in one run (about 15 minutes on 2 cores):
+    """Fill the fast-update issue's goals table in one run (about 20 minutes on 2 cores):
     CORY on the official script's workload (needs ``--imdb``) with full copies in fp32 and in
     bf16, CORY with LoRA there (whole, observers cut, a token budget), and
     ``bench/iteration.py``'s CORY-LoRA / PPO-LoRA peak memory (whole, observers cut)."""

@@ -60,7 +60,7 @@ class TrainConfig:
     answer), so that the observers' longer prompts (they hold the earlier answers) need no
     more activation memory than the pioneer's: the same optimiser steps within float
     tolerance (with ``max_tokens_per_microbatch``, the smaller budget). Off by default: on
-    the 2-core CPU it took 22-28% off CORY-LoRA's peak memory for 16-18% more time (the
+    the 2-core CPU it took 22-28% off CORY-LoRA's peak memory for 5-59% more time (the
     README's benchmarks)."""
     ppo_epochs: int = 4
     """Passes over each batch (the paper: 4)."""
