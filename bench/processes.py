@@ -78,7 +78,9 @@ def run_case(name: str, args: Args, scratch: Path) -> dict:
     launcher, flags, processes = CASES[name]
     out, peaks = scratch / name / "run", scratch / name / "peaks"
     peaks.mkdir(parents=True)
-    env = dict(os.environ)
+    tmp = scratch / name / "tmp"  # the launcher's log folders land here, removed with the rest
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
     if launcher:
         env["OMP_NUM_THREADS"] = "1"
     cmd = [*(launcher or [sys.executable]), __file__, "--probe", str(peaks), "--",
