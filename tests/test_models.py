@@ -176,6 +176,19 @@ def test_gguf_cache_is_keyed_by_content_not_path(tiny_gguf, tmp_path, monkeypatc
     assert len(list(cache.iterdir())) == 2
 
 
+def test_entries_of_the_path_keyed_cache_are_removed_on_conversion(tiny_gguf, tmp_path):
+    cache = tmp_path / "cache"
+    stem = tiny_gguf.stem
+    old = cache / f"{stem}-0123456789"  # the earlier scheme's key: a 10-digit digest
+    other = cache / "other-model-0123456789"  # another model's entry: kept
+    for d in (old, other):
+        d.mkdir(parents=True)
+        (d / models._MARKER).write_text("{}")
+    load_model(tiny_gguf, cache_dir=cache)
+    assert not old.exists() and other.is_dir()
+    assert [p.name for p in cache.iterdir() if p.name.startswith(stem)] == [models._cache_key(tiny_gguf)]
+
+
 def test_gguf_cache_dir_from_env(tiny_gguf, tmp_path, monkeypatch):
     monkeypatch.setenv("CORY_CACHE_DIR", str(tmp_path / "envcache"))
     assert cache_root() == tmp_path / "envcache"

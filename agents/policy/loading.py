@@ -175,6 +175,16 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def _drop_path_keyed(root: Path, stem: str) -> None:
+    """Remove ``stem``'s entries of the earlier cache scheme (keyed by path and mtime: a
+    10-digit digest), which no load finds any more: one per virtual environment it was
+    loaded from, 517 MB each for the embedded model."""
+    for old in root.glob(f"{stem}-*"):
+        digest = old.name[len(stem) + 1:]
+        if len(digest) == 10 and all(c in "0123456789abcdef" for c in digest) and (old / _MARKER).is_file():
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def gguf_cache(gguf: str | Path, cache_dir: str | Path | None = None) -> Path:
     """The converted folder for ``gguf``, converting it on first use (atomically)."""
     gguf = Path(gguf)
@@ -182,6 +192,7 @@ def gguf_cache(gguf: str | Path, cache_dir: str | Path | None = None) -> Path:
     if (target / _MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    _drop_path_keyed(target.parent, gguf.stem)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         _convert_gguf(gguf, tmp)
