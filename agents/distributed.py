@@ -113,7 +113,12 @@ def leave(w: World) -> None:
 def fsdp_requested() -> bool:
     """Whether the launcher asked for FSDP (accelerate's ``ACCELERATE_USE_FSDP``, which
     ``accelerate launch`` sets from a config's ``distributed_type: FSDP``)."""
-    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
+    return _env_flag("ACCELERATE_USE_FSDP")
+
+
+def _env_flag(name: str) -> bool:
+    """Whether the launcher set the environment variable ``name`` to a true value."""
+    return os.environ.get(name, "false").lower() in ("1", "true", "yes")
 
 
 def refuse_deepspeed() -> None:
@@ -122,7 +127,7 @@ def refuse_deepspeed() -> None:
     without a word: DeepSpeed's engine owns backward, clipping and the optimiser step, and
     :func:`agents.rl.optimise.optimise` needs the gradients in hand (its ratio and
     non-finite guards put a skipped mini-batch's gradients back)."""
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true", "yes"):
+    if _env_flag("ACCELERATE_USE_DEEPSPEED"):
         raise ValueError(
             "DeepSpeed launches are not supported: the PPO optimisation loop keeps the gradients "
             "in hand, which DeepSpeed's engine owns. For ZeRO-style sharding of full copies use "
