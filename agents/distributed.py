@@ -30,16 +30,17 @@ records as ``num_processes``, never what the flags asked for.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 
 __all__ = ["SINGLE", "World", "all_finished", "clip_grad_norm", "fsdp_requested", "full_state", "gather",
-           "gather_rows", "is_sharded", "leave", "load_full_state", "process_device", "reduce_sum",
+           "gather_rows", "is_sharded", "leave", "load_full_state", "main_first", "process_device", "reduce_sum",
            "refuse_deepspeed", "shard", "share", "sum_gradients", "world"]
 
 T = TypeVar("T")
@@ -95,6 +96,17 @@ def world() -> World:
         return SINGLE
     state = _state()
     return World(state.num_processes, state.process_index, state.distributed_type.name, fsdp_requested())
+
+
+@contextlib.contextmanager
+def main_first(w: World) -> Iterator[None]:
+    """Run the block on the main process first and on the others after it (accelerate's
+    ``main_process_first``; the block itself for one process)."""
+    if not w.parallel:
+        yield
+        return
+    with _state().main_process_first():
+        yield
 
 
 def leave(w: World) -> None:

@@ -43,32 +43,52 @@ CASES: dict[str, tuple[list[str], list[str], int]] = {
     "full": ([], ["--mode", "full"], 1),
     "full_fsdp": ([*ACCELERATE, "--config_file", str(ROOT / "configs/accelerate/cpu_fsdp.yaml")],
                   ["--mode", "full"], 2),
+    # the same, every process reading the whole weights (the config's CPU-RAM-efficient loading off)
+    "full_fsdp_every_reader": ([*ACCELERATE, "--config_file", str(ROOT / "configs/accelerate/cpu_fsdp.yaml"),
+                               "--fsdp_cpu_ram_efficient_loading", "false"], ["--mode", "full"], 2),
 }
 
 
 @dataclass
 class Args:
-    cases: list[str] = field(default_factory=lambda: list(CASES))
-    """Which cases to run, in order (of: lora, lora_ddp, lora_cpu_ddp, full, full_fsdp)."""
+    cases: list[str] = field(default_factory=lambda: [c for c in CASES if c != "full_fsdp_every_reader"])
+    """Which cases to run, in order (of: lora, lora_ddp, lora_cpu_ddp, full, full_fsdp,
+    full_fsdp_every_reader)."""
     iterations: int = 2
     """Iterations of each run (the default run's evaluations included)."""
     extra: list[str] = field(default_factory=list)
     """More flags for every run (e.g. ``--model random:gpt2-large``)."""
 
 
+def _peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
 def probe(folder: str, argv: list[str]) -> None:
     """Run the script in this process; at exit (error or not) its peak RSS goes to
-    ``folder/rank<RANK>.json``."""
+    ``folder/rank<RANK>.json``, with the peak once its agents were built (models loaded,
+    copied and, under FSDP, sharded: before the first rollout)."""
+    import agents.run.setup as setup
+
     sys.argv = [str(SCRIPT), *argv]
-    code = 0
+    code, built = 0, None
+    build = setup.build_agents
+
+    def recording_build(*a, **kw):  # the trainers import it from setup when the script starts
+        nonlocal built
+        made = build(*a, **kw)
+        built = _peak_bytes()
+        return made
+
+    setup.build_agents = recording_build
     try:
         runpy.run_path(str(SCRIPT), run_name="__main__")
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
     finally:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
         rank = os.environ.get("RANK", "0")
-        Path(folder, f"rank{rank}.json").write_text(json.dumps({"peak_bytes": peak, "exit": code}))
+        Path(folder, f"rank{rank}.json").write_text(
+            json.dumps({"peak_bytes": _peak_bytes(), "built_bytes": built, "exit": code}))
     raise SystemExit(code)
 
 
@@ -98,14 +118,17 @@ def run_case(name: str, args: Args, scratch: Path) -> dict:
         "processes_asked": processes, "num_processes": config.get("num_processes", 1),
         "wall_s": wall, "iteration_s": [r["charts/iteration_s"] for r in rows if "charts/iteration_s" in r],
         "peak_gib": [json.loads(p.read_text())["peak_bytes"] / gib for p in ranks],
+        "built_gib": [json.loads(p.read_text())["built_bytes"] / gib for p in ranks],
     }
 
 
 def report(name: str, m: dict) -> str:
     its = " / ".join(f"{t:.1f}" for t in m["iteration_s"])
     peaks = ", ".join(f"rank {r} {g:.2f}" for r, g in enumerate(m["peak_gib"]))
+    built = ", ".join(f"rank {r} {g:.2f}" for r, g in enumerate(m["built_gib"]))
     return (f"{name}: {m['num_processes']} process(es) recorded ({m['processes_asked']} launched), "
-            f"wall {m['wall_s']:.1f} s, iterations {its} s, peak RSS GiB: {peaks}")
+            f"wall {m['wall_s']:.1f} s, iterations {its} s, peak RSS GiB: {peaks} "
+            f"(once the agents were built: {built})")
 
 
 def main(args: Args) -> dict:

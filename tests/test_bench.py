@@ -77,6 +77,7 @@ def test_the_processes_bench_records_the_world_and_each_processs_peak(tmp_path):
     assert out["lora_ddp"]["num_processes"] == 2 and len(out["lora_ddp"]["peak_gib"]) == 2
     for case in ("lora", "lora_ddp"):
         assert len(out[case]["iteration_s"]) == 1 and all(g > 0 for g in out[case]["peak_gib"])
+        assert all(0 < b <= g for b, g in zip(out[case]["built_gib"], out[case]["peak_gib"], strict=True))
     assert out["lora_ddp/lora_wall"] > 0
     with pytest.raises(SystemExit, match="unknown case"):
         bench.main(bench.Args(cases=["nope"]))

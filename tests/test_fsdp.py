@@ -4,7 +4,8 @@ each, tiny model): each process holds half of every weight; an update equals the
 single-process one; a CORY run equals the unsharded data-parallel run of the same config,
 writes one run with models that load with transformers; a resumed run reproduces an
 uninterrupted one; processes with fewer micro-batches (a token budget) or no rows of a
-mini-batch run weightless ones; LoRA is refused before anything is sharded."""
+mini-batch run weightless ones; with CPU-RAM-efficient loading only rank 0 reads the
+weights and the run is the same; LoRA is refused before anything is sharded."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from helpers.configs import small_config
 from helpers.dp_worker import flat_trainable, update_learner
 from helpers.launch import launch, untimed
+from helpers.tiny import tiny_model, tiny_tokenizer
 
 from agents.distributed import SINGLE
 from agents.policy.sharding import check_sharding
@@ -89,6 +91,23 @@ def test_an_fsdp_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
     assert untimed(read_jsonl(tmp_path / "cut" / "run" / "metrics.jsonl")) == \
         untimed(read_jsonl(tmp_path / "whole" / "run" / "metrics.jsonl"))
     torch.testing.assert_close(resumed[1]["params"], whole[1]["params"], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_with_cpu_ram_efficient_loading_only_the_main_process_reads_the_weights(tmp_path):
+    folder = tmp_path / "model"
+    tiny_model().save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    args = ("cory", "--mode", "full", "--iterations", "2", "--model", str(folder))
+    efficient = launch(tmp_path / "efficient", *args, config=CONFIG)  # the config's setting: true
+    everywhere = launch(tmp_path / "everywhere", *args, config=CONFIG,
+                        launcher=("--fsdp_cpu_ram_efficient_loading", "false"))
+    assert [r["loaded"] for r in efficient] == ["weights", "meta"]
+    assert [r["loaded"] for r in everywhere] == ["weights", "weights"]
+    for m in ("model_a", "model_b"):  # rank 1's shards came from rank 0: the same run
+        torch.testing.assert_close(efficient[1]["params"][m], everywhere[1]["params"][m], rtol=0, atol=0)
+        torch.testing.assert_close(efficient[0]["params"][m], efficient[1]["params"][m], rtol=0, atol=0)
+    assert untimed(efficient[0]["rows"]) == untimed(everywhere[0]["rows"])
 
 
 def test_fsdp_with_lora_is_refused():

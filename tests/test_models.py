@@ -115,6 +115,26 @@ def test_local_folder_round_trip(tmp_path):
     torch.testing.assert_close(_logits(loaded, loaded_tok), _logits(model, tok))
 
 
+def test_an_empty_model_has_the_architecture_without_weights_and_real_buffers(tmp_path):
+    """What an FSDP process that receives its shards from the main one builds: every
+    parameter on ``meta`` in the weights' dtype, the non-persistent buffers (rotary
+    frequencies) real and equal to the loaded model's, the same generation config."""
+    model, tok = tiny_model(), tiny_tokenizer()
+    model.generation_config.max_new_tokens = 7
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    whole, _ = load_model(tmp_path / "m")
+    empty, empty_tok = load_model(tmp_path / "m", empty=True)
+    assert [n for n, _ in empty.named_parameters()] == [n for n, _ in whole.named_parameters()]
+    assert all(p.is_meta and p.dtype == torch.float32 for p in empty.parameters())
+    buffers = dict(whole.named_buffers())
+    assert buffers and all(not b.is_meta for b in empty.buffers())
+    for name, b in empty.named_buffers():
+        torch.testing.assert_close(b, buffers[name], rtol=0, atol=0)
+    assert empty.generation_config.max_new_tokens == 7 and not empty.training
+    assert empty_tok.pad_token_id is not None and empty.config.pad_token_id == whole.config.pad_token_id
+
+
 def test_pad_token_falls_back_to_eos(tmp_path):
     model, tok = tiny_model(), tiny_tokenizer()
     model.config.pad_token_id = None

@@ -185,9 +185,16 @@ def prepare_full_copy(
         raise ValueError("the reference must be a different object from the trained model")
     if reference is None:
         reference = copy.deepcopy(model)
-    reference.to(device).eval().requires_grad_(False)
-    model.to(device).requires_grad_(True)
+    _place(reference, device).eval().requires_grad_(False)
+    _place(model, device).requires_grad_(True)
     return reference
+
+
+def _place(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` moved to ``device``, unless its parameters are on ``meta`` (an empty model
+    that receives its weights when sharded, :func:`agents.policy.loading.load_model`)."""
+    first = next(model.parameters(), None)
+    return model if first is not None and first.is_meta else model.to(device)
 
 
 def with_lora(

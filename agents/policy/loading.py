@@ -270,6 +270,7 @@ def load_model(
     cache_dir: str | Path | None = None,
     weights: str = "fp32",
     load_in_4bit: bool = False,
+    empty: bool = False,
 ):
     """``(model, tokenizer)`` for a hub id, a local folder, a GGUF file or an alias.
 
@@ -277,7 +278,9 @@ def load_model(
     compute dtype, is applied as autocast by the agent); the tokenizer has a pad token.
     ``load_in_4bit``: the weights in bitsandbytes' NF4 (double-quantised, computing in
     ``dtype``) for LoRA on a frozen base; needs bitsandbytes and a CUDA device
-    (:func:`check_4bit`).
+    (:func:`check_4bit`). ``empty``: the architecture alone, its parameters on the ``meta``
+    device (no weights read; buffers real), for a process that receives its weights from
+    another (FSDP's CPU-RAM-efficient loading, :mod:`agents.policy.sharding`).
     """
     from transformers import AutoModelForCausalLM
 
@@ -290,16 +293,33 @@ def load_model(
         extra = {"quantization_config": four_bit_config(dtype, dev),
                  "device_map": {"": dev.index if dev.index is not None else torch.cuda.current_device()}}
     try:
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=TORCH_DTYPES[weights], **extra)
+        model = (_empty_model(where, weights) if empty
+                 else AutoModelForCausalLM.from_pretrained(where, dtype=TORCH_DTYPES[weights], **extra))
     except OSError as err:
         if kind == "hub":
             raise _not_found(where, err) from err
         raise
     tokenizer = load_tokenizer(where)
     ensure_pad_token(tokenizer, model)
-    if load_in_4bit:  # placed by device_map; a quantised model refuses .to()
+    if load_in_4bit or empty:  # placed by device_map (a quantised model refuses .to()), or nowhere
         return model.eval(), tokenizer
     return model.to(dev).eval(), tokenizer
+
+
+def _empty_model(where: str, weights: str):
+    """The model of the folder or hub id ``where`` with its parameters on ``meta`` (its
+    non-persistent buffers, e.g. rotary frequencies, computed on the CPU) and its generation
+    config."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    config = AutoConfig.from_pretrained(where)
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=TORCH_DTYPES[weights])
+    model.tie_weights()  # as from_pretrained does (tied embeddings: one parameter, as on the main process)
+    with contextlib.suppress(OSError):
+        model.generation_config = GenerationConfig.from_pretrained(where)
+    return model
 
 
 def check_4bit(device: str | torch.device) -> None:

@@ -13,7 +13,10 @@ CPU processes (gloo), which is how the project tests it.
 What changes for a sharded model (each point is a collective: every process calls it):
 
 - the models are built on the CPU (:func:`agents.run.setup.loading_device`) and each process
-  moves only its shards to its device, so no device ever holds a whole copy;
+  moves only its shards to its device, so no device ever holds a whole copy; with the
+  config's ``fsdp_cpu_ram_efficient_loading: true`` (the shipped configs) only the main
+  process reads the weights and the others' copies are empty until sharded
+  (:func:`weights_from_main`): one whole copy per machine's CPU memory, not one per process;
 - the gradient reduce-scatter *sums* (divide factor 1), as :func:`agents.distributed.
   sum_gradients` does for the other parameters, so the data-parallel loss weighting holds;
 - :func:`agents.distributed.clip_grad_norm` takes the norm over sharded and plain gradients;
@@ -47,7 +50,7 @@ from torch import nn
 from agents.distributed import World, process_device
 from agents.policy.loading import resolve_device
 
-__all__ = ["check_sharding", "load_model_state", "model_state", "shard_agents", "shard_model"]
+__all__ = ["check_sharding", "load_model_state", "model_state", "weights_from_main", "shard_agents", "shard_model"]
 
 
 def check_sharding(config: Any) -> None:
@@ -58,16 +61,31 @@ def check_sharding(config: Any) -> None:
                          "cpu_ddp.yaml or gpu_ddp.yaml)")
 
 
-def _plugin_host(world: World) -> SimpleNamespace:
-    """What accelerate's ``fsdp2_prepare_model`` reads from an ``Accelerator``: the FSDP
-    plugin (from the launcher's environment), the device, the main-process flag; mixed
-    precision stays the run's own (``--dtype``), so none here."""
+def _plugin():
+    """accelerate's FSDP2 plugin, built from the launcher's environment (the config file's
+    ``fsdp_*`` settings)."""
     from accelerate import FullyShardedDataParallelPlugin
 
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
     if plugin.transformer_cls_names_to_wrap == []:
         plugin.transformer_cls_names_to_wrap = None  # the model's own _no_split_modules
-    return SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), mixed_precision="no",
+    return plugin
+
+
+def weights_from_main(world: World) -> bool:
+    """Whether only the main process reads the models' weights from disk: under FSDP with
+    ``fsdp_cpu_ram_efficient_loading: true``, the others build the architecture on ``meta``
+    (``load_model(empty=True)``) and receive their shards from it when sharded (accelerate
+    broadcasts them), so a machine holds one whole copy, not one per process. The same
+    answer on every process."""
+    return world.fsdp and bool(_plugin().cpu_ram_efficient_loading)
+
+
+def _plugin_host(world: World) -> SimpleNamespace:
+    """What accelerate's ``fsdp2_prepare_model`` reads from an ``Accelerator``: the FSDP
+    plugin, the device, the main-process flag; mixed precision stays the run's own
+    (``--dtype``), so none here."""
+    return SimpleNamespace(state=SimpleNamespace(fsdp_plugin=_plugin()), mixed_precision="no",
                            is_main_process=world.is_main, device=process_device())
 
 

@@ -6,6 +6,7 @@ queries, generation settings and evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
@@ -14,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.distributed import SINGLE, World
+from agents.distributed import SINGLE, World, main_first
 from agents.distributed import world as launched_world
 from agents.policy.agent import LLMAgent
 from agents.policy.construction import enable_activation_checkpointing
 from agents.policy.loading import check_4bit, load_model, load_tokenizer
-from agents.policy.sharding import check_sharding, shard_agents
+from agents.policy.sharding import check_sharding, shard_agents, weights_from_main
 from agents.policy.tokenizers import check_same_tokenizer
 from agents.rl.config import PPOConfig
 from agents.rl.grpo import GRPOOptions
@@ -244,8 +245,7 @@ def load(config: TrainConfig, model=None, tokenizer=None):
     config's inputs are checked first (:func:`preflight`)."""
     preflight(config)
     if model is None:
-        return load_model(config.model, dtype=config.dtype, device=loading_device(config),
-                          weights=weights_dtype(config), load_in_4bit=config.load_in_4bit)
+        return _load_model(config, config.model)
     if tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
     return model, tokenizer
@@ -287,10 +287,20 @@ def load_models(config: TrainConfig, model=None, tokenizer=None) -> tuple[list, 
     distinct = list(dict.fromkeys(names))
     if len(distinct) > 1:
         check_same_tokenizer([(n, load_tokenizer(n)) for n in distinct])
-    loaded = {n: load_model(n, dtype=config.dtype, device=loading_device(config), weights=weights_dtype(config),
-                            load_in_4bit=config.load_in_4bit)
-              for n in distinct}
+    loaded = {n: _load_model(config, n) for n in distinct}
     return [loaded[n][0] for n in names], loaded[distinct[0]][1]
+
+
+def _load_model(config: TrainConfig, name: str):
+    """``(model, tokenizer)`` of ``name`` as this run loads it: on :func:`loading_device` in
+    :func:`weights_dtype`; where only the main process reads the weights
+    (:func:`agents.policy.sharding.weights_from_main`), it reads them first (a GGUF is
+    converted into the cache once) and the others build empty models."""
+    w = launched_world()
+    from_main = weights_from_main(w)
+    with main_first(w) if from_main else contextlib.nullcontext():
+        return load_model(name, dtype=config.dtype, device=loading_device(config), weights=weights_dtype(config),
+                          load_in_4bit=config.load_in_4bit, empty=from_main and not w.is_main)
 
 
 def seat_generations(config: TrainConfig, generation: GenerationConfig) -> list[GenerationConfig]:

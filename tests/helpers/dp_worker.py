@@ -4,7 +4,9 @@ writes what it saw to ``OUT/rank<r>.pt``.
 
 Scenarios: ``update`` (one PPO update of an agent on :func:`fixed_batch`), ``cory`` and
 ``ppo`` (a tiny run in ``OUT/run``, ``--iterations``, ``--stop-after``, ``--resume``);
-``--mode full`` for full copies (sharded when launched with an FSDP config).
+``--mode full`` for full copies (sharded when launched with an FSDP config); ``--model
+FOLDER``: the run loads its model from there (else the tiny model is handed in), and each
+rank records whether it read weights or built an empty model (``loaded``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from agents import distributed
 from agents.rl import PPOLearner
 from agents.rl.batch import TokenBatch
 from agents.rl.config import PPOConfig
+from agents.run import setup as setup_module
 from agents.run import trainer as trainer_module
 from agents.run.setup import build_agents
 from helpers.configs import small_config
@@ -68,6 +71,7 @@ def main() -> None:
     p.add_argument("--mode", default="lora", choices=["lora", "full"])
     p.add_argument("--mini-batch-size", type=int, default=4)
     p.add_argument("--budget", type=int, default=None, help="max_tokens_per_microbatch (update)")
+    p.add_argument("--model", default=None, help="a model folder the run loads (cory, ppo)")
     args = p.parse_args()
     torch.set_num_threads(1)
     w = distributed.world()
@@ -88,15 +92,24 @@ def main() -> None:
 
         trainer_module.shard = recording_shard
         config = small_config(args.out, iterations=args.iterations, eval_every=2, resume=args.resume,
-                              mode=args.mode)
+                              mode=args.mode, **({"model": args.model} if args.model else {}))
+        given = {} if args.model else {"model": tiny_model(), "tokenizer": tiny_tokenizer()}
+        real_load = setup_module.load_model
+
+        def recording_load(*a, **kw):
+            model, tokenizer = real_load(*a, **kw)
+            seen["loaded"] = "meta" if next(model.parameters()).is_meta else "weights"
+            return model, tokenizer
+
+        setup_module.load_model = recording_load
         if args.scenario == "cory":
             from agents.cory import CoryTrainer
 
-            trainer = CoryTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer())
+            trainer = CoryTrainer(config, **given)
         else:
             from baselines.ppo import PPOTrainer
 
-            trainer = PPOTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer())
+            trainer = PPOTrainer(config, **given)
         seen["rows"] = trainer.train(stop_after=args.stop_after)
         seen["params"] = {m: flat_trainable(lr) for m, lr in trainer.learners.items()}
     learners = [learner] if args.scenario == "update" else list(trainer.learners.values())
