@@ -19,7 +19,8 @@ What a run with N processes does (:class:`World` of size N):
 - launched with an FSDP config (``World.fsdp``), the full-copy models are sharded
   (:mod:`agents.policy.sharding`): their gradients are reduce-scattered by FSDP, the others'
   summed here, clipped together (:func:`clip_grad_norm`), and checkpoints hold full tensors
-  (:func:`full_state`).
+  (:func:`full_state`), or with ``fsdp_state_dict_type: SHARDED_STATE_DICT`` each process's
+  own shards (:class:`Shard`, ``World.sharded_checkpoints``).
 
 A single process (no launcher) is a :class:`World` of size 1 and none of this runs. On a
 machine without GPUs, ``accelerate launch --cpu`` starts **one** process; ``accelerate launch
@@ -39,7 +40,7 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["SINGLE", "World", "all_finished", "clip_grad_norm", "fsdp_requested", "full_state", "gather",
+__all__ = ["SINGLE", "Shard", "World", "all_finished", "clip_grad_norm", "fsdp_requested", "full_state", "gather",
            "gather_rows", "is_sharded", "leave", "load_full_state", "main_first", "process_device", "reduce_sum",
            "refuse_deepspeed", "shard", "share", "sum_gradients", "world"]
 
@@ -57,6 +58,9 @@ class World:
     rank: int = 0
     kind: str = "NO"
     fsdp: bool = False
+    sharded_checkpoints: bool = False
+    """FSDP with ``fsdp_state_dict_type: SHARDED_STATE_DICT``: each process checkpoints its
+    own shards (:class:`Shard`) instead of the main process gathering them whole."""
 
     @property
     def is_main(self) -> bool:
@@ -73,6 +77,14 @@ class World:
 
 SINGLE = World()
 """One process: every collective is the identity."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a tensor sharded over the run's processes, as a sharded
+    checkpoint stores it (each process writes its own, :mod:`agents.run.checkpoint`)."""
+
+    local: torch.Tensor
 
 
 def _state():
@@ -95,7 +107,9 @@ def world() -> World:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return SINGLE
     state = _state()
-    return World(state.num_processes, state.process_index, state.distributed_type.name, fsdp_requested())
+    fsdp = fsdp_requested()
+    sharded = fsdp and os.environ.get("FSDP_STATE_DICT_TYPE", "").upper() == "SHARDED_STATE_DICT"
+    return World(state.num_processes, state.process_index, state.distributed_type.name, fsdp, sharded)
 
 
 @contextlib.contextmanager
@@ -240,7 +254,8 @@ def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> tor
 def full_state(tree: Any, w: World) -> Any:
     """``tree`` (a state dict, nested) with every sharded tensor gathered whole to CPU on the
     main process (an empty tensor on the others, which write nothing); a collective, in the
-    tree's order, the same on every process. Without FSDP, ``tree`` itself."""
+    tree's order, the same on every process. With ``w.sharded_checkpoints``, each is this
+    process's :class:`Shard` instead (nothing gathered). Without FSDP, ``tree`` itself."""
     if not w.fsdp:
         return tree
 
@@ -251,15 +266,18 @@ def full_state(tree: Any, w: World) -> Any:
             return type(x)(whole(v) for v in x)
         if not is_sharded(x):
             return x
+        if w.sharded_checkpoints:
+            return Shard(x.to_local().cpu())
         full = x.full_tensor()
         return full.cpu() if w.is_main else torch.empty(0)
     return whole(tree)
 
 
-def load_full_state(optimizer: torch.optim.Optimizer) -> None:
+def load_full_state(optimizer: torch.optim.Optimizer, w: World = SINGLE) -> None:
     """After ``optimizer.load_state_dict`` of a :func:`full_state`: each sharded parameter's
-    moments back to its shard (plain full tensors to ``DTensor``'s of its placement)."""
-    from torch.distributed.tensor import distribute_tensor
+    moments back to its shard: plain full tensors distributed to ``DTensor``'s of its
+    placement, or (``w.sharded_checkpoints``) this process's shards wrapped as its own."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
 
     for group in optimizer.param_groups:
         for p in group["params"]:
@@ -267,7 +285,12 @@ def load_full_state(optimizer: torch.optim.Optimizer) -> None:
                 continue
             state = optimizer.state.get(p, {})
             for k, v in state.items():
-                if torch.is_tensor(v) and not is_sharded(v) and v.shape == p.shape:
+                if not torch.is_tensor(v) or is_sharded(v):
+                    continue
+                if w.sharded_checkpoints and v.shape == p.to_local().shape and v.dim():
+                    state[k] = DTensor.from_local(v.to(p.to_local().device, p.dtype), p.device_mesh, p.placements,
+                                                  run_check=False, shape=p.shape, stride=p.stride())
+                elif not w.sharded_checkpoints and v.shape == p.shape:
                     state[k] = distribute_tensor(v.to(p.dtype), p.device_mesh, p.placements)
 
 

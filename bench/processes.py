@@ -11,6 +11,7 @@ its own ``ru_maxrss`` at exit. The last line printed is one JSON object of the f
     python bench/processes.py                       # every case (about 10 minutes on 2 cores)
     python bench/processes.py --cases lora lora_ddp # LoRA: one process, then two (gloo)
     python bench/processes.py --cases full full_fsdp --iterations 2
+    python bench/processes.py --cases full_fsdp full_fsdp_every_reader full_fsdp_sharded_checkpoints
 
 Launched processes get ``OMP_NUM_THREADS=1`` (two of them share a 2-core machine); the
 single-process cases keep torch's default threads. Timings are this machine's and noisy:
@@ -46,14 +47,18 @@ CASES: dict[str, tuple[list[str], list[str], int]] = {
     # the same, every process reading the whole weights (the config's CPU-RAM-efficient loading off)
     "full_fsdp_every_reader": ([*ACCELERATE, "--config_file", str(ROOT / "configs/accelerate/cpu_fsdp.yaml"),
                                "--fsdp_cpu_ram_efficient_loading", "false"], ["--mode", "full"], 2),
+    # the same, each process checkpointing its own shards (nothing gathered for the checkpoints)
+    "full_fsdp_sharded_checkpoints": ([*ACCELERATE, "--config_file", str(ROOT / "configs/accelerate/cpu_fsdp.yaml"),
+                                      "--fsdp_state_dict_type", "SHARDED_STATE_DICT"], ["--mode", "full"], 2),
 }
+EXTRA_CASES = ("full_fsdp_every_reader", "full_fsdp_sharded_checkpoints")  # not run by default
 
 
 @dataclass
 class Args:
-    cases: list[str] = field(default_factory=lambda: [c for c in CASES if c != "full_fsdp_every_reader"])
-    """Which cases to run, in order (of: lora, lora_ddp, lora_cpu_ddp, full, full_fsdp,
-    full_fsdp_every_reader)."""
+    cases: list[str] = field(default_factory=lambda: [c for c in CASES if c not in EXTRA_CASES])
+    """Which cases to run, in order (of: lora, lora_ddp, lora_cpu_ddp, full, full_fsdp, and
+    the FSDP variants full_fsdp_every_reader, full_fsdp_sharded_checkpoints)."""
     iterations: int = 2
     """Iterations of each run (the default run's evaluations included)."""
     extra: list[str] = field(default_factory=list)

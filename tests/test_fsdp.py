@@ -9,6 +9,7 @@ weights and the run is the same; LoRA is refused before anything is sharded."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,40 @@ def test_an_fsdp_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
     assert untimed(read_jsonl(tmp_path / "cut" / "run" / "metrics.jsonl")) == \
         untimed(read_jsonl(tmp_path / "whole" / "run" / "metrics.jsonl"))
     torch.testing.assert_close(resumed[1]["params"], whole[1]["params"], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_a_sharded_checkpoint_holds_each_processs_shards_and_resumes_to_the_same_numbers(tmp_path):
+    from safetensors import safe_open
+
+    from agents.errors import CheckpointError
+    from agents.run.checkpoint import load_checkpoint
+    from agents.run.state_codec import shard_names
+
+    sharded = ("--fsdp_state_dict_type", "SHARDED_STATE_DICT")
+    args = ("cory", "--mode", "full", "--iterations", "3")
+    whole = launch(tmp_path / "whole", *args, config=CONFIG)  # the config's FULL_STATE_DICT
+    launch(tmp_path / "cut", *args, "--stop-after", "2", config=CONFIG, launcher=sharded)
+    ckpt = tmp_path / "cut" / "run" / "checkpoints" / "iter_000002"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["state.json", "tensors.rank1.safetensors",
+                                                      "tensors.safetensors"]
+    meta = json.loads((ckpt / "state.json").read_text())
+    names = shard_names(meta["state"])
+    assert meta["processes"] == 2 and any("/optimizer/" in n for n in names) and any("/model/" in n for n in names)
+    with safe_open(str(ckpt / "tensors.safetensors"), "pt") as f0, \
+            safe_open(str(ckpt / "tensors.rank1.safetensors"), "pt") as f1:
+        assert set(f1.keys()) == set(names) <= set(f0.keys())
+        # the shards are halves: rank 0's and rank 1's rows make each whole tensor
+        for n in names:
+            a, b = f0.get_tensor(n), f1.get_tensor(n)
+            assert a.shape[1:] == b.shape[1:] and abs(a.shape[0] - b.shape[0]) <= 1, n
+    with pytest.raises(CheckpointError, match="written by 2 processes.*resume it with 2"):
+        load_checkpoint(ckpt, SINGLE)
+    resumed = launch(tmp_path / "cut", *args, "--resume", config=CONFIG, launcher=sharded)
+    assert untimed(read_jsonl(tmp_path / "cut" / "run" / "metrics.jsonl")) == \
+        untimed(read_jsonl(tmp_path / "whole" / "run" / "metrics.jsonl"))
+    for m in ("model_a", "model_b"):
+        torch.testing.assert_close(resumed[1]["params"][m], whole[1]["params"][m], rtol=0, atol=0)
 
 
 @pytest.mark.slow

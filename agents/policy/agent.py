@@ -42,7 +42,7 @@ from agents.policy.construction import (
 from agents.policy.construction import disable_dropout as _disable_dropout
 from agents.policy.loading import autocast, check_dtype, ensure_pad_token, resolve_device
 from agents.policy.packing import attention_cost, pack
-from agents.policy.sharding import load_model_state, model_state
+from agents.policy.sharding import load_model_shards, load_model_state, model_shards, model_state
 from agents.rl.batch import TokenBatch
 from agents.rl.maths import logprobs_and_entropy
 
@@ -205,6 +205,8 @@ class LLMAgent:
         ``value_head`` entry for an agent without one."""
         if self.is_lora:
             state = {"adapter": {k: p.detach() for k, p in self._adapter_params().items()}}
+        elif self.sharded_over is not None and self.sharded_over.sharded_checkpoints:  # this process's shards
+            state = {"model": model_shards(self.model)}
         elif self.sharded_over is not None:  # gathered whole (a collective; empty off the main process)
             state = {"model": model_state(self.model)}
         else:
@@ -232,6 +234,8 @@ class LLMAgent:
             with torch.no_grad():
                 for k, p in own.items():
                     p.copy_(state["adapter"][k])
+        elif self.sharded_over is not None and self.sharded_over.sharded_checkpoints:
+            load_model_shards(self.model, state["model"])
         elif self.sharded_over is not None:
             load_model_state(self.model, state["model"])
         else:

@@ -23,7 +23,9 @@ What changes for a sharded model (each point is a collective: every process call
 - :func:`model_state` / :func:`agents.distributed.full_state` gather weights and optimiser
   moments whole, to the main process's CPU memory, so checkpoints and exports keep their
   formats; loading distributes them back (:func:`load_model_state`,
-  :func:`agents.distributed.load_full_state`);
+  :func:`agents.distributed.load_full_state`). With the config's ``fsdp_state_dict_type:
+  SHARDED_STATE_DICT`` checkpoints hold each process's shards instead (:func:`model_shards`,
+  one file per process, :mod:`agents.run.checkpoint`); the exported ``models/`` stay whole;
 - every forward is a collective, so an agent holds ``sharded_over`` (its world) and a
   rollout keeps decoding, its tokens discarded, until every process's turn is over;
 - scoring runs padded, one forward per chunk (the packed path calls the head apart from the
@@ -47,10 +49,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from agents.distributed import World, process_device
+from agents.distributed import Shard, World, is_sharded, process_device
 from agents.policy.loading import resolve_device
 
-__all__ = ["check_sharding", "load_model_state", "model_state", "weights_from_main", "shard_agents", "shard_model"]
+__all__ = ["check_sharding", "load_model_shards", "load_model_state", "model_shards", "model_state", "shard_agents",
+           "shard_model", "weights_from_main"]
 
 
 def check_sharding(config: Any) -> None:
@@ -135,3 +138,24 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+
+
+def model_shards(model: nn.Module) -> dict[str, Shard]:
+    """A sharded model's state dict as this process's shards (nothing gathered), for a
+    sharded checkpoint."""
+    return {k: Shard(v.to_local().detach().cpu()) if is_sharded(v) else v for k, v in model.state_dict().items()}
+
+
+def load_model_shards(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load what :func:`model_shards` gave (read back as plain tensors) into ``model``'s shards."""
+    own = model.state_dict()
+    if set(own) != set(state):
+        raise ValueError(f"sharded state mismatch: missing {sorted(set(own) - set(state))[:3]}, "
+                         f"unexpected {sorted(set(state) - set(own))[:3]}")
+    with torch.no_grad():
+        for k, v in own.items():
+            local = v.to_local() if is_sharded(v) else v
+            if local.shape != state[k].shape:
+                raise ValueError(f"{k}: this process's shard is {tuple(local.shape)}, the checkpoint's "
+                                 f"{tuple(state[k].shape)} (written with another layout)")
+            local.copy_(state[k])

@@ -358,7 +358,7 @@ class LearnerBase:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        load_full_state(self.optimizer)
+        load_full_state(self.optimizer, self.world)
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         self.running.load_state_dict(state["running"])
         self.generator.set_state(state["generator"].clone())

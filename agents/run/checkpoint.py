@@ -7,6 +7,14 @@ tree of the trainer's state with references into the tensors; see
 temporary name and renamed into place once complete; the newest ``keep`` checkpoints are
 kept, so a broken newest one still leaves the one before. A state holding a NaN or an
 infinity is never written, and a pickle found where a checkpoint should be is refused.
+
+Sharded (FSDP launched with ``fsdp_state_dict_type: SHARDED_STATE_DICT``, ``world.
+sharded_checkpoints``): every process calls :func:`save_checkpoint`; the state's
+:class:`~agents.run.state_codec.Shard` entries (each process's part of the sharded weights
+and Adam moments) go to one file per process, ``tensors.safetensors`` (process 0, with
+everything else) and ``tensors.rank<r>.safetensors``, and ``state.json`` records how many
+processes wrote it, so nothing is gathered into one process's memory. It resumes with the
+same number of processes (another is refused with a message).
 """
 
 from __future__ import annotations
@@ -21,10 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from agents.distributed import SINGLE, World, gather
 from agents.errors import CheckpointError, DivergedError
-from agents.run.state_codec import decode, encode, non_finite
+from agents.run.state_codec import decode, encode, non_finite, shard_names
 
 FORMAT = "cory-checkpoint-1"
 _PREFIX = "iter_"
@@ -36,16 +46,22 @@ def checkpoint_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def save_checkpoint(root: str | Path, iteration: int, state: dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(root: str | Path, iteration: int, state: dict[str, Any], keep: int = 2,
+                    world: World = SINGLE) -> Path:
     """Write ``state`` as ``root/iter_<iteration>/`` and keep the newest ``keep`` checkpoints.
 
     Raises :class:`DivergedError` (writing nothing) when a floating-point tensor of the state
     is not finite, and :class:`CheckpointError` (removing the partial files, keeping the
-    previous checkpoints) when the disk is full or the write fails.
+    previous checkpoints) when the disk is full or the write fails. With
+    ``world.sharded_checkpoints`` every process calls it (a collective: each writes its
+    shards, every process raises the same error).
     """
     root = Path(root)
+    sharded = world.sharded_checkpoints and world.parallel
     tree, tensors = encode(state)
     bad = non_finite(tensors)
+    if sharded:
+        bad = [name for names in gather(bad, world) for name in names]
     if bad:
         raise DivergedError(
             f"refusing to checkpoint iteration {iteration}: {len(bad)} tensors hold NaN or inf "
@@ -53,32 +69,64 @@ def save_checkpoint(root: str | Path, iteration: int, state: dict[str, Any], kee
         )
     final = root / f"{_PREFIX}{iteration:06d}"
     tmp = root / f".{final.name}.tmp"
+    meta = {"format": FORMAT, "iteration": int(iteration), "state": tree}
+    if sharded:  # each step a collective: every process hears of any process's failure
+        meta["processes"] = world.size
+        mine = tensors if world.is_main else {k: tensors[k] for k in shard_names(tree)}
+        steps = [lambda: _fresh(tmp) if world.is_main else None,
+                 lambda: save_file(mine, str(tmp / _tensor_file(world.rank))),
+                 lambda: _commit(tmp, final, meta) if world.is_main else None]
+    else:
+        steps = [lambda: (_fresh(tmp), save_file(tensors, str(tmp / _tensor_file(0))), _commit(tmp, final, meta))]
+    for step in steps:
+        failure = _written(iteration, final, root, step)
+        failures = [f for f in (gather(failure, world) if sharded else [failure]) if f is not None]
+        if failures:
+            if world.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(failures[0])
+    if world.is_main:
+        for old in checkpoints(root)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _tensor_file(rank: int) -> str:
+    """The tensors file process ``rank`` writes into a checkpoint."""
+    return "tensors.safetensors" if rank == 0 else f"tensors.rank{rank}.safetensors"
+
+
+def _fresh(tmp: Path) -> None:
+    """An empty temporary checkpoint folder (its parent made)."""
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+
+
+def _commit(tmp: Path, final: Path, meta: dict[str, Any]) -> None:
+    """``state.json`` written (and synced) last, then the folder renamed into place."""
+    with (tmp / "state.json").open("w") as f:
+        f.write(json.dumps(meta))
+        f.flush()
+        os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _written(iteration: int, final: Path, root: Path, write) -> str | None:
+    """Run ``write``; None, or the message of the :class:`CheckpointError` its ``OSError``
+    means (a full disk said as such)."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_file(tensors, str(tmp / "tensors.safetensors"))
-        text = json.dumps({"format": FORMAT, "iteration": int(iteration), "state": tree})
-        with (tmp / "state.json").open("w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        write()
+        return None
     except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
         if err.errno == errno.ENOSPC or "No space left" in str(err):
             free = shutil.disk_usage(root if root.exists() else root.parent).free
-            raise CheckpointError(
-                f"the disk is full: could not write the checkpoint of iteration {iteration} to "
-                f"{final} ({free / 2**20:.0f} MiB free there); the partial files were removed and "
-                "the previous checkpoint is kept. Free some space, then resume with --resume"
-            ) from err
-        raise CheckpointError(f"could not write the checkpoint {final}: {err}") from err
-    for old in checkpoints(root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+            return (f"the disk is full: could not write the checkpoint of iteration {iteration} to "
+                    f"{final} ({free / 2**20:.0f} MiB free there); the partial files were removed and "
+                    "the previous checkpoint is kept. Free some space, then resume with --resume")
+        return f"could not write the checkpoint {final}: {err}"
 
 
 def checkpoints(root: str | Path) -> list[Path]:
@@ -112,18 +160,34 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: str | Path) -> tuple[int, dict[str, Any]]:
-    """``(iteration, state)`` of the checkpoint folder ``path`` (JSON and safetensors only)."""
+def load_checkpoint(path: str | Path, world: World = SINGLE) -> tuple[int, dict[str, Any]]:
+    """``(iteration, state)`` of the checkpoint folder ``path`` (JSON and safetensors only);
+    a sharded one's :class:`~agents.run.state_codec.Shard` entries are this process's (it
+    must have as many processes as wrote it)."""
     path = Path(path)
     refuse_pickles(path)
     try:
         meta = json.loads((path / "state.json").read_text())
-        tensors = load_file(str(path / "tensors.safetensors"))
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a {FORMAT} checkpoint (format {meta.get('format')!r})")
+        written_by = int(meta.get("processes", 1))
+        if "processes" not in meta:
+            return int(meta["iteration"]), decode(meta["state"], load_file(str(path / _tensor_file(0))))
+        if written_by != world.size:
+            raise CheckpointError(
+                f"{path} is a sharded checkpoint written by {written_by} processes (FSDP's "
+                f"SHARDED_STATE_DICT); this run has {world.size}: resume it with {written_by} processes")
+        names = set(shard_names(meta["state"]))
+        with safe_open(str(path / _tensor_file(0)), framework="pt") as f:  # what is not this process's shard
+            tensors = {k: f.get_tensor(k) for k in f.keys() if world.is_main or k not in names}  # noqa: SIM118
+        shards = tensors if world.is_main else load_file(str(path / _tensor_file(world.rank)))
     except (OSError, ValueError) as err:
         raise CheckpointError(f"cannot read the checkpoint {path}: {err}") from err
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint (format {meta.get('format')!r})")
-    return int(meta["iteration"]), decode(meta["state"], tensors)
+    missing = names - set(shards)
+    if missing:
+        raise CheckpointError(f"{path / _tensor_file(world.rank)} lacks {len(missing)} shards "
+                              f"(e.g. {sorted(missing)[0]})")
+    return int(meta["iteration"]), decode(meta["state"], tensors, shards)
 
 
 def rng_state() -> dict[str, Any]:

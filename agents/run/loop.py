@@ -92,8 +92,8 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
                               "steps); the previous checkpoint stays the newest")
                 else:
                     state = {"trainer": trainer.state_dict(), "global_rng": rng_state()}
-                    if w.is_main:
-                        save_checkpoint(checkpoint_dir(out), it + 1, state, keep=config.keep_checkpoints)
+                    if w.is_main or w.sharded_checkpoints:  # sharded: every process writes its shards
+                        save_checkpoint(checkpoint_dir(out), it + 1, state, keep=config.keep_checkpoints, world=w)
                     _export(trainer, out)  # every process: sharded weights are gathered to the main one
                     w.barrier()  # no process runs ahead of a checkpoint being written
             if stopping:
@@ -130,7 +130,7 @@ def _prepare(out: Path, config: TrainConfig, w: World = SINGLE) -> tuple[int, di
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         w.barrier()
         return 0, None, {}
-    start, state = load_checkpoint(latest)
+    start, state = load_checkpoint(latest, w)
     return start, state, changes
 
 

@@ -5,6 +5,11 @@ A trainer's state is dicts, lists and tuples of tensors, numpy arrays and plain 
 JSON-able tree, where every tensor or array is a reference ``{"__tensor__": name}``, and a
 flat ``{name: tensor}`` dict for safetensors; :func:`decode` puts them back together.
 Loading reads JSON and safetensors only, so a checkpoint cannot run code (unlike a pickle).
+
+A :class:`Shard` (one process's part of a tensor sharded over several, FSDP's sharded
+checkpoints) is stored like a tensor under ``{"__shard__": name}``: each process writes its
+own shards under the same names (:func:`shard_names`), and :func:`decode` takes them from
+the ``shards`` given.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["decode", "encode", "non_finite"]
+from agents.distributed import Shard
 
-_TENSOR, _ARRAY, _TUPLE, _MAP = "__tensor__", "__ndarray__", "__tuple__", "__map__"
+__all__ = ["Shard", "decode", "encode", "non_finite", "shard_names"]
+
+_TENSOR, _ARRAY, _TUPLE, _MAP, _SHARD = "__tensor__", "__ndarray__", "__tuple__", "__map__", "__shard__"
+
 
 
 def encode(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
@@ -35,6 +43,8 @@ def encode(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     def enc(x: Any, path: str) -> Any:
         if isinstance(x, torch.Tensor):
             return {_TENSOR: store(path, x.detach().to("cpu").contiguous().clone())}
+        if isinstance(x, Shard):
+            return {_SHARD: store(path, x.local.detach().to("cpu").contiguous().clone())}
         if isinstance(x, np.ndarray):
             return {_ARRAY: store(path, torch.from_numpy(np.ascontiguousarray(x).copy()))}
         if isinstance(x, np.generic):
@@ -55,8 +65,10 @@ def encode(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     return enc(state, ""), tensors
 
 
-def decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """The state :func:`encode` split into ``(tree, tensors)``."""
+def decode(tree: Any, tensors: dict[str, torch.Tensor], shards: dict[str, torch.Tensor] | None = None) -> Any:
+    """The state :func:`encode` split into ``(tree, tensors)``; a :class:`Shard`'s place gets
+    its tensor from ``shards`` (this process's; default ``tensors``)."""
+    shards = tensors if shards is None else shards
 
     def dec(x: Any) -> Any:
         if isinstance(x, list):
@@ -65,6 +77,8 @@ def decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
             return x
         if _TENSOR in x:
             return tensors[x[_TENSOR]]
+        if _SHARD in x:
+            return shards[x[_SHARD]]
         if _ARRAY in x:
             return tensors[x[_ARRAY]].numpy()
         if _TUPLE in x:
@@ -84,3 +98,16 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors holding a NaN or an infinity."""
     return [name for name, t in tensors.items()
             if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def shard_names(tree: Any) -> list[str]:
+    """The names of the :class:`Shard` references in an encoded ``tree``."""
+    if isinstance(x := tree, list):
+        return [n for v in x for n in shard_names(v)]
+    if not isinstance(x, dict):
+        return []
+    if _SHARD in x:
+        return [x[_SHARD]]
+    if _TENSOR in x or _ARRAY in x:
+        return []
+    return [n for v in x.values() for n in shard_names(v)]
