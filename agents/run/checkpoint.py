@@ -10,7 +10,7 @@ infinity is never written, and a pickle found where a checkpoint should be is re
 
 Sharded (FSDP launched with ``fsdp_state_dict_type: SHARDED_STATE_DICT``, ``world.
 sharded_checkpoints``): every process calls :func:`save_checkpoint`; the state's
-:class:`~agents.run.state_codec.Shard` entries (each process's part of the sharded weights
+:class:`~agents.distributed.Shard` entries (each process's part of the sharded weights
 and Adam moments) go to one file per process, ``tensors.safetensors`` (process 0, with
 everything else) and ``tensors.rank<r>.safetensors``, and ``state.json`` records how many
 processes wrote it, so nothing is gathered into one process's memory. It resumes with the
@@ -162,7 +162,7 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 def load_checkpoint(path: str | Path, world: World = SINGLE) -> tuple[int, dict[str, Any]]:
     """``(iteration, state)`` of the checkpoint folder ``path`` (JSON and safetensors only);
-    a sharded one's :class:`~agents.run.state_codec.Shard` entries are this process's (it
+    a sharded one's :class:`~agents.distributed.Shard` entries are this process's (it
     must have as many processes as wrote it)."""
     path = Path(path)
     refuse_pickles(path)
