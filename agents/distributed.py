@@ -42,7 +42,7 @@ import torch
 
 __all__ = ["SINGLE", "Shard", "World", "all_finished", "clip_grad_norm", "fsdp_requested", "full_state", "gather",
            "gather_rows", "is_sharded", "leave", "load_full_state", "main_first", "process_device", "reduce_sum",
-           "refuse_deepspeed", "shard", "share", "sum_gradients", "world"]
+           "refuse_deepspeed", "shard", "share", "sharded_checkpoints_requested", "sum_gradients", "world"]
 
 T = TypeVar("T")
 S = TypeVar("S", torch.Tensor, Sequence)
@@ -107,9 +107,8 @@ def world() -> World:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return SINGLE
     state = _state()
-    fsdp = fsdp_requested()
-    sharded = fsdp and os.environ.get("FSDP_STATE_DICT_TYPE", "").upper() == "SHARDED_STATE_DICT"
-    return World(state.num_processes, state.process_index, state.distributed_type.name, fsdp, sharded)
+    return World(state.num_processes, state.process_index, state.distributed_type.name, fsdp_requested(),
+                 sharded_checkpoints_requested())
 
 
 @contextlib.contextmanager
@@ -140,6 +139,13 @@ def fsdp_requested() -> bool:
     """Whether the launcher asked for FSDP (accelerate's ``ACCELERATE_USE_FSDP``, which
     ``accelerate launch`` sets from a config's ``distributed_type: FSDP``)."""
     return _env_flag("ACCELERATE_USE_FSDP")
+
+
+def sharded_checkpoints_requested() -> bool:
+    """Whether the launcher asked for FSDP with sharded checkpoints (a config's
+    ``fsdp_state_dict_type: SHARDED_STATE_DICT``, which ``accelerate launch`` passes on as
+    ``FSDP_STATE_DICT_TYPE``)."""
+    return fsdp_requested() and os.environ.get("FSDP_STATE_DICT_TYPE", "").upper() == "SHARDED_STATE_DICT"
 
 
 def _env_flag(name: str) -> bool:
