@@ -1,6 +1,8 @@
-"""Issue 13's fused first forward: when one mini-batch is the whole batch, the update's first
-forward with grad gives the old log-probs and values (one policy forward fewer) and the
-update's numbers are those of the separate no-grad pass."""
+"""Issue 13's fused first forward: the first epoch's first mini-batch runs on the policy as it
+was before the update, so its forward with grad gives those rows' old log-probs and values
+(one policy forward fewer: the whole no-grad policy pass when one mini-batch is the whole
+batch, that mini-batch's share of it otherwise) and the update's numbers are those of the
+separate no-grad pass."""
 
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ from agents.rl.learner import make_learner
 from agents.run.setup import build_agents
 
 
-def updated(name: str, fuse: bool, **cfg):
-    """``(learner, stats, policy forwards)`` after one update of a fresh LoRA agent."""
-    config = small_config(Path("/tmp/cory-fused"))
+def updated(name: str, fuse: bool, mode: str = "lora", **cfg):
+    """``(learner, stats, policy forwards)`` after one update of a fresh agent."""
+    config = small_config(Path("/tmp/cory-fused"), mode=mode)
     (agent,) = build_agents(config, tiny_model(), tiny_tokenizer(), n=1)
     ppo = PPOConfig(**{"batch_size": 8, "mini_batch_size": 8, "ppo_epochs": 2, "seed": 0, **cfg})
     kwargs = {"k": 2} if name == "rloo" else {"group_size": 2} if name == "grpo" else {}
@@ -52,10 +54,37 @@ def test_the_fused_update_equals_the_separate_pass_with_one_forward_fewer(name):
         assert fused_stats[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
 
-def test_smaller_mini_batches_keep_the_separate_pass():
-    _, _, fused_calls = updated("ppo", True, mini_batch_size=4)
-    _, _, plain_calls = updated("ppo", False, mini_batch_size=4)
+@pytest.mark.parametrize("name, mode", [("ppo", "lora"), ("rloo", "lora"), ("ppo", "full")])
+def test_with_smaller_mini_batches_the_first_one_is_fused_and_the_update_is_unchanged(name, mode):
+    """Mini-batches of 4 of 8 rows (chunks of 4 in the no-grad pass): the first mini-batch's
+    forward gives its rows' old log-probs, the no-grad pass runs on the other 4 only."""
+    fused, fused_stats, fused_calls = updated(name, True, mode, mini_batch_size=4)
+    plain, plain_stats, plain_calls = updated(name, False, mode, mini_batch_size=4)
+    assert fused_calls == plain_calls - 1
+    torch.testing.assert_close(flat(fused), flat(plain), rtol=1e-5, atol=1e-6)
+    for key, value in plain_stats.items():
+        assert fused_stats[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    # the generator was read, not advanced: the next update shuffles as without fusion
+    assert torch.equal(fused.generator.get_state(), plain.generator.get_state())
+
+
+def test_a_learner_that_picks_its_rows_keeps_the_separate_pass_with_smaller_mini_batches():
+    _, _, fused_calls = updated("grpo", True, mini_batch_size=4)
+    _, _, plain_calls = updated("grpo", False, mini_batch_size=4)
     assert fused_calls == plain_calls
+
+
+def test_a_first_call_on_other_rows_runs_its_own_forward():
+    """Should a loss's first call not be on the fused rows (a learner that reorders its
+    mini-batches), it gets a forward of its own rows, not another mini-batch's outputs."""
+    learner, _, _ = updated("ppo", True, mini_batch_size=4)
+    batch, _ = fixed_batch()
+    rows = torch.tensor([0, 1, 2, 3])
+    learner._fused = (rows, learner.agent.forward(batch.subset(rows)))
+    other = torch.tensor([4, 5])
+    out = learner.policy_forward(batch.subset(other), other)
+    torch.testing.assert_close(out.logprobs, learner.agent.forward(batch.subset(other)).logprobs)
+    assert learner._fused is None
 
 
 def test_a_token_budget_keeps_the_fusion_while_the_batch_fits_it():

@@ -60,6 +60,8 @@ def test_skeleton_learners_reproduce_the_recorded_numbers(case, packing):
     cfg = PPOConfig(learning_rate=1e-3, mini_batch_size=4, ppo_epochs=2, init_kl_coef=0.1,
                     kl_penalty=estimator, use_score_scaling=True, seed=3)
     learner = PPOLearner(a, cfg) if algo == "ppo" else RLOOLearner(a, cfg, k=4)
+    # exact: recorded with a separate no-grad pass; packed: the fused first mini-batch too
+    learner.fuse_first_forward = packing
     rows = []
     for step in range(2):
         b, s = batch(4, 3, seed=10 + step)

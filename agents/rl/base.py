@@ -36,7 +36,7 @@ from .batch import TokenBatch
 from .config import PPOConfig
 from .kl_control import make_kl_controller
 from .maths import compute_rewards, kl_penalty, logprobs_from_logits, masked_mean, zero_pad
-from .optimise import fits_budget, optimise
+from .optimise import first_minibatch, fits_budget, optimise
 from .scores import RunningMoments, process_scores
 
 __all__ = ["LearnerBase", "Rollout", "rollout_pass"]
@@ -128,11 +128,15 @@ class LearnerBase:
     """Whether the rewards carry ``-kl_coef * KL_t`` and the KL controller adapts."""
     samples_per_query: int = 1
     fuse_first_forward: bool = True
-    """When one mini-batch is the whole batch (``mini_batch_size >= N``, one process, the
-    ``kl`` / ``abs`` / ``mse`` estimators, the batch within the micro-batch token budget), the
-    first epoch's forward with grad is also the rollout's: its detached log-probs and values
-    are the old ones, and the no-grad pass runs the reference alone, before it (one policy
-    forward fewer per update, the same numbers; tested)."""
+    """The first epoch's first mini-batch runs on the policy as it was before the update, so
+    its forward with grad is also the rollout's: its detached log-probs and values are those
+    rows' old ones, and the no-grad pass runs the policy on the other rows only (none when
+    one mini-batch is the whole batch), after the reference and before that forward (one
+    mini-batch's policy forward fewer per update, the same numbers; tested). Where it
+    applies: one process, the ``kl`` / ``abs`` / ``mse`` estimators, the mini-batch within
+    the micro-batch token budget, and, for a mini-batch smaller than the batch, a learner
+    that trains on every row (no :meth:`train_rows` of its own: its first mini-batch is then
+    known before the update starts)."""
     world: World = SINGLE
     """The processes of a data-parallel run (:mod:`agents.distributed`): each holds the whole
     batch; the no-grad pass and every mini-batch are split across them."""
@@ -212,17 +216,13 @@ class LearnerBase:
     def update(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor) -> dict[str, float]:
         """One update on ``batch`` with per-trajectory ``scores`` ``(N,)``; returns stats."""
         self.check_batch(batch)
-        cfg = self.config
-        self._fuse = (self.fuse_first_forward and cfg.mini_batch_size >= len(batch) and cfg.ppo_epochs > 0
-                      and not self.world.parallel and cfg.kl_penalty != "full"
-                      and fits_budget(batch, torch.arange(len(batch), device=batch.device),
-                                      cfg.max_tokens_per_microbatch))
+        self._fuse = self._fused_rows(batch)
         try:
             rollout = self._open(batch, scores)
             targets = self.advantages(batch, rollout)
             opt = self._optimise(batch, rollout, targets)
         finally:
-            self._fuse, self._fused = False, None
+            self._fuse, self._fused = None, None
         with torch.no_grad():
             stats = self._stats(batch, rollout, opt)
             stats.update(self.extra_stats(batch, rollout, targets, opt))
@@ -263,20 +263,41 @@ class LearnerBase:
             )
         return Rollout(mask, raw, processed, old_lp, values, ref_lp, rewards, non_score, kls, kl_coef)
 
-    _fuse: bool = False
-    """Set by :meth:`update` for one update: whether this update's first forward is fused."""
+    _fuse: torch.Tensor | None = None
+    """Set by :meth:`update` for one update: the rows whose first forward is fused (None: none)."""
     _fused: Any = None
+
+    def _fused_rows(self, batch: TokenBatch) -> torch.Tensor | None:
+        """The rows of ``batch`` whose forward with grad gives the old log-probs and values
+        (``fuse_first_forward``): the first mini-batch's, or None where fusing does not apply."""
+        cfg, n = self.config, len(batch)
+        if not (self.fuse_first_forward and cfg.ppo_epochs > 0 and not self.world.parallel
+                and cfg.kl_penalty != "full"):
+            return None
+        if cfg.mini_batch_size >= n:
+            rows = torch.arange(n)
+        elif type(self).train_rows is LearnerBase.train_rows:
+            rows = first_minibatch(cfg, self.generator, n)
+        else:
+            return None
+        rows = rows.to(batch.device)
+        return rows if fits_budget(batch, rows, cfg.max_tokens_per_microbatch) else None
 
     def policy_forward(self, sub: TokenBatch, idx: torch.Tensor) -> Any:
         """The policy's output on the mini-batch ``sub`` (rows ``idx`` of the batch), with
         grad: a learner's ``loss`` calls this. The first call of a fused update (see
-        ``fuse_first_forward``) takes the rows of the forward the old log-probs came from."""
+        ``fuse_first_forward``) takes its rows from the forward the old log-probs came from
+        (when they are among that forward's; else it runs its own)."""
         fused, self._fused = self._fused, None
         if fused is None:
             return self.agent.forward(sub)
-        t = sub.response_ids.shape[1]
-        pick = lambda x: None if x is None else x[idx, :t]  # noqa: E731
-        return type(fused)(pick(fused.logprobs), pick(fused.values), pick(fused.entropy))
+        rows, out = fused
+        same = idx.unsqueeze(1) == rows.unsqueeze(0)  # (len(idx), len(rows))
+        if not bool(same.any(1).all()):
+            return self.agent.forward(sub)
+        at, t = same.int().argmax(1), sub.response_ids.shape[1]
+        pick = lambda x: None if x is None else x[at, :t]  # noqa: E731
+        return type(out)(pick(out.logprobs), pick(out.values), pick(out.entropy))
 
     def _rollout_pass(self, batch: TokenBatch):
         """:func:`rollout_pass` on the batch; data-parallel, each process runs its contiguous
@@ -287,13 +308,28 @@ class LearnerBase:
         at once)."""
         cfg, w = self.config, self.world
         args = (cfg.mini_batch_size, cfg.kl_penalty, self.uses_values, self.uses_reference)
-        if self._fuse:
+        if self._fuse is not None:
+            rows = self._fuse
             _, _, ref_lp, kls = rollout_pass(self.agent, batch, *args, with_policy=False)
-            self._fused = self.agent.forward(batch)  # with grad: the first loss reuses it
+            old_lp = torch.zeros(batch.response_ids.shape, device=batch.device)
+            values = torch.zeros_like(old_lp) if self.uses_values else None
+            rest = torch.ones(len(batch), dtype=torch.bool, device=batch.device)
+            rest[rows] = False
+            rest = rest.nonzero().flatten()
+            if len(rest):  # the other rows' old log-probs and values: the no-grad pass
+                lp, v, _, _ = rollout_pass(self.agent, batch.subset(rest), cfg.mini_batch_size, cfg.kl_penalty,
+                                           self.uses_values, with_reference=False)
+                old_lp[rest, : lp.shape[1]] = lp
+                if values is not None:
+                    values[rest, : v.shape[1]] = v
+            out = self.agent.forward(batch.subset(rows))  # with grad: the first loss reuses it
+            self._fused = (rows, out)
+            t = out.logprobs.shape[1]
+            old_lp[rows, :t] = out.logprobs.detach().float()
+            if values is not None:
+                values[rows, :t] = out.values.detach().float()
             mask = batch.response_mask
-            old_lp = zero_pad(self._fused.logprobs.detach().float(), mask)
-            values = zero_pad(self._fused.values.detach().float(), mask) if self.uses_values else None
-            return old_lp, values, ref_lp, kls
+            return zero_pad(old_lp, mask), (zero_pad(values, mask) if values is not None else None), ref_lp, kls
         if not w.parallel or len(batch) % w.size:
             return rollout_pass(self.agent, batch, *args)
         local = batch.subset(share(torch.arange(len(batch), device=batch.device), w))

@@ -27,7 +27,7 @@ from agents.distributed import (
 from .batch import TokenBatch
 from .config import PPOConfig
 
-__all__ = ["MinibatchLoss", "fits_budget", "optimise"]
+__all__ = ["MinibatchLoss", "first_minibatch", "fits_budget", "optimise"]
 
 MinibatchLoss = Callable[[TokenBatch, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 """``(sub_batch, idx) -> (loss, stats)``: the loss of the mini-batch ``batch.subset(idx)``
@@ -175,6 +175,16 @@ def _stat_names(stats: dict[str, torch.Tensor] | None, total: int, world: World)
     if total >= world.size:  # every process has rows, hence the same stats
         return sorted(stats)
     return next(n for n in gather(sorted(stats) if stats is not None else None, world) if n)
+
+
+def first_minibatch(config: PPOConfig, generator: torch.Generator, n: int) -> torch.Tensor:
+    """The rows of a batch of ``n`` that :func:`optimise` puts in its first mini-batch (of the
+    first epoch: on the policy as it was before the update), read from ``generator``
+    without advancing it."""
+    state = generator.get_state()
+    perm = torch.randperm(n, generator=generator)
+    generator.set_state(state)
+    return perm[: min(config.mini_batch_size, n)]
 
 
 def fits_budget(batch: TokenBatch, rows: torch.Tensor, budget: int | None) -> bool:

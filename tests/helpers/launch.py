@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +29,19 @@ def launch(out: Path, *args: str, processes: int = 2, config: str | None = None,
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(ROOT / "configs" / "accelerate" / config), "--num_processes", str(processes), *launcher]
+               str(ROOT / "configs" / "accelerate" / config), "--num_processes", str(processes),
+               "--main_process_port", str(free_port()), *launcher]
     done = subprocess.run([*cmd, *worker], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(processes)]
+
+
+def free_port() -> int:
+    """A TCP port free now (accelerate's launcher would otherwise use 29500 every time, and a
+    launch right after another can find it still held)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def untimed(rows: list[dict]) -> list[dict]:
