@@ -302,10 +302,10 @@ class LearnerBase:
     def _rollout_pass(self, batch: TokenBatch):
         """:func:`rollout_pass` on the batch; data-parallel, each process runs its contiguous
         share of the rows and the results are gathered (the batch's rows divide evenly).
-        Fused (``fuse_first_forward``): the reference's pass runs alone, then the update's
-        first forward (with grad, kept for the first loss), whose detached rows are the old
-        log-probs and values (the reference's activations and the fused graph are never held
-        at once)."""
+        Fused (``fuse_first_forward``): the reference's pass runs alone, then the policy's
+        no-grad pass on the rows outside the first mini-batch, then that mini-batch's forward
+        (with grad, kept for the first loss), whose detached rows are its old log-probs and
+        values (the other passes' activations and the fused graph are never held at once)."""
         cfg, w = self.config, self.world
         args = (cfg.mini_batch_size, cfg.kl_penalty, self.uses_values, self.uses_reference)
         if self._fuse is not None:
