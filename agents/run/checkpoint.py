@@ -170,9 +170,9 @@ def load_checkpoint(path: str | Path, world: World = SINGLE) -> tuple[int, dict[
         meta = json.loads((path / "state.json").read_text())
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{path} is not a {FORMAT} checkpoint (format {meta.get('format')!r})")
-        written_by = int(meta.get("processes", 1))
-        if "processes" not in meta:
+        if "processes" not in meta:  # written whole, by one process
             return int(meta["iteration"]), decode(meta["state"], load_file(str(path / _tensor_file(0))))
+        written_by = int(meta["processes"])
         if written_by != world.size:
             raise CheckpointError(
                 f"{path} is a sharded checkpoint written by {written_by} processes (FSDP's "
