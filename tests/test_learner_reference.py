@@ -1,9 +1,9 @@
-"""The learners on the shared skeleton give exactly the numbers of the learners before the
+"""The learners on the shared skeleton give the numbers of the learners before the
 restructure: two updates on fixed batches, for PPO and RLOO, full copies and LoRA, the
 ``kl`` and ``full`` KL estimators, compared with values recorded at be69117
 (``tests/data/learner_reference.json``, made by ``tests/data/record_learner_reference.py``):
-exactly with the padded computation the recording used, and within float tolerance with
-sequence packing (the default since)."""
+with the padded computation the recording used to float32 rounding (which differs between
+CPUs), and within a wider float tolerance with sequence packing (the default since)."""
 
 from __future__ import annotations
 
@@ -55,8 +55,10 @@ def test_skeleton_learners_reproduce_the_recorded_numbers(case, packing):
     algo, mode, estimator = case.split("-")
     a = agent(mode)
     a.packing = packing
-    # packed: other matmul shapes, other float rounding, through two updates
-    rel, abs_, w_rel = (1e-3, 1e-6, 1e-5) if packing else (1e-6, 1e-8, 1e-8)
+    # padded: the recorded computation, but float32 rounding differs between CPUs' kernels
+    # (AVX2, AVX-512, AMX machines: statistics ~5e-8 apart, the weights ~4e-7 relative);
+    # packed: other matmul shapes too, through two updates
+    rel, abs_, w_rel = (1e-3, 1e-6, 1e-5) if packing else (1e-5, 1e-6, 2e-6)
     cfg = PPOConfig(learning_rate=1e-3, mini_batch_size=4, ppo_epochs=2, init_kl_coef=0.1,
                     kl_penalty=estimator, use_score_scaling=True, seed=3)
     learner = PPOLearner(a, cfg) if algo == "ppo" else RLOOLearner(a, cfg, k=4)
