@@ -234,6 +234,7 @@ def main(args: Args) -> dict:
         return {}
     from agents.cory import CoryTrainer
     from baselines.ppo import PPOTrainer
+    from bench.machine import machine
 
     model, tokenizer = load(args)
     import copy
@@ -287,7 +288,9 @@ def main(args: Args) -> dict:
         **{f"peak_mem_{w.replace('-', '_')}_over_ppo_lora": mem[w] / mem["ppo-lora"] for w in ("grpo-lora", "grpo0-lora")},
         **{f"net_mem_{w.replace('-', '_')}_over_ppo_lora": net[w] / max(net["ppo-lora"], 1) for w in ("grpo-lora", "grpo0-lora")},
     }
-    print(f"model {args.model} on {args.device}, batch {args.batch_size}, {args.new_tokens} new tokens")
+    metrics["machine"] = machine(args.device)
+    print(f"model {args.model} on {args.device} ({metrics['machine']}), batch {args.batch_size}, "
+          f"{args.new_tokens} new tokens")
     print(f"  CORY iteration {t_cory:8.3f} s   PPO iteration {t_ppo:8.3f} s   ratio {t_cory / t_ppo:.2f} (goal <= 2.0)")
     print(f"  CORY without knowledge transfer {times['cory_no_transfer']:8.3f} s   "
           f"ratio to PPO {metrics['cory_no_transfer_over_ppo_iteration']:.2f}")

@@ -14,10 +14,13 @@ input embeddings and the output head, whose ``H`` parameters project ``K`` posit
 the response tokens; padded: every position from the shortest query on); ``2x`` that for the
 backward (activation gradients through the base; LoRA's weight gradients are negligible; a
 full fine-tune adds another 2x, counted); attention's own FLOPs are not counted. Padding
-fraction: computed positions that hold no real token. Each trainer is measured in a fresh
-subprocess (its memory its own): peak RSS per phase, sampled every 2 ms, the allocator's
-free memory handed back to the system (``malloc_trim``) as each phase starts, so that a
-phase's peak is its own. The last line printed is one JSON object of the metrics.
+fraction: computed positions that hold no real token. Each trainer runs twice, each time
+in a fresh subprocess (its memory its own), the same seeded iterations (checked: the same
+tokens): once timed, uninstrumented but for the phases' clocks; once for the peak RSS per
+phase, sampled every 2 ms, the allocator's free memory handed back to the system
+(``malloc_trim``) as each phase starts, so that a phase's peak is its own. (Timed while
+sampling, an iteration took 10-20% longer: the trimmed pages fault back in, the sampler
+takes CPU from 2 cores.) The last line printed is one JSON object of the metrics.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
 from agents.policy.loading import TORCH_DTYPES  # noqa: E402
 from agents.run.config import TrainConfig  # noqa: E402
 from bench.iteration import _rss, touch_weights  # noqa: E402
+from bench.machine import machine  # noqa: E402
 
 
 @dataclass
@@ -60,7 +64,7 @@ class Args:
     mode: str = "lora"
     dtype: str = "fp32"
     iterations: int = 2
-    """Timed iterations per trainer (after one warm-up each)."""
+    """Timed iterations per trainer (after one warm-up each; then one more for the peak memory)."""
     max_tokens_per_microbatch: int | None = TrainConfig.max_tokens_per_microbatch
     """The token budget of a micro-batch (the run's default; None: none)."""
     pack_sequences: bool = True
@@ -76,6 +80,8 @@ class Args:
     ``bench/iteration.py``'s CORY-LoRA / PPO-LoRA peak memory (whole, observers cut)."""
     child: str = ""
     """Internal: measure this one trainer in this process."""
+    memory: bool = False
+    """Internal, with ``child``: sample the peak memory (and report no times)."""
 
 
 OFFICIAL_CORY_ITERATION_S = 46.9
@@ -90,16 +96,15 @@ MATCHED = dict(batch_size=16, mini_batch_size=16, ppo_epochs=4, min_new_tokens=4
 
 class Phases:
     """Times and counts the tokens of an agent's ``forward`` and ``ref_logprobs`` calls, and
-    samples the process's resident memory every 2 ms, keeping each phase's peak: ``rollout``
-    (everything outside a learner's update), ``old_pass``, ``ref_pass``, ``optimisation``
-    (the rest of the update)."""
+    (inside :meth:`sampling`) samples the process's resident memory every 2 ms, keeping each
+    phase's peak: ``rollout`` (everything outside a learner's update), ``old_pass``,
+    ``ref_pass``, ``optimisation`` (the rest of the update)."""
 
     def __init__(self) -> None:
         self.reset()
         self.phase = "rollout"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self.memory = False
+        """Sampling: each phase starts with the allocator's free memory handed back."""
 
     def reset(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
@@ -108,20 +113,36 @@ class Phases:
         self.head: dict[str, int] = defaultdict(int)
         self.peak: dict[str, int] = defaultdict(int)
 
-    def _sample(self) -> None:
-        while not self._stop.wait(0.002):
+    def _sample(self, stop: threading.Event) -> None:
+        while not stop.wait(0.002):
             self.peak[self.phase] = max(self.peak[self.phase], _rss())
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+    @contextlib.contextmanager
+    def sampling(self):
+        """Peak RSS per phase while in the block (the peaks of before are dropped)."""
+        self.peak.clear()
+        _trim()  # the free memory the timed iterations left
+        stop = threading.Event()
+        thread = threading.Thread(target=self._sample, args=(stop,), daemon=True)
+        self.memory = True
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.memory = False
+
+    def _trim(self) -> None:
+        if self.memory:
+            _trim()
 
     def wrap(self, learner) -> None:
         agent = learner.agent
         forward, ref, update = agent.forward, agent.ref_logprobs, learner.update
 
         def timed(name, fn, batch, *a, **k):
-            _trim()
+            self._trim()
             outer, self.phase = self.phase, name
             t0 = time.perf_counter()
             try:
@@ -136,12 +157,12 @@ class Phases:
             return out
 
         def in_update(*a, **k):
-            _trim()
+            self._trim()
             self.phase = "optimisation"
             try:
                 return update(*a, **k)
             finally:
-                _trim()
+                self._trim()
                 self.phase = "rollout"
 
         def scored(b, *a, **k):
@@ -207,35 +228,40 @@ def measure(trainer, args: Args, params: tuple[int, int], full: bool) -> dict[st
         touch_weights(learner.agent.model)
     loaded = _rss()
     trainer.step(0)
-    phases.reset()  # the warm-up iteration is not counted (its peaks are: kept apart)
+    phases.reset()  # the warm-up iteration is not counted
     rollout = total = 0.0
-    for it in range(1, args.iterations + 1):
-        metrics = trainer.step(it)
-        rollout += metrics["charts/rollout_s"]
-        total += metrics["charts/iteration_s"]
-    phases.stop()
+    with phases.sampling() if args.memory else contextlib.nullcontext():
+        for it in range(1, args.iterations + 1):
+            metrics = trainer.step(it)
+            rollout += metrics["charts/rollout_s"]
+            total += metrics["charts/iteration_s"]
+    if args.memory:
+        gib = 2**30
+        return {"update_tokens": dict(phases.tokens), "loaded_gib": loaded / gib,
+                "peak_gib": max(phases.peak.values()) / gib, **{f"peak_{k}_gib": v / gib for k, v in phases.peak.items()}}
+    seconds, tokens, real, heads = phases.seconds, phases.tokens, phases.real, phases.head
     n = args.iterations
-    s = {k: v / n for k, v in phases.seconds.items()}
+    s = {k: v / n for k, v in seconds.items()}
     update = total / n - rollout / n
     backward_factor = 4 if full else 2  # activation gradients; a full fine-tune's weight gradients too
     body, head = params
-    forward = {k: 2 * (body * phases.tokens[k] + head * phases.head[k]) for k in phases.tokens}
+    forward = {k: 2 * (body * tokens[k] + head * heads[k]) for k in tokens}
     flops = (sum(forward.values()) + backward_factor / 2 * forward.get("loss_forward", 0)) / n
-    computed = sum(phases.tokens.values())
+    computed = sum(tokens.values())
     gib = 2**30
     return {
         "iteration_s": total / n, "rollout_s": rollout / n, "old_pass_s": s.get("old_pass", 0.0),
         "ref_pass_s": s.get("ref_pass", 0.0),
         "optimisation_s": update - s.get("old_pass", 0.0) - s.get("ref_pass", 0.0),
         "update_flops": flops, "update_flops_per_s": flops / update,
-        "padding_fraction": 1 - sum(phases.real.values()) / computed if computed else 0.0,
-        "loaded_gib": loaded / gib, "peak_gib": max(phases.peak.values()) / gib,
-        **{f"peak_{k}_gib": v / gib for k, v in phases.peak.items()},
+        "padding_fraction": 1 - sum(real.values()) / computed if computed else 0.0,
+        "update_tokens": dict(tokens), "loaded_gib": loaded / gib,
     }
 
 
 def child(args: Args, name: str) -> dict:
-    """One trainer (``cory`` or ``ppo``) measured in this process, the matmul peaks too."""
+    """One trainer (``cory`` or ``ppo``) measured in this process: timed, the matmul peaks
+    too, or (``args.memory``) its peak memory."""
     if name not in ("cory", "ppo"):
         raise ValueError(f"no trainer {name!r}: cory or ppo")
     from agents.cory import CoryTrainer
@@ -254,9 +280,11 @@ def child(args: Args, name: str) -> dict:
     torch.manual_seed(0)
     params = flop_params(model)
     dtypes = {k: TORCH_DTYPES[k] for k in ("fp32", "bf16")}
-    peak = {k: matmul_peak(dt) for k, dt in dtypes.items()}
+    peak = {} if args.memory else {k: matmul_peak(dt) for k, dt in dtypes.items()}
     trainer = (CoryTrainer if name == "cory" else PPOTrainer)(cfg, model=model, tokenizer=tokenizer)
     m = measure(trainer, args, params, full=args.mode == "full")
+    if args.memory:
+        return m
     # the machine's speed drifts: the better of a measurement before and one after
     peak = {k: max(v, matmul_peak(dtypes[k])) for k, v in peak.items()}
     m["utilisation"] = m["update_flops_per_s"] / peak["bf16" if args.dtype == "bf16" else "fp32"]
@@ -281,18 +309,25 @@ def report(name: str, m: dict) -> str:
 
 
 def run_child(args: Args, name: str) -> dict:
-    """:func:`child` in a fresh subprocess."""
+    """:func:`child` in a fresh subprocess, timed; then in another, its memory sampled."""
     argv = []
     for f in fields(Args):
         flag, value = f.name.replace("_", "-"), getattr(args, f.name)
-        if f.name in ("trainers", "child", "goals") or (value is None and f.name != "max_tokens_per_microbatch"):
+        if f.name in ("trainers", "child", "goals", "memory") or (value is None and f.name != "max_tokens_per_microbatch"):
             continue
         argv += [f"--{flag}" if value else f"--no-{flag}"] if isinstance(value, bool) else [f"--{flag}", str(value)]
-    res = subprocess.run([sys.executable, __file__, *argv, "--child", name], capture_output=True,
-                         text=True, cwd=ROOT)
-    if res.returncode:
-        raise SystemExit(f"{name} failed:\n{res.stderr[-4000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    out = []
+    for memory in ("--no-memory", "--memory"):
+        res = subprocess.run([sys.executable, __file__, *argv, "--child", name, memory], capture_output=True,
+                             text=True, cwd=ROOT)
+        if res.returncode:
+            raise SystemExit(f"{name} failed:\n{res.stderr[-4000:]}")
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    timed, sampled = out
+    if timed["update_tokens"] != sampled["update_tokens"]:
+        raise SystemExit(f"{name}: the timed and the sampled run computed other tokens "
+                         f"({timed['update_tokens']} / {sampled['update_tokens']}): the run is not deterministic")
+    return {**timed, **sampled}
 
 
 def goals(args: Args) -> dict:
@@ -341,10 +376,10 @@ def goals(args: Args) -> dict:
          f"{lora['iteration_s']:.1f} s / {whole['iteration_s']:.1f} s = {lora['iteration_s'] / whole['iteration_s']:.2f}",
          "<= 1.05"),
     ]
-    print("\n| figure | measured | goal |\n|---|---|---|")
+    print(f"\nmachine: {machine()}\n\n| figure | measured | goal |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    out = {"goals_fp32": fp32, "goals_bf16": bf16, "goals_lora": whole, f"goals_lora_budget_{BUDGET}": lora,
+    out = {"machine": machine(), "goals_fp32": fp32, "goals_bf16": bf16, "goals_lora": whole, f"goals_lora_budget_{BUDGET}": lora,
            "goals_lora_observers_cut": observer, "goals_cory_lora_peak": cory_mem,
            "goals_cory_lora_observers_cut_peak": cut_mem, "goals_ppo_lora_peak": ppo_mem}
     print(json.dumps(out))
@@ -358,7 +393,8 @@ def main(args: Args) -> dict:
         return {}
     if args.goals:
         return goals(args)
-    out = {"model": args.model, "workload": "imdb" if args.imdb else "sentiment", "mode": args.mode,
+    print(f"machine: {machine()}", flush=True)
+    out = {"machine": machine(), "model": args.model, "workload": "imdb" if args.imdb else "sentiment", "mode": args.mode,
            "dtype": args.dtype, "batch_size": args.batch_size, "mini_batch_size": args.mini_batch_size}
     for name in args.trainers:
         m = run_child(args, name)

@@ -11,8 +11,10 @@ from helpers.scripts import load_script
 def test_the_update_bench_splits_an_iteration_into_its_phases():
     bench = load_script("bench/update.py")
     out = bench.main(bench.Args(model="tiny", iterations=1, batch_size=4, mini_batch_size=2, ppo_epochs=1))
+    assert "torch threads" in out["machine"]  # the figures name their machine
     for name in ("cory", "ppo"):
         assert out[f"{name}_trainer"] == name  # each child ran the trainer it was asked for
+        # the peaks from a second, sampled run of the same iterations (checked: the same tokens)
         assert out[f"{name}_peak_gib"] >= out[f"{name}_peak_optimisation_gib"] > 0  # phase peaks kept
         parts = sum(out[f"{name}_{k}"] for k in ("rollout_s", "old_pass_s", "ref_pass_s", "optimisation_s"))
         assert parts == pytest.approx(out[f"{name}_iteration_s"], rel=1e-6)
