@@ -64,7 +64,8 @@ class Args:
     mode: str = "lora"
     dtype: str = "fp32"
     iterations: int = 2
-    """Timed iterations per trainer (after one warm-up each; then one more for the peak memory)."""
+    """Timed iterations per trainer (after one warm-up each; a second run of the same iterations
+    samples the peak memory)."""
     max_tokens_per_microbatch: int | None = TrainConfig.max_tokens_per_microbatch
     """The token budget of a micro-batch (the run's default; None: none)."""
     pack_sequences: bool = True
@@ -121,7 +122,7 @@ class Phases:
     def sampling(self):
         """Peak RSS per phase while in the block (the peaks of before are dropped)."""
         self.peak.clear()
-        _trim()  # the free memory the timed iterations left
+        _trim()  # the free memory the warm-up left
         stop = threading.Event()
         thread = threading.Thread(target=self._sample, args=(stop,), daemon=True)
         self.memory = True
@@ -133,7 +134,7 @@ class Phases:
             thread.join()
             self.memory = False
 
-    def _trim(self) -> None:
+    def _trim_if_sampling(self) -> None:
         if self.memory:
             _trim()
 
@@ -142,7 +143,7 @@ class Phases:
         forward, ref, update = agent.forward, agent.ref_logprobs, learner.update
 
         def timed(name, fn, batch, *a, **k):
-            self._trim()
+            self._trim_if_sampling()
             outer, self.phase = self.phase, name
             t0 = time.perf_counter()
             try:
@@ -157,12 +158,12 @@ class Phases:
             return out
 
         def in_update(*a, **k):
-            self._trim()
+            self._trim_if_sampling()
             self.phase = "optimisation"
             try:
                 return update(*a, **k)
             finally:
-                self._trim()
+                self._trim_if_sampling()
                 self.phase = "rollout"
 
         def scored(b, *a, **k):
