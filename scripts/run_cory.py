@@ -1,6 +1,6 @@
 """Fine-tune an LLM with CORY: a pioneer and an observer, a shared reward, role exchange.
 
-    python scripts/run_cory.py                       # SmolLM2-135M on `sentiment`, ~12 min on CPU
+    python scripts/run_cory.py                       # SmolLM2-135M on `sentiment`, ~10 min on 2 CPU cores
     python scripts/run_cory.py --iterations 2 --batch-size 4
     python scripts/run_cory.py --num-agents 3 --seat-max-new-tokens 4 8 8   # a chain of three
     python scripts/run_cory.py --preset imdb-gpt2-large   # the paper's IMDB setting (GPU)
