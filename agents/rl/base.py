@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from agents.distributed import SINGLE, World, full_state, gather_rows, load_full_state, share
 
+from .adam import default_adam
 from .batch import TokenBatch
 from .config import PPOConfig
 from .kl_control import make_kl_controller
@@ -153,9 +154,7 @@ class LearnerBase:
                              "without one (value_head=False)")
         self.agent = agent
         self.config = config = config if config is not None else PPOConfig()
-        self.optimizer = optimizer or torch.optim.Adam(
-            list(agent.trainable_parameters()), lr=config.learning_rate
-        )
+        self.optimizer = optimizer or default_adam(agent.trainable_parameters(), config.learning_rate)
         self.lr_scheduler = lr_scheduler
         self.kl_ctl = make_kl_controller(
             config.adap_kl_ctrl, config.init_kl_coef, config.target, config.horizon
