@@ -1,6 +1,6 @@
 """The machine a bench ran on, in one line, printed with its figures: the same "2-core CPU"
 can be CPUs whose matmul speeds differ by several times (seen here: one kind without AMX
-at ~200 fp32 / ~430 bf16 GFLOP/s, one with AMX at ~330 / ~1,500), so a figure without its
+at ~140-205 fp32 / ~430 bf16 GFLOP/s, one with AMX at ~320-350 / ~1,100-1,700), so a figure without its
 machine cannot be compared with another."""
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def test_the_fused_kernel_only_for_floating_cpu_tensors():
     assert default_adam([torch.nn.Parameter(torch.zeros(3, device="meta"))], 1e-3).param_groups[0]["fused"] is None
 
 
-def test_a_learner_on_the_cpu_steps_with_the_fused_adam_and_resumes_with_it():
+def test_a_learner_on_the_cpu_is_built_with_the_fused_adam_and_keeps_it_through_its_state():
     agent = LLMAgent.lora(tiny_model(), tiny_tokenizer(), r=4, alpha=8)
     learner = PPOLearner(agent, PPOConfig(learning_rate=1e-3))
     assert learner.optimizer.param_groups[0]["fused"] is True
