@@ -236,27 +236,25 @@ def measure(trainer, args: Args, params: tuple[int, int], full: bool) -> dict[st
             metrics = trainer.step(it)
             rollout += metrics["charts/rollout_s"]
             total += metrics["charts/iteration_s"]
-    if args.memory:
+    if args.memory:  # the peaks, and the tokens for the check against the timed run
         gib = 2**30
         return {"update_tokens": dict(phases.tokens), "loaded_gib": loaded / gib,
                 "peak_gib": max(phases.peak.values()) / gib, **{f"peak_{k}_gib": v / gib for k, v in phases.peak.items()}}
-    seconds, tokens, real, heads = phases.seconds, phases.tokens, phases.real, phases.head
     n = args.iterations
-    s = {k: v / n for k, v in seconds.items()}
+    s = {k: v / n for k, v in phases.seconds.items()}
     update = total / n - rollout / n
     backward_factor = 4 if full else 2  # activation gradients; a full fine-tune's weight gradients too
     body, head = params
-    forward = {k: 2 * (body * tokens[k] + head * heads[k]) for k in tokens}
+    forward = {k: 2 * (body * phases.tokens[k] + head * phases.head[k]) for k in phases.tokens}
     flops = (sum(forward.values()) + backward_factor / 2 * forward.get("loss_forward", 0)) / n
-    computed = sum(tokens.values())
-    gib = 2**30
+    computed = sum(phases.tokens.values())
     return {
         "iteration_s": total / n, "rollout_s": rollout / n, "old_pass_s": s.get("old_pass", 0.0),
         "ref_pass_s": s.get("ref_pass", 0.0),
         "optimisation_s": update - s.get("old_pass", 0.0) - s.get("ref_pass", 0.0),
         "update_flops": flops, "update_flops_per_s": flops / update,
-        "padding_fraction": 1 - sum(real.values()) / computed if computed else 0.0,
-        "update_tokens": dict(tokens), "loaded_gib": loaded / gib,
+        "padding_fraction": 1 - sum(phases.real.values()) / computed if computed else 0.0,
+        "update_tokens": dict(phases.tokens),
     }
 
 
@@ -377,10 +375,11 @@ def goals(args: Args) -> dict:
          f"{lora['iteration_s']:.1f} s / {whole['iteration_s']:.1f} s = {lora['iteration_s'] / whole['iteration_s']:.2f}",
          "<= 1.05"),
     ]
-    print(f"\nmachine: {machine()}\n\n| figure | measured | goal |\n|---|---|---|")
+    host = machine()
+    print(f"\nmachine: {host}\n\n| figure | measured | goal |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    out = {"machine": machine(), "goals_fp32": fp32, "goals_bf16": bf16, "goals_lora": whole, f"goals_lora_budget_{BUDGET}": lora,
+    out = {"machine": host, "goals_fp32": fp32, "goals_bf16": bf16, "goals_lora": whole, f"goals_lora_budget_{BUDGET}": lora,
            "goals_lora_observers_cut": observer, "goals_cory_lora_peak": cory_mem,
            "goals_cory_lora_observers_cut_peak": cut_mem, "goals_ppo_lora_peak": ppo_mem}
     print(json.dumps(out))
@@ -394,8 +393,9 @@ def main(args: Args) -> dict:
         return {}
     if args.goals:
         return goals(args)
-    print(f"machine: {machine()}", flush=True)
-    out = {"machine": machine(), "model": args.model, "workload": "imdb" if args.imdb else "sentiment", "mode": args.mode,
+    host = machine()
+    print(f"machine: {host}", flush=True)
+    out = {"machine": host, "model": args.model, "workload": "imdb" if args.imdb else "sentiment", "mode": args.mode,
            "dtype": args.dtype, "batch_size": args.batch_size, "mini_batch_size": args.mini_batch_size}
     for name in args.trainers:
         m = run_child(args, name)
