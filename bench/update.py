@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -182,11 +183,18 @@ def _trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 8) -> float:
-    """FLOP/s of an ``n x n`` matmul in this process (best of ``repeats``)."""
+def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 8, seconds: float = 1.0) -> float:
+    """FLOP/s of an ``n x n`` matmul in this process: the best of ``repeats``, or of those
+    timed before ``seconds`` were spent (a CPU without bf16 instructions emulates a 1024^3
+    bf16 matmul in seconds, :func:`agents.policy.loading.cpu_computes_natively`)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
-    best = min(_time(lambda: a @ b) for _ in range(repeats))
+    best = spent = math.inf
+    for i in range(repeats):
+        t = _time(lambda: a @ b)
+        best, spent = min(best, t), t if i == 0 else spent + t
+        if spent > seconds:
+            break
     return 2 * n**3 / best
 
 
@@ -284,9 +292,10 @@ def child(args: Args, name: str) -> dict:
     m = measure(trainer, args, params, full=args.mode == "full")
     if args.memory:
         return m
-    # the machine's speed drifts: the better of a measurement before and one after
-    peak = {k: max(v, matmul_peak(dtypes[k])) for k, v in peak.items()}
-    m["utilisation"] = m["update_flops_per_s"] / peak["bf16" if args.dtype == "bf16" else "fp32"]
+    # the machine's speed drifts: for the run's dtype, the better of a measurement before and one after
+    own = "bf16" if args.dtype == "bf16" else "fp32"
+    peak[own] = max(peak[own], matmul_peak(dtypes[own]))
+    m["utilisation"] = m["update_flops_per_s"] / peak[own]
     m.update(flop_params_body=params[0], flop_params_head=params[1], matmul_peak_fp32=peak["fp32"],
              matmul_peak_bf16=peak["bf16"], workload=task["task"], trainer=name,
              **{k: getattr(cfg, k) for k in ("mode", "dtype", "batch_size", "mini_batch_size", "ppo_epochs",

@@ -83,3 +83,16 @@ def test_the_processes_bench_records_the_world_and_each_processs_peak(tmp_path):
     assert out["lora_ddp/lora_wall"] > 0
     with pytest.raises(SystemExit, match="unknown case"):
         bench.main(bench.Args(cases=["nope"]))
+
+
+def test_the_budget_bench_times_the_observers_update_whole_and_cut_from_the_same_state():
+    bench = load_script("bench/budget.py")
+    out = bench.main(bench.Args(model="tiny", rounds=1, sizes=(2, 4)))
+    assert "torch threads" in out["machine"]
+    assert out["budget_tokens"] == out["mini_batch_size"] * out["pioneer_longest"]  # the pioneer's tokens
+    assert out["observer_padded_tokens_per_mini_batch"] > out["budget_tokens"]  # the observer's are more...
+    assert all(p > 1 for p in out["pieces_per_mini_batch"])  # ...so its mini-batches are cut
+    assert set(out["update_s"]) == {"whole", "cut", "cut_unfused"} and min(out["update_s"].values()) > 0
+    assert out["over_whole"]["whole"] == 1.0
+    fit = out["piece_fit"]
+    assert len(fit["tokens"]) == 2 and fit["tokens"][0] < fit["tokens"][1] and min(fit["seconds"]) > 0

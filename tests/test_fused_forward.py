@@ -16,11 +16,13 @@ from helpers.tiny import tiny_model, tiny_tokenizer
 
 from agents.rl.config import PPOConfig
 from agents.rl.learner import make_learner
+from agents.rl.optimise import first_minibatch, micro_batches
 from agents.run.setup import build_agents
 
 
-def updated(name: str, fuse: bool, mode: str = "lora", **cfg):
-    """``(learner, stats, policy forwards)`` after one update of a fresh agent."""
+def updated(name: str, fuse: bool, mode: str = "lora", rows: bool = False, **cfg):
+    """``(learner, stats, policy forwards)`` after one update of a fresh agent (``rows``:
+    the rows those forwards ran on, summed, instead of their count)."""
     config = small_config(Path("/tmp/cory-fused"), mode=mode)
     (agent,) = build_agents(config, tiny_model(), tiny_tokenizer(), n=1)
     ppo = PPOConfig(**{"batch_size": 8, "mini_batch_size": 8, "ppo_epochs": 2, "seed": 0, **cfg})
@@ -31,10 +33,10 @@ def updated(name: str, fuse: bool, mode: str = "lora", **cfg):
     learner.fuse_first_forward = fuse
     calls = []
     real = agent.forward
-    agent.forward = lambda *a, **k: calls.append(1) or real(*a, **k)
+    agent.forward = lambda b, *a, **k: calls.append(len(b)) or real(b, *a, **k)
     batch, scores = fixed_batch()
     stats = learner.update(batch, scores)
-    return learner, stats, len(calls)
+    return learner, stats, sum(calls) if rows else len(calls)
 
 
 def flat(learner) -> torch.Tensor:
@@ -93,4 +95,31 @@ def test_a_token_budget_keeps_the_fusion_while_the_batch_fits_it():
     _, _, plain_calls = updated("ppo", False)
     _, _, within = updated("ppo", True, max_tokens_per_microbatch=fits)
     _, _, over = updated("ppo", True, max_tokens_per_microbatch=fits - 1)
-    assert within == plain_calls - 1 and over > within  # over: no fusion, and cut into pieces
+    assert within == plain_calls - 1 and over > within  # over: cut into pieces
+
+
+BUDGET = 20
+"""Padded tokens: the fixed batch's 8 rows of 5-7 tokens cut in pieces of 2-3 rows."""
+
+
+@pytest.mark.parametrize("name, mode", [("ppo", "lora"), ("rloo", "lora"), ("ppo", "full")])
+def test_a_mini_batch_cut_by_the_token_budget_fuses_its_first_piece_and_the_update_is_unchanged(name, mode):
+    """The whole batch is one mini-batch, cut in pieces: the first piece's forward gives its
+    rows' old log-probs, the no-grad pass runs on the other rows only."""
+    batch, _ = fixed_batch()
+    fused, fused_stats, fused_rows = updated(name, True, mode, rows=True, max_tokens_per_microbatch=BUDGET)
+    plain, plain_stats, plain_rows = updated(name, False, mode, rows=True, max_tokens_per_microbatch=BUDGET)
+    first = micro_batches(batch, first_minibatch(fused.config, torch.Generator().manual_seed(0), len(batch)),
+                          BUDGET)
+    assert len(first) > 2 and 1 < len(first[0]) < len(batch)
+    assert fused_rows == plain_rows - len(first[0])
+    torch.testing.assert_close(flat(fused), flat(plain), rtol=1e-5, atol=1e-6)
+    for key, value in plain_stats.items():
+        assert fused_stats[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    assert torch.equal(fused.generator.get_state(), plain.generator.get_state())
+
+
+def test_a_learner_that_picks_its_rows_keeps_the_separate_pass_under_a_budget_that_cuts():
+    _, _, fused_rows = updated("grpo", True, rows=True, max_tokens_per_microbatch=BUDGET)
+    _, _, plain_rows = updated("grpo", False, rows=True, max_tokens_per_microbatch=BUDGET)
+    assert fused_rows == plain_rows

@@ -15,7 +15,7 @@ from helpers.tiny import tiny_model, tiny_tokenizer
 
 from agents.rl.config import PPOConfig
 from agents.rl.learner import make_learner
-from agents.rl.optimise import _micro_batches
+from agents.rl.optimise import micro_batches
 from agents.run.budget import lowered_budget, pioneer_budget
 from agents.run.config import TrainConfig
 from agents.run.rollout import Turns
@@ -58,15 +58,15 @@ def test_the_cut_respects_the_budget_and_keeps_long_rows_whole():
     rows = torch.arange(len(batch))
     lengths = batch.attention_mask.sum(1)
     for budget in (1, 6, 12, 20, 1000):
-        pieces = _micro_batches(batch, rows, budget)
+        pieces = micro_batches(batch, rows, budget)
         assert torch.equal(torch.cat(pieces).sort().values, rows)  # every row once
         for p in pieces:
             assert len(p) == 1 or int(lengths[p].max()) * len(p) <= budget
         # longest first: each piece's rows are at least as long as the next piece's
         for a, b in zip(pieces, pieces[1:]):
             assert int(lengths[a].min()) >= int(lengths[b].max())
-    assert len(_micro_batches(batch, rows, 1)) == len(batch)
-    assert len(_micro_batches(batch, rows, len(batch) * int(lengths.max()))) == 1  # fits: whole
+    assert len(micro_batches(batch, rows, 1)) == len(batch)
+    assert len(micro_batches(batch, rows, len(batch) * int(lengths.max()))) == 1  # fits: whole
     assert ppo_config(TrainConfig(max_tokens_per_microbatch=64)).max_tokens_per_microbatch == 64
     with pytest.raises(ValueError, match="max_tokens_per_microbatch"):
         TrainConfig(max_tokens_per_microbatch=0)
@@ -103,7 +103,7 @@ def cory_step(tmp_path, on: bool, monkeypatch):
     opt = importlib.import_module("agents.rl.optimise")  # the module (agents.rl.optimise is also its function)
 
     cuts = []
-    real = opt._micro_batches
+    real = opt.micro_batches
     torch.manual_seed(0)
     cfg = small_config(tmp_path / str(on), batch_size=4, mini_batch_size=4, ppo_epochs=1,
                        observer_token_budget=on)
@@ -112,7 +112,7 @@ def cory_step(tmp_path, on: bool, monkeypatch):
         learner.optimizer = torch.optim.SGD(learner.agent.trainable_parameters(), lr=0.5)
         learner.lr_scheduler = None
     with monkeypatch.context() as patch:
-        patch.setattr(opt, "_micro_batches", lambda b, rows, budget: cuts.append(
+        patch.setattr(opt, "micro_batches", lambda b, rows, budget: cuts.append(
             (budget, len(out := real(b, rows, budget)))) or out)
         metrics = trainer.step(0)
     weights = {m: torch.cat([p.detach().flatten() for p in lr.agent.trainable_parameters()])

@@ -71,3 +71,34 @@ def test_4bit_loading_is_refused_where_it_cannot_work_saying_what_is_missing(mon
     with pytest.raises(ValueError, match="needs --mode lora"):
         TrainConfig(mode="full", load_in_4bit=True)
     assert PRESETS["gsm8k-llama2"]["load_in_4bit"] is True
+
+
+@pytest.mark.parametrize("bf16_isa, amx, expected", [(False, False, False), (True, False, True), (False, True, True)])
+def test_bf16_counts_as_native_on_an_x86_cpu_with_avx512_bf16_or_amx_only(monkeypatch, bf16_isa, amx, expected):
+    from agents.policy import loading
+
+    monkeypatch.setattr(loading.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16_isa)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)
+    assert loading.cpu_computes_natively("bf16") is expected
+    assert loading.cpu_computes_natively("fp32") and not loading.cpu_computes_natively("fp16")
+    with pytest.raises(ValueError, match="dtype"):
+        loading.cpu_computes_natively("int8")
+
+
+def test_a_cpu_run_in_an_emulated_dtype_is_warned_about_before_loading(monkeypatch, tmp_path):
+    import warnings
+
+    from helpers.configs import small_config
+
+    from agents.run import setup
+
+    monkeypatch.setattr(setup, "cpu_computes_natively", lambda dtype: dtype == "fp32")
+    with pytest.warns(UserWarning, match="--dtype bf16 on a CPU without bf16 matmul instructions"):
+        setup.preflight(small_config(tmp_path, dtype="bf16"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        setup.preflight(small_config(tmp_path, dtype="fp32"))
+        monkeypatch.setattr(setup, "cpu_computes_natively", lambda dtype: True)
+        setup.preflight(small_config(tmp_path, dtype="bf16"))

@@ -37,7 +37,7 @@ from .batch import TokenBatch
 from .config import PPOConfig
 from .kl_control import make_kl_controller
 from .maths import compute_rewards, kl_penalty, logprobs_from_logits, masked_mean, zero_pad
-from .optimise import first_minibatch, fits_budget, optimise
+from .optimise import first_minibatch, fits_budget, micro_batches, optimise
 from .scores import RunningMoments, process_scores
 
 __all__ = ["LearnerBase", "Rollout", "rollout_pass"]
@@ -133,11 +133,12 @@ class LearnerBase:
     its forward with grad is also the rollout's: its detached log-probs and values are those
     rows' old ones, and the no-grad pass runs the policy on the other rows only (none when
     one mini-batch is the whole batch), after the reference and before that forward (one
-    mini-batch's policy forward fewer per update, the same numbers; tested). Where it
-    applies: one process, the ``kl`` / ``abs`` / ``mse`` estimators, the mini-batch within
-    the micro-batch token budget, and, for a mini-batch smaller than the batch, a learner
-    that trains on every row (no :meth:`train_rows` of its own: its first mini-batch is then
-    known before the update starts)."""
+    mini-batch's policy forward fewer per update, the same numbers; tested). A mini-batch
+    over the micro-batch token budget: its first micro-batch is the fused forward. Where it
+    applies: one process, the ``kl`` / ``abs`` / ``mse`` estimators, and, for a mini-batch
+    smaller than the batch or cut by the token budget, a learner that trains on every row
+    (no :meth:`train_rows` of its own: its first mini-batch is then known before the update
+    starts)."""
     world: World = SINGLE
     """The processes of a data-parallel run (:mod:`agents.distributed`): each holds the whole
     batch; the no-grad pass and every mini-batch are split across them."""
@@ -268,19 +269,23 @@ class LearnerBase:
 
     def _fused_rows(self, batch: TokenBatch) -> torch.Tensor | None:
         """The rows of ``batch`` whose forward with grad gives the old log-probs and values
-        (``fuse_first_forward``): the first mini-batch's, or None where fusing does not apply."""
+        (``fuse_first_forward``): the first mini-batch's (its first micro-batch's where the
+        token budget cuts it), or None where fusing does not apply."""
         cfg, n = self.config, len(batch)
         if not (self.fuse_first_forward and cfg.ppo_epochs > 0 and not self.world.parallel
                 and cfg.kl_penalty != "full"):
             return None
-        if cfg.mini_batch_size >= n:
-            rows = torch.arange(n)
-        elif type(self).train_rows is LearnerBase.train_rows:
+        every_row = type(self).train_rows is LearnerBase.train_rows  # the mini-batches known now
+        if every_row:
             rows = first_minibatch(cfg, self.generator, n)
+        elif cfg.mini_batch_size >= n:
+            rows = torch.arange(n)
         else:
             return None
-        rows = rows.to(batch.device)
-        return rows if fits_budget(batch, rows, cfg.max_tokens_per_microbatch) else None
+        rows, budget = rows.to(batch.device), cfg.max_tokens_per_microbatch
+        if fits_budget(batch, rows, budget):
+            return rows
+        return micro_batches(batch, rows, budget)[0] if every_row else None  # its first piece
 
     def policy_forward(self, sub: TokenBatch, idx: torch.Tensor) -> Any:
         """The policy's output on the mini-batch ``sub`` (rows ``idx`` of the batch), with

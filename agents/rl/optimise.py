@@ -27,7 +27,7 @@ from agents.distributed import (
 from .batch import TokenBatch
 from .config import PPOConfig
 
-__all__ = ["MinibatchLoss", "first_minibatch", "fits_budget", "optimise"]
+__all__ = ["MinibatchLoss", "first_minibatch", "fits_budget", "micro_batches", "optimise"]
 
 MinibatchLoss = Callable[[TokenBatch, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 """``(sub_batch, idx) -> (loss, stats)``: the loss of the mini-batch ``batch.subset(idx)``
@@ -67,7 +67,7 @@ def optimise(
     row-weighted means over the whole mini-batch: every process takes the same steps.
 
     ``max_tokens_per_microbatch``: a mini-batch over that many padded tokens is cut into
-    micro-batches (:func:`_micro_batches`) back-propagated one by one, each weighted by its
+    micro-batches (:func:`micro_batches`) back-propagated one by one, each weighted by its
     rows' share of the step; its stats are the pieces' row-weighted means, and the gradients
     of a mini-batch the guards then skip are put back as they were.
 
@@ -95,7 +95,7 @@ def optimise(
             for m_start in range(0, len(b_idx), mb):
                 idx = b_idx[m_start : m_start + mb]
                 local = share(idx, world)
-                micro = _micro_batches(batch, local, cfg.max_tokens_per_microbatch) if len(local) else []
+                micro = micro_batches(batch, local, cfg.max_tokens_per_microbatch) if len(local) else []
                 extra = _extra_pieces(len(micro), world, cfg.max_tokens_per_microbatch)
                 kept = None
                 if len(micro) + extra > 1:  # each piece back-propagated now, undone if the mini-batch is skipped
@@ -193,7 +193,7 @@ def fits_budget(batch: TokenBatch, rows: torch.Tensor, budget: int | None) -> bo
     return budget is None or len(rows) * int(batch.attention_mask[rows].sum(1).max()) <= budget
 
 
-def _micro_batches(batch: TokenBatch, rows: torch.Tensor, budget: int | None) -> list[torch.Tensor]:
+def micro_batches(batch: TokenBatch, rows: torch.Tensor, budget: int | None) -> list[torch.Tensor]:
     """``rows`` cut into runs of at most ``budget`` padded tokens (a run's rows x its longest
     sequence), longest sequences first so that each run's rows are of similar length; a row
     longer than the budget is a run of its own; ``[rows]`` when they fit in one."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from agents.distributed import SINGLE, World, main_first
 from agents.distributed import world as launched_world
 from agents.policy.agent import LLMAgent
 from agents.policy.construction import enable_activation_checkpointing
-from agents.policy.loading import check_4bit, load_model, load_tokenizer
+from agents.policy.loading import check_4bit, cpu_computes_natively, load_model, load_tokenizer
 from agents.policy.sharding import check_sharding, shard_agents, weights_from_main
 from agents.policy.tokenizers import check_same_tokenizer
 from agents.rl.config import PPOConfig
@@ -233,6 +234,10 @@ def preflight(config: TrainConfig) -> None:
         check_sharding(config)
     if config.load_in_4bit:  # before minutes of download and loading
         check_4bit(config.device)
+    if config.device == "cpu" and not cpu_computes_natively(config.dtype):
+        warnings.warn(f"--dtype {config.dtype} on a CPU without {config.dtype} matmul instructions "
+                      f"({'AVX512-BF16 or AMX' if config.dtype == 'bf16' else 'AMX-FP16'}): torch emulates "
+                      "them, about 100x slower than fp32 here; --dtype fp32 is the fast choice", stacklevel=2)
     if config.reward and config.reward not in available_rewards():
         raise ValueError(f"unknown reward {config.reward!r}; available: {', '.join(available_rewards())}")
     if config.task_path and not Path(config.task_path).expanduser().exists():

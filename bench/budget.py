@@ -1,0 +1,154 @@
+"""What the observers' token budget costs: one observer update of a CORY iteration, timed
+whole, cut to the pioneer's tokens (``--observer-token-budget``), and cut without the fused
+first piece, in turns, in one process, each from the same weights and learner state (paired,
+so the machine's drift hits every arm alike); and why: one forward + backward of the
+observer's rows timed at several sizes and fitted to ``fixed + per_token * tokens``, the
+fixed part being what each extra micro-batch adds.
+
+    python bench/budget.py                                   # SmolLM2-135M, the default sentiment settings
+    python bench/budget.py --imdb ../shared/data/imdb/reviews_2000.csv   # the official script's settings
+    python bench/budget.py --model tiny --rounds 1           # the tests' tiny model (seconds)
+
+The last line printed is one JSON object of the metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
+
+from agents.rl.optimise import micro_batches  # noqa: E402
+from bench.machine import machine  # noqa: E402
+from bench.update import MATCHED  # noqa: E402
+
+ARMS = ("whole", "cut", "cut_unfused")
+"""The observer's mini-batches whole; cut to the pioneer's tokens; cut, with the first piece's
+forward not fused into the old-log-prob pass (as before that fusion)."""
+
+
+@dataclass
+class Args:
+    model: str = "smollm2-135m-instruct"
+    """Model id/alias, ``tiny`` (the tests' tiny model), or ``random:<shape>``."""
+    imdb: str | None = None
+    """A local IMDB CSV: the official script's settings on it (:data:`bench.update.MATCHED`);
+    else the default ``sentiment`` settings."""
+    rounds: int = 4
+    """Paired rounds: each arm timed once per round, the order turning each round."""
+    sizes: tuple[int, ...] = (2, 4, 8, 16)
+    """Rows of the observer's batch whose forward + backward the fit times."""
+
+
+def captured_updates(args: Args):
+    """``(trainer, [(learner, batch, scores, budget)])``: the pioneer's and the observer's
+    updates of a CORY iteration after a warm-up one (the observer's with its budget)."""
+    from agents.cory import CoryTrainer
+    from agents.run.config import TrainConfig
+    from bench.models import load_bench_model
+
+    model, tokenizer = load_bench_model(args.model)
+    task = ({"task": "imdb", "task_path": args.imdb, "reward": "vader", **MATCHED} if args.imdb
+            else {"task": "sentiment"})
+    cfg = TrainConfig(model=args.model, iterations=3, eval_every=0, progress=False, observer_token_budget=True,
+                      output_dir="/tmp/cory-bench-budget", **task)
+    torch.manual_seed(0)
+    trainer = CoryTrainer(cfg, model=model, tokenizer=tokenizer)
+    caught = []
+    for learner in trainer.learners.values():
+        def record(batch, scores, learner=learner, update=learner.update):
+            caught.append((learner, batch, scores, learner.config.max_tokens_per_microbatch))
+            return update(batch, scores)
+        learner.update = record
+    trainer.step(0)
+    caught.clear()
+    trainer.step(1)
+    return trainer, caught
+
+
+def paired(learner, batch, scores, budget: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds of ``learner``'s update on ``batch`` per arm (:data:`ARMS`), each from the
+    weights and state it had before."""
+    weights = [p.detach().clone() for p in learner.agent.trainable_parameters()]
+    state, config, fuse = learner.state_dict(), learner.config, learner.fuse_first_forward
+    update = type(learner).update
+    times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    for r in range(rounds):
+        for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
+            with torch.no_grad():
+                for p, w in zip(learner.agent.trainable_parameters(), weights, strict=True):
+                    p.copy_(w)
+            learner.load_state_dict(state)
+            learner.config = dataclasses.replace(config, max_tokens_per_microbatch=None if arm == "whole" else budget)
+            learner.fuse_first_forward = arm != "cut_unfused"
+            t0 = time.perf_counter()
+            update(learner, batch, scores)
+            times[arm].append(time.perf_counter() - t0)
+    learner.config, learner.fuse_first_forward = config, fuse
+    return times
+
+
+def piece_fit(agent, batch, sizes: tuple[int, ...]) -> dict[str, float]:
+    """One forward + backward of the first ``n`` rows of ``batch`` for each ``n`` of
+    ``sizes`` (best of 3), fitted by least squares to ``fixed_s + per_token_s * tokens``."""
+    tokens, seconds = [], []
+    for n in sorted({min(s, len(batch)) for s in sizes}):
+        sub = batch.subset(torch.arange(n))
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            out = agent.forward(sub)
+            loss = out.logprobs.sum() + (out.values.sum() if out.values is not None else 0.0)
+            loss.backward()
+            best = min(best, time.perf_counter() - t0)
+            agent.model.zero_grad(set_to_none=True)
+        tokens.append(int(sub.attention_mask.sum()))
+        seconds.append(best)
+    if len(tokens) < 2:
+        return {"fixed_s": float("nan"), "per_token_s": float("nan"), "tokens": tokens, "seconds": seconds}
+    slope, fixed = statistics.linear_regression(tokens, seconds)
+    return {"fixed_s": fixed, "per_token_s": slope, "tokens": tokens, "seconds": seconds}
+
+
+def main(args: Args) -> dict:
+    host = machine()
+    print(f"machine: {host}", flush=True)
+    _, caught = captured_updates(args)
+    (_, pioneer_batch, _, _), (observer, batch, scores, budget) = caught
+    rows = torch.arange(len(batch))
+    mb = min(observer.config.mini_batch_size, len(batch))
+    pieces = [len(micro_batches(batch, rows[i:i + mb], budget)) for i in range(0, len(batch), mb)]
+    times = paired(observer, batch, scores, budget, args.rounds)
+    median = {arm: statistics.median(v) for arm, v in times.items()}
+    ratio = {arm: statistics.median([a / w for a, w in zip(v, times["whole"], strict=True)]) for arm, v in times.items()}
+    fit = piece_fit(observer.agent, batch, args.sizes)
+    out = {
+        "machine": host, "model": args.model, "workload": "imdb" if args.imdb else "sentiment",
+        "budget_tokens": budget, "observer_rows": len(batch), "mini_batch_size": mb,
+        "observer_padded_tokens_per_mini_batch": mb * int(batch.attention_mask.sum(1).max()),
+        "pioneer_longest": int(pioneer_batch.attention_mask.sum(1).max()), "pieces_per_mini_batch": pieces,
+        "update_s": median, "over_whole": ratio, "piece_fit": fit,
+    }
+    print(f"observer update, median of {args.rounds} paired rounds: whole {median['whole']:.2f} s; cut to the "
+          f"pioneer's {budget} tokens ({pieces} pieces per mini-batch) {median['cut']:.2f} s = "
+          f"{ratio['cut']:.2f}x; cut, first piece not fused {median['cut_unfused']:.2f} s = {ratio['cut_unfused']:.2f}x")
+    print(f"forward + backward: {fit['fixed_s']:.3f} s fixed + {fit['per_token_s'] * 1e3:.2f} ms per token "
+          f"(rows {sorted({min(s, len(batch)) for s in args.sizes})}: tokens {fit['tokens']}, "
+          f"seconds {[round(s, 3) for s in fit['seconds']]})")
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))
