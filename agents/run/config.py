@@ -52,8 +52,8 @@ class TrainConfig:
     max_tokens_per_microbatch: int | None = None
     """Cut each mini-batch into micro-batches of at most this many padded tokens, one backward
     each (the same step, less memory: gradient accumulation by a token budget); None: whole
-    (the default: on the 2-core CPU a budget that cuts costs more time than 5%, see the
-    README's benchmarks)."""
+    (the default: on the 2-core CPU a budget that cuts costs more time than 5%: each extra
+    micro-batch's forward + backward adds 0.22-0.25 s whatever its size, ``bench/budget.py``)."""
     observer_token_budget: bool = False
     """Cut each observer's mini-batches into micro-batches of at most the pioneer's padded
     tokens per mini-batch of the iteration (its mini-batch size x its longest prompt +
@@ -61,7 +61,7 @@ class TrainConfig:
     more activation memory than the pioneer's: the same optimiser steps within float
     tolerance (with ``max_tokens_per_microbatch``, the smaller budget). Off by default: on
     the 2-core CPU it took 22-28% off CORY-LoRA's peak memory for 5-59% more time (the
-    README's benchmarks)."""
+    README's benchmarks; ``bench/budget.py``, paired: 1.15-1.78x the observer's update)."""
     ppo_epochs: int = 4
     """Passes over each batch (the paper: 4)."""
     seed: int = 0
