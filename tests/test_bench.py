@@ -51,7 +51,7 @@ def test_the_goals_table_comes_from_one_run(tmp_path, capsys):
         for i in range(40):
             w.writerow([f"This film number {i} was a story about people and it went on and on. " * 4, "positive"])
     bench = load_script("bench/update.py")
-    out = bench.main(bench.Args(model="tiny", imdb=str(path), iterations=1, goals=True))
+    out = bench.main(bench.Args(model="tiny", imdb=str(path), iterations=1, goals=True, goals_bf16=True))
     printed = capsys.readouterr().out
     assert printed.count("| ") >= 7 and "<= 0.35" in printed and "<= 2.5 GiB" in printed
     for key in ("goals_fp32", "goals_bf16", "goals_lora", "goals_lora_budget_512", "goals_lora_observers_cut"):
@@ -96,3 +96,13 @@ def test_the_budget_bench_times_the_observers_update_whole_and_cut_from_the_same
     assert out["over_whole"]["whole"] == 1.0
     fit = out["piece_fit"]
     assert len(fit["tokens"]) == 2 and fit["tokens"][0] < fit["tokens"][1] and min(fit["seconds"]) > 0
+
+
+def test_the_goals_run_bf16_only_where_the_cpu_computes_it_unless_told(monkeypatch):
+    from agents.policy import loading
+
+    bench = load_script("bench/update.py")
+    for native in (True, False):
+        monkeypatch.setattr(loading, "cpu_computes_natively", lambda dtype, native=native: native or dtype == "fp32")
+        assert bench.runs_bf16(bench.Args()) is native
+        assert bench.runs_bf16(bench.Args(goals_bf16=True)) and not bench.runs_bf16(bench.Args(goals_bf16=False))
