@@ -49,8 +49,8 @@ class Args:
     """Rows of the observer's batch whose forward + backward the fit times."""
 
 
-def captured_updates(args: Args):
-    """``(trainer, [(learner, batch, scores, budget)])``: the pioneer's and the observer's
+def captured_updates(args: Args) -> list[tuple]:
+    """``[(learner, batch, scores, budget)]``: the pioneer's and the observer's
     updates of a CORY iteration after a warm-up one (the observer's with its budget)."""
     from agents.cory import CoryTrainer
     from agents.run.config import TrainConfig
@@ -72,7 +72,7 @@ def captured_updates(args: Args):
     trainer.step(0)
     caught.clear()
     trainer.step(1)
-    return trainer, caught
+    return caught
 
 
 def paired(learner, batch, scores, budget: int, rounds: int) -> dict[str, list[float]]:
@@ -100,8 +100,8 @@ def paired(learner, batch, scores, budget: int, rounds: int) -> dict[str, list[f
 def piece_fit(agent, batch, sizes: tuple[int, ...]) -> dict[str, float]:
     """One forward + backward of the first ``n`` rows of ``batch`` for each ``n`` of
     ``sizes`` (best of 3), fitted by least squares to ``fixed_s + per_token_s * tokens``."""
-    tokens, seconds = [], []
-    for n in sorted({min(s, len(batch)) for s in sizes}):
+    rows, tokens, seconds = sorted({min(s, len(batch)) for s in sizes}), [], []
+    for n in rows:
         sub = batch.subset(torch.arange(n))
         best = float("inf")
         for _ in range(3):
@@ -114,16 +114,16 @@ def piece_fit(agent, batch, sizes: tuple[int, ...]) -> dict[str, float]:
         tokens.append(int(sub.attention_mask.sum()))
         seconds.append(best)
     if len(tokens) < 2:
-        return {"fixed_s": float("nan"), "per_token_s": float("nan"), "tokens": tokens, "seconds": seconds}
+        return {"fixed_s": float("nan"), "per_token_s": float("nan"), "rows": rows, "tokens": tokens,
+                "seconds": seconds}
     slope, fixed = statistics.linear_regression(tokens, seconds)
-    return {"fixed_s": fixed, "per_token_s": slope, "tokens": tokens, "seconds": seconds}
+    return {"fixed_s": fixed, "per_token_s": slope, "rows": rows, "tokens": tokens, "seconds": seconds}
 
 
 def main(args: Args) -> dict:
     host = machine()
     print(f"machine: {host}", flush=True)
-    _, caught = captured_updates(args)
-    (_, pioneer_batch, _, _), (observer, batch, scores, budget) = caught
+    (_, pioneer_batch, _, _), (observer, batch, scores, budget) = captured_updates(args)
     rows = torch.arange(len(batch))
     mb = min(observer.config.mini_batch_size, len(batch))
     pieces = [len(micro_batches(batch, rows[i:i + mb], budget)) for i in range(0, len(batch), mb)]
@@ -142,7 +142,7 @@ def main(args: Args) -> dict:
           f"pioneer's {budget} tokens ({pieces} pieces per mini-batch) {median['cut']:.2f} s = "
           f"{ratio['cut']:.2f}x; cut, first piece not fused {median['cut_unfused']:.2f} s = {ratio['cut_unfused']:.2f}x")
     print(f"forward + backward: {fit['fixed_s']:.3f} s fixed + {fit['per_token_s'] * 1e3:.2f} ms per token "
-          f"(rows {sorted({min(s, len(batch)) for s in args.sizes})}: tokens {fit['tokens']}, "
+          f"(rows {fit['rows']}: tokens {fit['tokens']}, "
           f"seconds {[round(s, 3) for s in fit['seconds']]})")
     print(json.dumps(out))
     return out

@@ -42,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
 
-from agents.policy.loading import TORCH_DTYPES  # noqa: E402
+from agents.policy.loading import CPU_INSTRUCTIONS, TORCH_DTYPES  # noqa: E402
 from agents.run.config import TrainConfig  # noqa: E402
 from bench.iteration import _rss, touch_weights  # noqa: E402
 from bench.machine import machine  # noqa: E402
@@ -193,10 +193,10 @@ def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 8, seconds: fl
     bf16 matmul in seconds, :func:`agents.policy.loading.cpu_computes_natively`)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
-    best = spent = math.inf
-    for i in range(repeats):
+    best, spent = math.inf, 0.0
+    for _ in range(repeats):
         t = _time(lambda: a @ b)
-        best, spent = min(best, t), t if i == 0 else spent + t
+        best, spent = min(best, t), spent + t
         if spent > seconds:
             break
     return 2 * n**3 / best
@@ -357,7 +357,7 @@ def goals(args: Args) -> dict:
     if runs_bf16(args):
         bf16 = run_child(replace(matched, mode="full", dtype="bf16"), "cory")
         print(report("CORY, full copies, bf16", bf16), flush=True)
-    emulated = "not run: this CPU emulates bf16 (no AVX512-BF16 or AMX)"
+    emulated = f"not run: this CPU emulates bf16 (no {CPU_INSTRUCTIONS['bf16']})"
     whole = run_child(replace(matched, mode="lora", dtype="fp32"), "cory")
     print(report("CORY, LoRA, fp32", whole), flush=True)
     lora = run_child(replace(matched, mode="lora", dtype="fp32", max_tokens_per_microbatch=BUDGET), "cory")

@@ -81,6 +81,10 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
+CPU_INSTRUCTIONS = {"bf16": "AVX512-BF16 or AMX", "fp16": "AMX-FP16"}
+"""The x86 instructions a CPU computes each half-precision dtype's matmuls with."""
+
+
 def cpu_computes_natively(dtype: str) -> bool:
     """Whether this CPU has matmul instructions for ``dtype``: fp32 always; bf16 AVX512-BF16 or
     AMX; fp16 AMX-FP16 (x86; other CPUs are not checked: True). Without them torch emulates

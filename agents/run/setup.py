@@ -20,7 +20,13 @@ from agents.distributed import SINGLE, World, main_first
 from agents.distributed import world as launched_world
 from agents.policy.agent import LLMAgent
 from agents.policy.construction import enable_activation_checkpointing
-from agents.policy.loading import check_4bit, cpu_computes_natively, load_model, load_tokenizer
+from agents.policy.loading import (
+    CPU_INSTRUCTIONS,
+    check_4bit,
+    cpu_computes_natively,
+    load_model,
+    load_tokenizer,
+)
 from agents.policy.sharding import check_sharding, shard_agents, weights_from_main
 from agents.policy.tokenizers import check_same_tokenizer
 from agents.rl.config import PPOConfig
@@ -236,7 +242,7 @@ def preflight(config: TrainConfig) -> None:
         check_4bit(config.device)
     if config.device == "cpu" and not cpu_computes_natively(config.dtype):
         warnings.warn(f"--dtype {config.dtype} on a CPU without {config.dtype} matmul instructions "
-                      f"({'AVX512-BF16 or AMX' if config.dtype == 'bf16' else 'AMX-FP16'}): torch emulates "
+                      f"({CPU_INSTRUCTIONS[config.dtype]}): torch emulates "
                       "them, about 100x slower than fp32 here; --dtype fp32 is the fast choice", stacklevel=2)
     if config.reward and config.reward not in available_rewards():
         raise ValueError(f"unknown reward {config.reward!r}; available: {', '.join(available_rewards())}")
