@@ -35,11 +35,13 @@ class FakeRun:
 @pytest.fixture
 def fake_wandb(monkeypatch):
     """A stand-in ``wandb`` module recording every call (the real one is tested below)."""
-    calls = {"init": [], "config": [], "log": [], "finish": 0}
+    calls = {"init": [], "config": [], "log": [], "finish": 0, "teardown": 0}
     module = types.ModuleType("wandb")
     module.init = lambda **kw: FakeRun(calls, **kw)
     module.Settings = lambda **kw: kw
     module.Table = lambda columns, data: {"columns": list(columns), "data": [list(r) for r in data]}
+    module.run = None
+    module.teardown = lambda: calls.__setitem__("teardown", calls["teardown"] + 1)
     monkeypatch.setitem(sys.modules, "wandb", module)
     return calls
 
@@ -67,7 +69,13 @@ def test_wandb_gets_the_run_folders_metrics_config_and_samples(tmp_path, fake_wa
     assert len(tables[-1]["data"]) == len(samples) > 0
     assert tables[-1]["columns"][0] == "iteration"
     assert [r[0] for r in tables[-1]["data"]] == [s["iteration"] for s in samples]
-    assert fake_wandb["finish"] == 1
+    assert fake_wandb["finish"] == fake_wandb["teardown"] == 1
+
+
+def test_another_active_wandb_run_of_the_process_is_left_running(tmp_path, fake_wandb):
+    sys.modules["wandb"].run = object()  # the user's own run, which teardown would finish
+    train(small_config(tmp_path, iterations=1, eval_every=0, log_with=("wandb",)))
+    assert (fake_wandb["finish"], fake_wandb["teardown"]) == (1, 0)
 
 
 def test_a_resumed_run_continues_the_same_wandb_run(tmp_path, fake_wandb):
@@ -97,8 +105,12 @@ def test_without_the_wandb_package_the_error_says_how_to_install_it(tmp_path, mo
 def test_the_real_wandb_writes_an_offline_run_in_the_run_folder(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    train(small_config(tmp_path, iterations=1, eval_every=0, log_with=("wandb",)))
-    (run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
-    (log,) = run.glob("run-*.wandb")
-    assert log.stat().st_size > 1000
-    assert run.name.endswith((tmp_path / "run" / "wandb_id").read_text().strip())
+    config = small_config(tmp_path, iterations=2, eval_every=0, log_with=("wandb",))
+    train(config, stop_after=1)
+    train(dataclasses.replace(config, resume=True))
+    runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    run_id = (tmp_path / "run" / "wandb_id").read_text().strip()
+    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)
+    for run in runs:  # on disk when train returns, not only at the process's exit
+        (log,) = run.glob("run-*.wandb")
+        assert log.stat().st_size > 1000

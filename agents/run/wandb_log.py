@@ -63,4 +63,12 @@ class WandbSink:
             self.run.log({"samples": self._wandb.Table(columns=columns, data=self._samples)}, step=iteration)
 
     def close(self) -> None:
+        """Finish the run, and have it on disk when this returns.
+
+        ``run.finish()`` returns once wandb's service has the run's exit, but the service may
+        still be writing the offline run's ``.wandb`` file (seen as a 7-byte file on a loaded
+        machine); ``wandb.teardown()`` waits for the service to stop. It is skipped while
+        another run of the process is still active, which teardown would finish too."""
         self.run.finish()
+        if self._wandb.run is None:
+            self._wandb.teardown()
