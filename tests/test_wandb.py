@@ -106,11 +106,12 @@ def test_the_real_wandb_writes_an_offline_run_in_the_run_folder(tmp_path, monkey
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_SILENT", "true")
     config = small_config(tmp_path, iterations=2, eval_every=0, log_with=("wandb",))
-    train(config, stop_after=1)
-    train(dataclasses.replace(config, resume=True))
-    runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    run_id = (tmp_path / "run" / "wandb_id").read_text().strip()
-    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)
-    for run in runs:  # on disk when train returns, not only at the process's exit
-        (log,) = run.glob("run-*.wandb")
+    out = tmp_path / "run" / "wandb"
+    for run_config, stop_after, count in ((config, 1, 1), (dataclasses.replace(config, resume=True), None, 2)):
+        train(run_config, stop_after=stop_after)
+        runs = sorted(out.glob("offline-run-*"))
+        assert len(runs) == count
+        (log,) = runs[-1].glob("run-*.wandb")  # written out when train returns, not at the process's exit
         assert log.stat().st_size > 1000
+    run_id = (tmp_path / "run" / "wandb_id").read_text().strip()
+    assert all(r.name.endswith(run_id) for r in runs)
