@@ -20,6 +20,11 @@ def test_the_update_bench_splits_an_iteration_into_its_phases():
         assert parts == pytest.approx(out[f"{name}_iteration_s"], rel=1e-6)
         assert 0.0 <= out[f"{name}_padding_fraction"] < 1.0 and out[f"{name}_update_flops"] > 0
         assert out[f"{name}_old_pass_s"] > 0 and out[f"{name}_ref_pass_s"] > 0
+        # the floor: the same rollout, the update's FLOPs at the run's matmul peak
+        at_peak = out[f"{name}_update_flops"] / out[f"{name}_matmul_peak_fp32"]
+        assert out[f"{name}_update_at_peak_s"] == pytest.approx(at_peak, rel=1e-9)
+        assert out[f"{name}_iteration_floor_s"] == pytest.approx(out[f"{name}_rollout_s"] + at_peak, rel=1e-9)
+        assert out[f"{name}_iteration_floor_s"] < out[f"{name}_iteration_s"]
     assert out["cory_update_flops"] > out["ppo_update_flops"]  # two updates, the observer's longer prompts
 
 
@@ -54,6 +59,9 @@ def test_the_goals_table_comes_from_one_run(tmp_path, capsys):
     out = bench.main(bench.Args(model="tiny", imdb=str(path), iterations=1, goals=True, goals_bf16=True))
     printed = capsys.readouterr().out
     assert printed.count("| ") >= 7 and "<= 0.35" in printed and "<= 2.5 GiB" in printed
+    fp32 = out["goals_fp32"]
+    floor = fp32["iteration_floor_s"] / bench.OFFICIAL_CORY_ITERATION_S
+    assert f"s: {floor:.2f})" in printed  # the fp32 row shows its floor ratio
     for key in ("goals_fp32", "goals_bf16", "goals_lora", "goals_lora_budget_512", "goals_lora_observers_cut"):
         assert out[key]["iteration_s"] > 0 and 0.0 <= out[key]["padding_fraction"] < 1.0
         assert out[key]["peak_gib"] > 0 and out[key]["trainer"] == "cory"
