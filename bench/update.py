@@ -14,7 +14,9 @@ input embeddings and the output head, whose ``H`` parameters project ``K`` posit
 the response tokens; padded: every position from the shortest query on); ``2x`` that for the
 backward (activation gradients through the base; LoRA's weight gradients are negligible; a
 full fine-tune adds another 2x, counted); attention's own FLOPs are not counted. Padding
-fraction: computed positions that hold no real token. Each trainer runs twice, each time
+fraction: computed positions that hold no real token. Floor: the iteration's rollout plus
+its update's counted FLOPs at the matmul peak (a bound for this work on the machine: every
+update FLOP at the peak of one large matmul). Each trainer runs twice, each time
 in a fresh subprocess (its memory its own), the same seeded iterations (checked: the same
 tokens): once timed, uninstrumented but for the phases' clocks; once for the peak RSS per
 phase, sampled every 2 ms, the allocator's free memory handed back to the system
@@ -73,6 +75,8 @@ class Args:
     """Score packed sequences (False: padded, as before packing)."""
     observer_token_budget: bool = TrainConfig.observer_token_budget
     """Cut the observers' mini-batches to the pioneer's padded tokens (the run's default)."""
+    activation_checkpointing: bool = False
+    """Recompute each layer in the backward pass (``TrainConfig``'s option)."""
     trainers: tuple[str, ...] = ("cory", "ppo")
     """Which trainers to measure, each in its own process."""
     goals: bool = False
@@ -287,6 +291,7 @@ def child(args: Args, name: str) -> dict:
                       dtype=args.dtype, min_new_tokens=args.min_new_tokens, max_new_tokens=args.max_new_tokens,
                       max_tokens_per_microbatch=args.max_tokens_per_microbatch, eval_every=0, progress=False,
                       pack_sequences=args.pack_sequences, observer_token_budget=args.observer_token_budget,
+                      activation_checkpointing=args.activation_checkpointing,
                       output_dir=f"/tmp/cory-bench-update-{name}", **task)
     torch.manual_seed(0)
     params = flop_params(model)
@@ -307,7 +312,8 @@ def child(args: Args, name: str) -> dict:
              matmul_peak_bf16=peak["bf16"], workload=task["task"], trainer=name,
              **{k: getattr(cfg, k) for k in ("mode", "dtype", "batch_size", "mini_batch_size", "ppo_epochs",
                                              "min_new_tokens", "max_new_tokens", "max_tokens_per_microbatch",
-                                             "pack_sequences", "observer_token_budget")})
+                                             "pack_sequences", "observer_token_budget",
+                                             "activation_checkpointing")})
     return m
 
 
