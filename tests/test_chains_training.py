@@ -39,7 +39,8 @@ def test_two_agents_reproduce_the_recorded_two_agent_run(tmp_path, mode):
     # test_fused_forward.py) would move the numbers further. The float32 rounding of CPUs'
     # kernels differs (AVX2, AVX-512, AMX machines): through four iterations the statistics
     # move up to ~5e-6 and the weights ~2e-5 relative, and a clip fraction by a token (a
-    # ratio on the clip boundary), so fractions of tokens are compared to within a tenth
+    # ratio on the clip boundary: 0.0 -> 0.125 on an AVX-512 BF16 AMD EPYC), so fractions of
+    # tokens are compared to within one token of the smallest mini-batch (2 answers of >= 3 tokens)
     cfg = small_config(tmp_path, mode=mode, pack_sequences=False)
     trainer = CoryTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
     for learner in trainer.learners.values():
@@ -51,7 +52,7 @@ def test_two_agents_reproduce_the_recorded_two_agent_run(tmp_path, mode):
         extra = set(got) - set(want)  # only the collapse diagnostics added since the recording
         assert set(want) <= set(got) and all(k.rsplit("/", 1)[1] in DIAGNOSTICS for k in extra)
         for key, value in want.items():
-            tol = dict(abs=0.1) if key.endswith("clipfrac") else dict(rel=1e-4, abs=2e-5)
+            tol = dict(abs=1 / 6 + 1e-9) if key.endswith("clipfrac") else dict(rel=1e-4, abs=2e-5)
             assert got[key] == pytest.approx(value, **tol), key
     for m, learner in trainer.learners.items():
         total = float(sum(p.detach().double().sum() for p in learner.agent.trainable_parameters()))

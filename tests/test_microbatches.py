@@ -130,4 +130,5 @@ def test_the_observers_budget_cuts_their_mini_batches_and_takes_the_same_step(tm
         torch.testing.assert_close(cut[model], whole[model], rtol=1e-5, atol=1e-6)
     for key in ("pioneer/ppo/loss/total", "observer/ppo/loss/total", "observer/ppo/policy/approxkl",
                 "observer/objective/kl", "observer/ppo/optimizer_steps"):
-        assert cut_m[key] == pytest.approx(whole_m[key], rel=1e-4, abs=1e-7), key
+        # abs: float32 rounding of a KL that is ~0 (the policy is the reference): 1.2e-7 seen
+        assert cut_m[key] == pytest.approx(whole_m[key], rel=1e-4, abs=1e-6), key
