@@ -304,6 +304,7 @@ def child(args: Args, name: str) -> dict:
     # the machine's speed drifts: for the run's dtype, the better of a measurement before and one after
     own = "bf16" if args.dtype == "bf16" else "fp32"
     peak[own] = max(peak[own], matmul_peak(dtypes[own]))
+    m["matmul_peak"] = peak[own]  # the run's dtype's: what its utilisation and floor divide by
     m["utilisation"] = m["update_flops_per_s"] / peak[own]
     # the floor: the iteration if its update ran every counted FLOP at the matmul peak
     m["update_at_peak_s"] = m["update_flops"] / peak[own]
@@ -414,7 +415,7 @@ def ratio(m: dict) -> str:
     same rollout and update FLOPs would give with every update FLOP at the matmul peak."""
     official = OFFICIAL_CORY_ITERATION_S
     return (f"{m['iteration_s']:.1f} s / {official} s = {m['iteration_s'] / official:.2f} (floor "
-            f"{m['rollout_s']:.1f} + {m['update_flops'] / 1e9:.0f} GFLOP at {m['update_flops'] / m['update_at_peak_s'] / 1e9:.0f} "
+            f"{m['rollout_s']:.1f} + {m['update_flops'] / 1e9:.0f} GFLOP at {m['matmul_peak'] / 1e9:.0f} "
             f"GFLOP/s = {m['iteration_floor_s']:.1f} s: {m['iteration_floor_s'] / official:.2f})")
 
 

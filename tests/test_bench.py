@@ -21,6 +21,7 @@ def test_the_update_bench_splits_an_iteration_into_its_phases():
         assert 0.0 <= out[f"{name}_padding_fraction"] < 1.0 and out[f"{name}_update_flops"] > 0
         assert out[f"{name}_old_pass_s"] > 0 and out[f"{name}_ref_pass_s"] > 0
         # the floor: the same rollout, the update's FLOPs at the run's matmul peak
+        assert out[f"{name}_matmul_peak"] == out[f"{name}_matmul_peak_fp32"]  # an fp32 run
         at_peak = out[f"{name}_update_flops"] / out[f"{name}_matmul_peak_fp32"]
         assert out[f"{name}_update_at_peak_s"] == pytest.approx(at_peak, rel=1e-9)
         assert out[f"{name}_iteration_floor_s"] == pytest.approx(out[f"{name}_rollout_s"] + at_peak, rel=1e-9)
