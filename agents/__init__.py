@@ -20,7 +20,7 @@ _EXPORTS = {
     "make_learner": "agents.rl.learner",
     "register_learner": "agents.rl.learner",
     "available_learners": "agents.rl.learner",
-    "PPOConfig": "agents.rl.config",
+    "LearnerConfig": "agents.rl.config",
     "PPOLearner": "agents.rl.ppo",
     "RLOOLearner": "agents.rl.rloo",
     "GRPOLearner": "agents.rl.grpo",

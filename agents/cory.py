@@ -36,8 +36,15 @@ import numpy as np
 from agents.roles import RoleAssignment, make_schedule
 from agents.run.budget import lowered_budget, pioneer_budget
 from agents.run.config import TrainConfig
+from agents.run.episode_batch import (
+    EpisodeBatch,
+    bind_run,
+    dropping_seats,
+    refill,
+    truncation,
+    update,
+)
 from agents.run.evaluate import collapse_stats
-from agents.run.groups import Episodes, bind_run, dropping_seats, refill, truncation, update
 from agents.run.metrics import model_key, run_key, seat_key
 from agents.run.rollout import rollout_chain
 from agents.run.setup import build_agents, build_learner, build_run, load_models, value_heads
@@ -99,11 +106,11 @@ class CoryTrainer(Trainer):
         limits = run.seat_limits(max_new)
 
         @self.sharded
-        def roll(qs: list) -> Episodes:
+        def roll(qs: list) -> EpisodeBatch:
             turns = rollout_chain(run.venv, [lr.agent for lr in seated], qs, run.seats, limits,
                                   run.generator)
             flags = [truncation(run.venv.infos, seat_prefix(role)) for role in roles]
-            return Episodes(list(qs), turns, flags)
+            return EpisodeBatch(list(qs), turns, flags)
 
         episodes, rounds = refill(roll(queries), lambda: roll(run.draw_queries()),
                                   dropping_seats(seated), run.samples_per_query,

@@ -14,8 +14,15 @@ import time
 import numpy as np
 
 from agents.run.config import TrainConfig
+from agents.run.episode_batch import (
+    EpisodeBatch,
+    bind_run,
+    dropping_seats,
+    refill,
+    truncation,
+    update,
+)
 from agents.run.evaluate import collapse_stats
-from agents.run.groups import Episodes, bind_run, dropping_seats, refill, truncation, update
 from agents.run.metrics import model_key, run_key
 from agents.run.rollout import rollout_alone
 from agents.run.setup import build_agents, build_learner, build_run, load, value_heads
@@ -25,7 +32,7 @@ from cory_env.tasks.base import Task
 POLICY = "policy"
 
 
-class PPOTrainer(Trainer):
+class SingleAgentTrainer(Trainer):
     """PPO on the pioneer role of the CORY env (the observer never plays)."""
 
     models = (POLICY,)
@@ -51,10 +58,10 @@ class PPOTrainer(Trainer):
         queries, max_new = run.sample_queries()
 
         @self.sharded
-        def roll(qs: list) -> Episodes:
+        def roll(qs: list) -> EpisodeBatch:
             turns = rollout_alone(run.venv, self.learner.agent, qs, run.generation, max_new,
                                   run.generator, task=run.task)
-            return Episodes(list(qs), [turns], [truncation(run.venv.infos, "pioneer")])
+            return EpisodeBatch(list(qs), [turns], [truncation(run.venv.infos, "pioneer")])
 
         episodes, rounds = refill(roll(queries), lambda: roll(run.draw_queries()),
                                   dropping_seats([self.learner]), run.samples_per_query,

@@ -19,7 +19,7 @@ Cost: SB3's policy sees one observation at a time, so a rollout step re-runs the
 the whole prompt-plus-answer-so-far (no KV cache), and the update scores token steps, not
 sequences. The update recovers part of that: observations of a mini-batch that are
 prefixes of another one (steps of the same episode) share its forward pass. See
-``bench/sb3_vs_ppo.py`` for the speed against :class:`baselines.ppo.PPOTrainer`.
+``bench/sb3_vs_ppo.py`` for the speed against :class:`baselines.ppo.SingleAgentTrainer`.
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ def child(args: Args) -> None:
     if algo == "cory":
         from agents.cory import CoryTrainer as Trainer
     else:
-        from baselines.ppo import PPOTrainer as Trainer
+        from baselines.ppo import SingleAgentTrainer as Trainer
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
@@ -233,7 +233,7 @@ def main(args: Args) -> dict:
         child(args)
         return {}
     from agents.cory import CoryTrainer
-    from baselines.ppo import PPOTrainer
+    from baselines.ppo import SingleAgentTrainer
     from bench.machine import machine
 
     model, tokenizer = load(args)
@@ -250,11 +250,11 @@ def main(args: Args) -> dict:
         # a chain of three: pioneer -> observer -> observer (one LoRA adapter more on the base)
         "cory_k3": CoryTrainer(config(args, out="/tmp/cory-bench-cory-k3", num_agents=3),
                                model=copy.deepcopy(model), tokenizer=tokenizer),
-        "grpo": PPOTrainer(config(args, out="/tmp/cory-bench-grpo", grpo_kl_beta=0.04),
+        "grpo": SingleAgentTrainer(config(args, out="/tmp/cory-bench-grpo", grpo_kl_beta=0.04),
                            model=copy.deepcopy(model), tokenizer=tokenizer),
-        "grpo_kl0": PPOTrainer(config(args, out="/tmp/cory-bench-grpo0", grpo_kl_beta=0.0),
+        "grpo_kl0": SingleAgentTrainer(config(args, out="/tmp/cory-bench-grpo0", grpo_kl_beta=0.0),
                                model=copy.deepcopy(model), tokenizer=tokenizer),
-        "ppo": PPOTrainer(config(args, out="/tmp/cory-bench-ppo"), model=model, tokenizer=tokenizer),
+        "ppo": SingleAgentTrainer(config(args, out="/tmp/cory-bench-ppo"), model=model, tokenizer=tokenizer),
     }
     times = time_steps(trainers, args)
     t_cory, t_ppo = times["cory"], times["ppo"]

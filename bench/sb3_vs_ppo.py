@@ -1,5 +1,5 @@
 """Speed of stable-baselines3 PPO (``baselines/sb3_ppo.py``) against the project's PPO
-(``baselines/ppo.py``'s ``PPOTrainer``) on the same model, task and amount of work.
+(``baselines/ppo.py``'s ``SingleAgentTrainer``) on the same model, task and amount of work.
 
 Both train the pioneer role of ``sentiment`` on the same number of tokens, counted as env
 steps (generated tokens), with the same episodes per iteration (SB3: ``n_envs``; PPO:
@@ -10,7 +10,7 @@ algorithm as each library runs it:
 
 - SB3: one env step per token, the LM re-run over the whole observation at every step (no
   KV cache), then per-token mini-batches, one LM forward per token in the update;
-- PPOTrainer: batched generation with a KV cache through the vector env, then one forward
+- SingleAgentTrainer: batched generation with a KV cache through the vector env, then one forward
   per *sequence* in the update, plus the frozen reference forward of its KL penalty.
 
 One untimed warm-up iteration each, then the timed iterations interleaved (PPO, SB3, PPO,
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.run.config import TrainConfig  # noqa: E402
-from baselines.ppo import PPOTrainer  # noqa: E402
+from baselines.ppo import SingleAgentTrainer  # noqa: E402
 from baselines.sb3_ppo import make_sb3_ppo  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             learning_rate=3e-4 if args.mode == "lora" else 1.41e-5, eval_every=0,
             progress=False, output_dir=tmp,
         )
-        ppo = PPOTrainer(config, model=model, tokenizer=tok)
+        ppo = SingleAgentTrainer(config, model=model, tokenizer=tok)
         model2, _ = load(args.model)
         sb3 = make_sb3_ppo(
             model2, tok, task=args.task, max_new_tokens=T, n_steps=T, n_envs=B,
@@ -148,11 +148,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"<= {T} tokens, {args.epochs} epochs, mini-batches of {args.mini_batch} episodes; "
           f"{args.iterations} timed iterations each, {torch.get_num_threads()} torch threads")
     print(f"{'':14s}{'tokens':>8s}{'s / 1k tok':>12s}{'rollout':>10s}{'update':>10s}")
-    for name, label in (("sb3", "SB3 PPO"), ("ppo", "PPOTrainer")):
+    for name, label in (("sb3", "SB3 PPO"), ("ppo", "SingleAgentTrainer")):
         print(f"{label:14s}{int(metrics[f'{name}_tokens']):8d}"
               f"{metrics[f'{name}_s_per_1k_tokens']:12.2f}{metrics[f'{name}_rollout_s_per_1k_tokens']:10.2f}"
               f"{metrics[f'{name}_update_s_per_1k_tokens']:10.2f}")
-    print(f"SB3 PPO / PPOTrainer, time per token: {metrics['sb3_over_ppo']:.2f}x")
+    print(f"SB3 PPO / SingleAgentTrainer, time per token: {metrics['sb3_over_ppo']:.2f}x")
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
     return metrics
 

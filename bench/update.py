@@ -280,7 +280,7 @@ def child(args: Args, name: str) -> dict:
     if name not in ("cory", "ppo"):
         raise ValueError(f"no trainer {name!r}: cory or ppo")
     from agents.cory import CoryTrainer
-    from baselines.ppo import PPOTrainer
+    from baselines.ppo import SingleAgentTrainer
     from bench.models import load_bench_model
 
     model, tokenizer = load_bench_model(args.model, tokenizer=args.tokenizer)
@@ -297,7 +297,7 @@ def child(args: Args, name: str) -> dict:
     params = flop_params(model)
     dtypes = {k: TORCH_DTYPES[k] for k in ("fp32", "bf16")}
     peak = {} if args.memory else {k: matmul_peak(dt) for k, dt in dtypes.items()}
-    trainer = (CoryTrainer if name == "cory" else PPOTrainer)(cfg, model=model, tokenizer=tokenizer)
+    trainer = (CoryTrainer if name == "cory" else SingleAgentTrainer)(cfg, model=model, tokenizer=tokenizer)
     m = measure(trainer, args, params, full=args.mode == "full")
     if args.memory:
         return m

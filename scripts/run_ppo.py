@@ -9,15 +9,15 @@ from __future__ import annotations
 import sys
 
 from agents.run.cli import parse, run_main, summarize
-from baselines.ppo import PPOTrainer
+from baselines.ppo import SingleAgentTrainer
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     config = parse(__doc__, argv, output_dir="runs/ppo")
-    trainer = PPOTrainer(config)
+    trainer = SingleAgentTrainer(config)
     rows = trainer.train()
     if trainer.world.is_main:
-        summarize(rows, PPOTrainer.models, config.output_dir)
+        summarize(rows, SingleAgentTrainer.models, config.output_dir)
     return rows
 
 

@@ -7,7 +7,7 @@ import torch
 from helpers.tiny import tiny_model, tiny_tokenizer
 
 from agents.policy import LLMAgent
-from agents.rl import PPOConfig, PPOLearner
+from agents.rl import LearnerConfig, PPOLearner
 from agents.rl.adam import default_adam, fuses
 
 
@@ -43,8 +43,8 @@ def test_the_fused_kernel_only_for_floating_cpu_tensors():
 
 def test_a_learner_on_the_cpu_is_built_with_the_fused_adam_and_keeps_it_through_its_state():
     agent = LLMAgent.lora(tiny_model(), tiny_tokenizer(), r=4, alpha=8)
-    learner = PPOLearner(agent, PPOConfig(learning_rate=1e-3))
+    learner = PPOLearner(agent, LearnerConfig(learning_rate=1e-3))
     assert learner.optimizer.param_groups[0]["fused"] is True
-    other = PPOLearner(LLMAgent.lora(tiny_model(), tiny_tokenizer(), r=4, alpha=8), PPOConfig(learning_rate=1e-3))
+    other = PPOLearner(LLMAgent.lora(tiny_model(), tiny_tokenizer(), r=4, alpha=8), LearnerConfig(learning_rate=1e-3))
     other.load_state_dict(learner.state_dict())
     assert other.optimizer.param_groups[0]["fused"] is True

@@ -13,7 +13,7 @@ from helpers.tiny import tiny_model, tiny_tokenizer
 
 from agents.cory import CoryTrainer
 from agents.run.checkpoint import load_checkpoint
-from baselines.ppo import PPOTrainer
+from baselines.ppo import SingleAgentTrainer
 
 TIMING = ("charts/rollout_s", "charts/iteration_s")
 
@@ -87,7 +87,7 @@ def test_output_dir_of_an_existing_run_is_not_overwritten(tmp_path):
 
 def test_ppo_baseline_trains_and_resumes(tmp_path):
     cfg = small_config(tmp_path / "a")
-    full = PPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    full = SingleAgentTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
     before = trainable(full.learner)
     rows_full = full.train()
     assert changed(before, full.learner)
@@ -95,8 +95,8 @@ def test_ppo_baseline_trains_and_resumes(tmp_path):
     assert rows_full[0]["charts/reward"] == pytest.approx(rows_full[0]["policy/score"])
 
     cfg_b = small_config(tmp_path / "b")
-    PPOTrainer(cfg_b, model=tiny_model(), tokenizer=tiny_tokenizer()).train(stop_after=1)
-    resumed = PPOTrainer(dataclasses.replace(cfg_b, resume=True), model=tiny_model(), tokenizer=tiny_tokenizer())
+    SingleAgentTrainer(cfg_b, model=tiny_model(), tokenizer=tiny_tokenizer()).train(stop_after=1)
+    resumed = SingleAgentTrainer(dataclasses.replace(cfg_b, resume=True), model=tiny_model(), tokenizer=tiny_tokenizer())
     assert without_timing(resumed.train()) == without_timing(rows_full)
 
 
@@ -128,7 +128,7 @@ def test_compare_script_plots_cory_next_to_ppo(tmp_path, capsys):
     compare = load_script("scripts/compare.py")
     cory_dir, ppo_dir = tmp_path / "cory", tmp_path / "ppo"
     CoryTrainer(small_config(cory_dir, iterations=2), model=tiny_model(), tokenizer=tiny_tokenizer()).train()
-    PPOTrainer(small_config(ppo_dir, iterations=2), model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    SingleAgentTrainer(small_config(ppo_dir, iterations=2), model=tiny_model(), tokenizer=tiny_tokenizer()).train()
     out = tmp_path / "compare"
     compare.cli([str(cory_dir / "run"), str(ppo_dir / "run"), "--out", str(out)])  # the README's command
     for name in ("reward.png", "kl.png", "reward_vs_kl.png"):
@@ -193,7 +193,7 @@ def vowel_share(queries, responses):
     return np.array([sum(c in "aeiou" for c in r) / max(len(r), 1) for r in responses], dtype=np.float32)
 
 
-@pytest.mark.parametrize("trainer_cls", [PPOTrainer, CoryTrainer])
+@pytest.mark.parametrize("trainer_cls", [SingleAgentTrainer, CoryTrainer])
 def test_training_raises_a_dense_reward(tmp_path, trainer_cls):
     """End to end (env, rollout, KL-penalised PPO, role exchange): the reward climbs."""
     from cory_env.tasks import make_task

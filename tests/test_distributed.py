@@ -72,7 +72,7 @@ def test_a_two_process_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_pa
 def test_resuming_with_another_world_size_is_refused(tmp_path):
     launch(tmp_path, "ppo", "--iterations", "2", "--stop-after", "1")
     with pytest.raises(Exception, match="was run by 2 process"):
-        from baselines.ppo import PPOTrainer
+        from baselines.ppo import SingleAgentTrainer
 
-        PPOTrainer(small_config(tmp_path, iterations=2, resume=True), model=tiny_model(),
+        SingleAgentTrainer(small_config(tmp_path, iterations=2, resume=True), model=tiny_model(),
                    tokenizer=tiny_tokenizer()).train()

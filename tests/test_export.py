@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agents.cory import CoryTrainer
 from agents.rl.batch import TokenBatch
-from baselines.ppo import PPOTrainer
+from baselines.ppo import SingleAgentTrainer
 
 
 def batch(tok) -> TokenBatch:
@@ -67,7 +67,7 @@ def test_lora_adapters_reload_with_peft_and_merge_into_full_models(tmp_path):
 
 def test_full_models_reload_with_transformers(tmp_path):
     tok = tiny_tokenizer()
-    trainer = PPOTrainer(small_config(tmp_path, iterations=1, eval_every=0, mode="full"),
+    trainer = SingleAgentTrainer(small_config(tmp_path, iterations=1, eval_every=0, mode="full"),
                          model=tiny_model(), tokenizer=tok)
     trainer.train()
     folder = tmp_path / "run" / "models" / "policy"

@@ -14,7 +14,7 @@ from helpers.configs import small_config
 from helpers.dp_worker import fixed_batch
 from helpers.tiny import tiny_model, tiny_tokenizer
 
-from agents.rl.config import PPOConfig
+from agents.rl.config import LearnerConfig
 from agents.rl.learner import make_learner
 from agents.rl.optimise import first_minibatch, micro_batches
 from agents.run.setup import build_agents
@@ -25,7 +25,7 @@ def updated(name: str, fuse: bool, mode: str = "lora", rows: bool = False, **cfg
     the rows those forwards ran on, summed, instead of their count)."""
     config = small_config(Path("/tmp/cory-fused"), mode=mode)
     (agent,) = build_agents(config, tiny_model(), tiny_tokenizer(), n=1)
-    ppo = PPOConfig(**{"batch_size": 8, "mini_batch_size": 8, "ppo_epochs": 2, "seed": 0, **cfg})
+    ppo = LearnerConfig(**{"batch_size": 8, "mini_batch_size": 8, "ppo_epochs": 2, "seed": 0, **cfg})
     kwargs = {"k": 2} if name == "rloo" else {"group_size": 2} if name == "grpo" else {}
     # SGD: Adam's sign-like step would turn float noise in near-zero gradients into whole steps
     sgd = torch.optim.SGD(agent.trainable_parameters(), lr=0.5)

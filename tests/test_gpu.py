@@ -13,7 +13,7 @@ from helpers.tiny import tiny_model, tiny_tokenizer
 
 from agents.cory import CoryTrainer
 from agents.policy.loading import load_model
-from baselines.ppo import PPOTrainer
+from baselines.ppo import SingleAgentTrainer
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -39,7 +39,7 @@ def test_cory_trains_on_cuda(tmp_path, dtype):
 
 def test_ppo_trains_on_cuda(tmp_path):
     config = small_config(tmp_path, iterations=2, device="cuda", eval_every=0)
-    trainer = PPOTrainer(config, model=tiny_model().to("cuda"), tokenizer=tiny_tokenizer())
+    trainer = SingleAgentTrainer(config, model=tiny_model().to("cuda"), tokenizer=tiny_tokenizer())
     before = trainable(trainer)
     trainer.train()
     assert not torch.equal(trainable(trainer)["policy"], before["policy"])

@@ -18,9 +18,9 @@ from agents.cory import CoryTrainer
 from agents.policy.agent import LLMAgent
 from agents.rl import GRPOLearner, PPOLearner
 from agents.run.cli import parse
-from agents.run.groups import Episodes, refill
+from agents.run.episode_batch import EpisodeBatch, refill
 from agents.run.rollout import Turns
-from baselines.ppo import PPOTrainer
+from baselines.ppo import SingleAgentTrainer
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "learners.md"
 TIMING = ("charts/rollout_s", "charts/iteration_s")
@@ -83,7 +83,7 @@ def test_grpo_and_ppo_seats_train_swap_with_their_state_and_resume(tmp_path):
 def test_the_single_agent_control_runs_grpo_without_a_value_head(tmp_path):
     cfg = small_config(tmp_path, learner="grpo", group_size=2, batch_size=2, iterations=2,
                        eval_every=2, kl_beta=0.0, loss_aggregation="seq-mean-token-sum-norm")
-    trainer = build(PPOTrainer, cfg)
+    trainer = build(SingleAgentTrainer, cfg)
     learner = trainer.learner
     assert isinstance(learner, GRPOLearner) and learner.agent.value_head is None
     assert trainer.run.venv.num_envs == 4 and learner.max_answer_length == 5
@@ -111,7 +111,7 @@ def episodes(rewards, tag):
     turns = Turns(prompts=[np.array([1])] * n, responses=[np.array([2])] * n,
                   texts=[f"{tag}{i}" for i in range(n)], scores=np.asarray(rewards, np.float32),
                   rewards=np.asarray(rewards, np.float32))
-    return Episodes([f"{tag}{i // 2}" for i in range(n)], [turns], [np.zeros(n, bool)])
+    return EpisodeBatch([f"{tag}{i // 2}" for i in range(n)], [turns], [np.zeros(n, bool)])
 
 
 def test_refill_rounds_keep_informative_groups_in_rollout_order():
@@ -138,7 +138,7 @@ def test_refill_rounds_in_a_run_count_their_episodes(tmp_path):
 
     cfg = small_config(tmp_path / "a", learner="grpo", group_size=2, batch_size=2, iterations=4,
                        eval_every=0, drop_uniform_groups=True, refill_rounds=3)
-    rows = build(PPOTrainer, cfg, task=make_test_task(reward)).train()
+    rows = build(SingleAgentTrainer, cfg, task=make_test_task(reward)).train()
     for r in rows:
         assert r["charts/episodes"] == 4 * (1 + r["charts/refill_rounds"])
         assert r["policy/grpo/refill_rounds"] == r["charts/refill_rounds"]
@@ -146,8 +146,8 @@ def test_refill_rounds_in_a_run_count_their_episodes(tmp_path):
     assert any(r["policy/grpo/uniform_groups"] < 1 for r in rows)
     # the refill rounds draw from the run's saved random streams: resume reproduces them
     cfg_b = dataclasses.replace(cfg, output_dir=str(tmp_path / "b" / "run"))
-    build(PPOTrainer, cfg_b, task=make_test_task(reward)).train(stop_after=2)
-    resumed = build(PPOTrainer, dataclasses.replace(cfg_b, resume=True), task=make_test_task(reward))
+    build(SingleAgentTrainer, cfg_b, task=make_test_task(reward)).train(stop_after=2)
+    resumed = build(SingleAgentTrainer, dataclasses.replace(cfg_b, resume=True), task=make_test_task(reward))
     assert drop_timing(resumed.train()) == drop_timing(rows)
 
 
@@ -163,7 +163,7 @@ def test_the_docs_recipes_parse():
     assert parse("", ["--rloo-k", "3"]).group_size == 3  # the old name still works
 
 
-@pytest.mark.parametrize("trainer_cls", [PPOTrainer, CoryTrainer])
+@pytest.mark.parametrize("trainer_cls", [SingleAgentTrainer, CoryTrainer])
 def test_grpo_raises_a_dense_reward(tmp_path, trainer_cls):
     cfg = small_config(tmp_path, learner="grpo", group_size=4, iterations=12, batch_size=4,
                        mini_batch_size=8, ppo_epochs=4, learning_rate=3e-2, kl_beta=0.0,

@@ -15,7 +15,7 @@ import torch
 from helpers.tiny import tiny_model, tiny_tokenizer
 
 from agents.policy import LLMAgent
-from agents.rl import PPOConfig, PPOLearner, RLOOLearner, TokenBatch
+from agents.rl import LearnerConfig, PPOLearner, RLOOLearner, TokenBatch
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "learner_reference.json").read_text())["cases"]
 
@@ -59,7 +59,7 @@ def test_skeleton_learners_reproduce_the_recorded_numbers(case, packing):
     # (AVX2, AVX-512, AMX machines: statistics ~5e-8 apart, the weights ~4e-7 relative);
     # packed: other matmul shapes too, through two updates
     rel, abs_, w_rel = (1e-3, 1e-6, 1e-5) if packing else (1e-5, 1e-6, 2e-6)
-    cfg = PPOConfig(learning_rate=1e-3, mini_batch_size=4, ppo_epochs=2, init_kl_coef=0.1,
+    cfg = LearnerConfig(learning_rate=1e-3, mini_batch_size=4, ppo_epochs=2, init_kl_coef=0.1,
                     kl_penalty=estimator, use_score_scaling=True, seed=3)
     learner = PPOLearner(a, cfg) if algo == "ppo" else RLOOLearner(a, cfg, k=4)
     # exact: recorded with a separate no-grad pass; packed: the fused first mini-batch too

@@ -13,7 +13,7 @@ from helpers.configs import small_config
 from helpers.dp_worker import fixed_batch
 from helpers.tiny import tiny_model, tiny_tokenizer
 
-from agents.rl.config import PPOConfig
+from agents.rl.config import LearnerConfig
 from agents.rl.learner import make_learner
 from agents.rl.optimise import micro_batches
 from agents.run.budget import lowered_budget, pioneer_budget
@@ -24,7 +24,7 @@ from agents.run.setup import build_agents, ppo_config
 
 def updated(budget: int | None, ratio_threshold: float = 10.0):
     (agent,) = build_agents(small_config(Path("/tmp/cory-micro")), tiny_model(), tiny_tokenizer(), n=1)
-    ppo = PPOConfig(batch_size=8, mini_batch_size=4, ppo_epochs=2, seed=0, ratio_threshold=ratio_threshold,
+    ppo = LearnerConfig(batch_size=8, mini_batch_size=4, ppo_epochs=2, seed=0, ratio_threshold=ratio_threshold,
                     max_tokens_per_microbatch=budget)
     # SGD: Adam's sign-like step would turn float noise in near-zero gradients into whole steps
     learner = make_learner("ppo", agent, config=ppo, optimizer=torch.optim.SGD(agent.trainable_parameters(), lr=0.5))
@@ -83,12 +83,12 @@ def test_the_pioneer_budget_is_its_mini_batch_times_its_longest_sequence():
 
 
 def test_a_lowered_budget_lasts_one_block_and_keeps_a_smaller_own_one():
-    learner = SimpleNamespace(config=PPOConfig(max_tokens_per_microbatch=None))
+    learner = SimpleNamespace(config=LearnerConfig(max_tokens_per_microbatch=None))
     before = learner.config
     with lowered_budget(learner, 40):
         assert learner.config.max_tokens_per_microbatch == 40
     assert learner.config is before
-    learner.config = PPOConfig(max_tokens_per_microbatch=30)
+    learner.config = LearnerConfig(max_tokens_per_microbatch=30)
     with lowered_budget(learner, 40), lowered_budget(learner, None):
         assert learner.config.max_tokens_per_microbatch == 30
 

@@ -15,7 +15,7 @@ from agents.rl import (
     AdaptiveKLController,
     FixedKLController,
     Learner,
-    PPOConfig,
+    LearnerConfig,
     PPOLearner,
     RunningMoments,
     available_learners,
@@ -254,9 +254,9 @@ def test_process_scores():
     with pytest.raises(ValueError):
         process_scores(s, rm, use_score_norm=True)
     with pytest.raises(ValueError):
-        PPOConfig(use_score_norm=True)
+        LearnerConfig(use_score_norm=True)
     with pytest.raises(ValueError):
-        PPOConfig(kl_penalty="l2")
+        LearnerConfig(kl_penalty="l2")
 
 
 # --------------------------------------------------------------------------- a tiny agent

@@ -9,7 +9,7 @@ from helpers.fakes import SCORES
 from helpers.tiny import tiny_model, tiny_tokenizer
 
 from agents.policy import LLMAgent
-from agents.rl import PPOConfig, PPOLearner, TokenBatch
+from agents.rl import LearnerConfig, PPOLearner, TokenBatch
 from agents.run.config import TrainConfig
 from agents.run.setup import weights_dtype
 
@@ -42,7 +42,7 @@ def test_a_bf16_base_keeps_fp32_adapters_trains_and_scores_near_fp32():
         ref_gap = ((fp32.ref_logprobs(b) - bf16.ref_logprobs(b)) * b.response_mask).abs().max()
     assert float(gap) < BF16_LOGPROB_ATOL and float(ref_gap) < BF16_LOGPROB_ATOL
     before = [p.detach().clone() for p in bf16.trainable_parameters()]
-    learner = PPOLearner(bf16, PPOConfig(learning_rate=1e-2, mini_batch_size=4, ppo_epochs=2))
+    learner = PPOLearner(bf16, LearnerConfig(learning_rate=1e-2, mini_batch_size=4, ppo_epochs=2))
     stats = learner.update(b, SCORES)
     assert stats["ppo/nonfinite_steps"] == 0 and stats["ppo/optimizer_steps"] == 4
     assert any(not torch.equal(a, p) for a, p in zip(before, bf16.trainable_parameters()))

@@ -30,7 +30,7 @@ from agents.run import run_log as run_log_module
 from agents.run.checkpoint import checkpoints, load_checkpoint, save_checkpoint
 from agents.run.cli import parse, run_main
 from agents.run.config import TrainConfig
-from baselines.ppo import PPOTrainer
+from baselines.ppo import SingleAgentTrainer
 
 TIMING = ("charts/rollout_s", "charts/iteration_s")
 ROOT = Path(__file__).resolve().parents[1]
@@ -435,10 +435,10 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_one_line(tmp_path):
 
 def test_ppo_baseline_checkpoints_in_the_same_format(tmp_path):
     config = small_config(tmp_path, iterations=2, eval_every=0)
-    PPOTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer()).train(stop_after=1)
+    SingleAgentTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer()).train(stop_after=1)
     iteration, state = load_checkpoint(tmp_path / "run" / "checkpoints" / "iter_000001")
     assert iteration == 1 and set(state["trainer"]["learners"]) == {"policy"}
-    rows = PPOTrainer(dataclasses.replace(config, resume=True), model=tiny_model(),
+    rows = SingleAgentTrainer(dataclasses.replace(config, resume=True), model=tiny_model(),
                       tokenizer=tiny_tokenizer()).train()
     assert [r["iteration"] for r in rows] == [0, 1]
     assert np.isfinite(rows[-1]["policy/ppo/loss/total"])

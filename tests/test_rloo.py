@@ -12,7 +12,7 @@ import torch
 from helpers.tiny import tiny_model, tiny_tokenizer
 
 from agents.policy.agent import LLMAgent
-from agents.rl import PPOConfig
+from agents.rl import LearnerConfig
 from agents.rl import learner as learner_mod
 from agents.rl.batch import TokenBatch
 from agents.rl.learner import Learner, make_learner
@@ -40,10 +40,10 @@ def grouped_batch(k: int = 4, groups: int = 2, seed: int = 0) -> TokenBatch:
     return TokenBatch.from_lists(queries, responses, tok.pad_token_id)
 
 
-def config(**kw) -> PPOConfig:
+def config(**kw) -> LearnerConfig:
     base = dict(learning_rate=1e-2, mini_batch_size=4, ppo_epochs=2, init_kl_coef=0.1, seed=3)
     base.update(kw)
-    return PPOConfig(**base)
+    return LearnerConfig(**base)
 
 
 def seq_logprobs(agent: LLMAgent, batch: TokenBatch) -> torch.Tensor:

@@ -6,18 +6,24 @@
 - :mod:`~agents.rl.losses` — the clipped policy and value losses;
 - :mod:`~agents.rl.kl_control` and :mod:`~agents.rl.scores` — the KL controllers and the
   score statistics;
-- :mod:`~agents.rl.config` — ``PPOConfig``;
+- :mod:`~agents.rl.config` — ``LearnerConfig``;
 - :mod:`~agents.rl.optimise` and :mod:`~agents.rl.base` — the learner skeleton: the shared
   optimisation loop, opening and ending of an update;
 - :mod:`~agents.rl.ppo`, :mod:`~agents.rl.rloo`, :mod:`~agents.rl.grpo` — the learners,
-  each only its advantages and its loss (:mod:`~agents.rl.group`: the GRPO family's maths);
+  each only its advantages and its loss (:mod:`~agents.rl.group_maths`: the GRPO family's maths);
 - :mod:`~agents.rl.learner` — the ``Learner`` protocol and the registry.
 """
 
 from .base import LearnerBase, Rollout, rollout_pass
 from .batch import TokenBatch
-from .config import PPOConfig
-from .group import aggregate_loss, group_advantages, grpo_surrogate, kl_loss_term, uniform_groups
+from .config import LearnerConfig
+from .group_maths import (
+    aggregate_loss,
+    group_advantages,
+    grpo_surrogate,
+    kl_loss_term,
+    uniform_groups,
+)
 from .grpo import GRPOLearner, GRPOOptions
 from .kl_control import AdaptiveKLController, FixedKLController, make_kl_controller
 from .learner import (
@@ -57,7 +63,7 @@ __all__ = [
     "Learner",
     "LearnerBase",
     "LearnerFactory",
-    "PPOConfig",
+    "LearnerConfig",
     "PPOLearner",
     "RLOOLearner",
     "Rollout",

@@ -34,7 +34,7 @@ from agents.distributed import SINGLE, World, full_state, gather_rows, load_full
 
 from .adam import default_adam
 from .batch import TokenBatch
-from .config import PPOConfig
+from .config import LearnerConfig
 from .kl_control import make_kl_controller
 from .maths import compute_rewards, kl_penalty, logprobs_from_logits, masked_mean, zero_pad
 from .optimise import first_minibatch, fits_budget, micro_batches, optimise
@@ -146,7 +146,7 @@ class LearnerBase:
     def __init__(
         self,
         agent: Any,
-        config: PPOConfig | None = None,
+        config: LearnerConfig | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         lr_scheduler: Any | None = None,
     ) -> None:
@@ -154,7 +154,7 @@ class LearnerBase:
             raise ValueError(f"the {self.name} learner needs a value head; this agent was built "
                              "without one (value_head=False)")
         self.agent = agent
-        self.config = config = config if config is not None else PPOConfig()
+        self.config = config = config if config is not None else LearnerConfig()
         self.optimizer = optimizer or default_adam(agent.trainable_parameters(), config.learning_rate)
         self.lr_scheduler = lr_scheduler
         self.kl_ctl = make_kl_controller(
@@ -169,17 +169,17 @@ class LearnerBase:
         cls,
         agent: Any,
         *,
-        config: PPOConfig | None = None,
+        config: LearnerConfig | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         lr_scheduler: Any | None = None,
         **kwargs: Any,
     ) -> LearnerBase:
-        """The registry factory: ``kwargs`` that are :class:`PPOConfig` fields override
+        """The registry factory: ``kwargs`` that are :class:`LearnerConfig` fields override
         ``config``'s; the others go to the constructor (e.g. RLOO's ``k``)."""
-        names = {f.name for f in fields(PPOConfig)}
+        names = {f.name for f in fields(LearnerConfig)}
         cfg = {k: v for k, v in kwargs.items() if k in names}
         extra = {k: v for k, v in kwargs.items() if k not in names}
-        config = replace(config, **cfg) if config is not None else PPOConfig(**cfg)
+        config = replace(config, **cfg) if config is not None else LearnerConfig(**cfg)
         return cls(agent, config, optimizer=optimizer, lr_scheduler=lr_scheduler, **extra)
 
     # ------------------------------------------------------------------ what a learner supplies

@@ -1,4 +1,4 @@
-"""``PPOConfig``: the hyper-parameters every learner of :mod:`agents.rl` reads."""
+"""``LearnerConfig``: the hyper-parameters every learner of :mod:`agents.rl` reads."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from .maths import KL_ESTIMATORS
 
-__all__ = ["PPOConfig"]
+__all__ = ["LearnerConfig"]
 
 
 @dataclass
-class PPOConfig:
+class LearnerConfig:
     """Hyper-parameters of :class:`PPOLearner` (defaults: the paper's IMDB setting / TRL 0.7)."""
 
     learning_rate: float = 1.41e-5

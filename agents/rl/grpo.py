@@ -5,11 +5,11 @@ On the skeleton of :mod:`agents.rl.base` the learner supplies:
 
 - **advantages**: each answer's reward ``R_i`` (the task score; with ``kl_in="reward"``,
   minus ``kl_coef * sum_t KL_t`` as PPO's) minus its group's mean, scaled by
-  ``scale_rewards`` (:func:`agents.rl.group.group_advantages`), broadcast to its tokens;
+  ``scale_rewards`` (:func:`agents.rl.group_maths.group_advantages`), broadcast to its tokens;
   groups whose scores are all equal and (optionally) truncated answers are counted and,
   with ``drop_uniform_groups`` / ``mask_truncated``, left out of the optimisation;
 - **loss**: the clipped surrogate over ``ppo_epochs`` passes of mini-batches against the
-  rollout policy's log-probs (:func:`agents.rl.group.grpo_surrogate`: clip-higher, dual
+  rollout policy's log-probs (:func:`agents.rl.group_maths.grpo_surrogate`: clip-higher, dual
   clip, token or sequence ratio), plus ``kl_beta`` times a per-token KL estimate to the
   reference (``kl_in="loss"``), aggregated by ``loss_aggregation``.
 
@@ -34,8 +34,8 @@ import torch
 
 from .base import LearnerBase, Rollout
 from .batch import TokenBatch
-from .config import PPOConfig
-from .group import (
+from .config import LearnerConfig
+from .group_maths import (
     IMPORTANCE_SAMPLING,
     KL_LOSS_ESTIMATORS,
     LOSS_AGGREGATIONS,
@@ -56,7 +56,7 @@ __all__ = ["GRPOLearner", "GRPOOptions", "make_grpo_learner", "truncated_rows"]
 @dataclass
 class GRPOOptions:
     """The options of :class:`GRPOLearner` (the shared ones, e.g. ``cliprange`` as eps_low,
-    are :class:`agents.rl.config.PPOConfig`'s); defaults: GRPO as published."""
+    are :class:`agents.rl.config.LearnerConfig`'s); defaults: GRPO as published."""
 
     scale_rewards: str = "group"
     """``group`` (GRPO), ``batch`` (Liu et al. 2025) or ``none`` (Dr. GRPO); default group."""
@@ -115,7 +115,7 @@ class GRPOLearner(LearnerBase):
     def __init__(
         self,
         agent: Any,
-        config: PPOConfig | None = None,
+        config: LearnerConfig | None = None,
         group_size: int = 4,
         *,
         options: GRPOOptions | None = None,
@@ -237,4 +237,4 @@ class GRPOLearner(LearnerBase):
 
 make_grpo_learner = GRPOLearner.build
 """The ``grpo`` registry factory: ``group_size=``, ``config=``, :class:`GRPOOptions` fields
-(``options=`` or one by one) and :class:`PPOConfig` fields."""
+(``options=`` or one by one) and :class:`LearnerConfig` fields."""

@@ -130,7 +130,7 @@ def learner_uses_values(name: str) -> bool:
     return bool(getattr(owner, "uses_values", True))
 
 
-# The learners that ship with the library; each builds from ``config=`` and PPOConfig fields
+# The learners that ship with the library; each builds from ``config=`` and LearnerConfig fields
 # (and its own arguments, e.g. RLOO's ``k=``): see :meth:`agents.rl.base.LearnerBase.build`.
 from .grpo import GRPOLearner  # noqa: E402
 from .ppo import PPOLearner  # noqa: E402

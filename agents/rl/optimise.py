@@ -25,7 +25,7 @@ from agents.distributed import (
 )
 
 from .batch import TokenBatch
-from .config import PPOConfig
+from .config import LearnerConfig
 
 __all__ = ["MinibatchLoss", "first_minibatch", "fits_budget", "micro_batches", "optimise"]
 
@@ -36,7 +36,7 @@ include ``policy/ratio`` and ``policy/approxkl``."""
 
 
 def optimise(
-    config: PPOConfig,
+    config: LearnerConfig,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     batch: TokenBatch,
@@ -177,7 +177,7 @@ def _stat_names(stats: dict[str, torch.Tensor] | None, total: int, world: World)
     return next(n for n in gather(sorted(stats) if stats is not None else None, world) if n)
 
 
-def first_minibatch(config: PPOConfig, generator: torch.Generator, n: int) -> torch.Tensor:
+def first_minibatch(config: LearnerConfig, generator: torch.Generator, n: int) -> torch.Tensor:
     """The rows of a batch of ``n`` that :func:`optimise` puts in its first mini-batch (of the
     first epoch: on the policy as it was before the update), read from ``generator``
     without advancing it."""

@@ -22,7 +22,7 @@ In CORY the observer's ``k`` samples of one query have different prompts (each h
 own pioneer answer). The leave-one-out baseline stays unbiased there (the other samples
 do not depend on this sample's answer); it is only a looser baseline.
 
-Config: the :class:`agents.rl.config.PPOConfig` fields that apply to a critic-free learner
+Config: the :class:`agents.rl.config.LearnerConfig` fields that apply to a critic-free learner
 are honoured (``learning_rate``, ``mini_batch_size``, ``gradient_accumulation_steps``,
 ``ppo_epochs``, ``cliprange``, the KL controller fields, ``kl_penalty``, the score
 processing fields, ``max_grad_norm``, ``target_kl``, ``ratio_threshold``, ``seed``);
@@ -42,7 +42,7 @@ import torch
 
 from .base import LearnerBase, Rollout
 from .batch import TokenBatch
-from .config import PPOConfig
+from .config import LearnerConfig
 from .losses import policy_loss
 
 __all__ = ["RLOOLearner", "check_group_size", "make_rloo_learner", "rloo_advantages"]
@@ -86,7 +86,7 @@ class RLOOLearner(LearnerBase):
     def __init__(
         self,
         agent: Any,
-        config: PPOConfig | None = None,
+        config: LearnerConfig | None = None,
         k: int = 4,
         *,
         optimizer: torch.optim.Optimizer | None = None,
@@ -145,4 +145,4 @@ class RLOOLearner(LearnerBase):
 
 
 make_rloo_learner = RLOOLearner.build
-"""The ``rloo`` registry factory: ``k=``, ``config=``, and :class:`PPOConfig` fields."""
+"""The ``rloo`` registry factory: ``k=``, ``config=``, and :class:`LearnerConfig` fields."""

@@ -29,7 +29,7 @@ from agents.policy.loading import (
 )
 from agents.policy.sharding import check_sharding, shard_agents, weights_from_main
 from agents.policy.tokenizers import check_same_tokenizer
-from agents.rl.config import PPOConfig
+from agents.rl.config import LearnerConfig
 from agents.rl.grpo import GRPOOptions
 from agents.rl.learner import learner_uses_values, make_learner
 from agents.run.config import TrainConfig
@@ -115,11 +115,11 @@ def build_agents(config: TrainConfig, model, tokenizer, n: int,
     return agents
 
 
-def ppo_config(config: TrainConfig) -> PPOConfig:
-    """The PPO hyper-parameters of the run: every :class:`PPOConfig` field the run config
+def ppo_config(config: TrainConfig) -> LearnerConfig:
+    """The PPO hyper-parameters of the run: every :class:`LearnerConfig` field the run config
     also has (same names), so a field added to both is passed on without a mapping to edit."""
-    shared = {f.name for f in fields(PPOConfig)} & {f.name for f in fields(TrainConfig)}
-    return PPOConfig(**{name: getattr(config, name) for name in shared})
+    shared = {f.name for f in fields(LearnerConfig)} & {f.name for f in fields(TrainConfig)}
+    return LearnerConfig(**{name: getattr(config, name) for name in shared})
 
 
 def grpo_options(config: TrainConfig) -> GRPOOptions:

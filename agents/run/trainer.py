@@ -17,8 +17,8 @@ from agents.distributed import gather, shard, world
 from agents.policy.export import export_agent
 from agents.rl.batch import TokenBatch
 from agents.run.config import TrainConfig
+from agents.run.episode_batch import EpisodeBatch
 from agents.run.evaluate import evaluate_alone
-from agents.run.groups import Episodes
 from agents.run.loop import fit
 from agents.run.metrics import eval_key
 from agents.run.rollout import Turns
@@ -44,13 +44,13 @@ class Trainer:
         self.world = world()
         """This run's processes (:mod:`agents.distributed`; size 1 without a launcher)."""
 
-    def sharded(self, roll: Callable[[list], Episodes]) -> Callable[[list], Episodes]:
+    def sharded(self, roll: Callable[[list], EpisodeBatch]) -> Callable[[list], EpisodeBatch]:
         """``roll`` (queries -> episodes) data-parallel: this process rolls out its contiguous
         shard of the queries and every process gets all the episodes, in query order."""
         w = self.world
         if not w.parallel:
             return roll
-        return lambda queries: Episodes.concat(gather(roll(shard(queries, w)), w))
+        return lambda queries: EpisodeBatch.concat(gather(roll(shard(queries, w)), w))
 
     def step(self, iteration: int) -> dict[str, float]:
         """One training iteration; returns its metrics."""

@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, "/tmp/old/tests")
 from agents.batch import TokenBatch
 from agents.llm_agent import LLMAgent
-from agents.ppo import PPOConfig, PPOLearner
+from agents.ppo import LearnerConfig, PPOLearner
 from agents.rloo import RLOOLearner
 from tiny import tiny_model, tiny_tokenizer
 
@@ -52,7 +52,7 @@ for mode in ("full", "lora"):
     for algo in ("ppo", "rloo"):
         for est in ("kl", "full"):
             a = agent(mode)
-            cfg = PPOConfig(learning_rate=1e-3, mini_batch_size=4, ppo_epochs=2, init_kl_coef=0.1,
+            cfg = LearnerConfig(learning_rate=1e-3, mini_batch_size=4, ppo_epochs=2, init_kl_coef=0.1,
                             kl_penalty=est, use_score_scaling=True, seed=3)
             learner = PPOLearner(a, cfg) if algo == "ppo" else RLOOLearner(a, cfg, k=4)
             rows = []

@@ -19,7 +19,7 @@ import torch
 from agents import distributed
 from agents.rl import PPOLearner
 from agents.rl.batch import TokenBatch
-from agents.rl.config import PPOConfig
+from agents.rl.config import LearnerConfig
 from agents.run import setup as setup_module
 from agents.run import trainer as trainer_module
 from agents.run.setup import build_agents
@@ -46,7 +46,7 @@ def update_learner(tmp: Path, world: distributed.World, update: bool = True, mod
     config = small_config(tmp, mode=mode)
     (agent,) = build_agents(config, tiny_model(), tiny_tokenizer(), n=1, world=world)
     optimizer = torch.optim.SGD(agent.trainable_parameters(), lr=0.5)
-    learner = PPOLearner.build(agent, optimizer=optimizer, config=PPOConfig(
+    learner = PPOLearner.build(agent, optimizer=optimizer, config=LearnerConfig(
         batch_size=8, mini_batch_size=mini_batch_size, ppo_epochs=2, seed=0, max_tokens_per_microbatch=budget))
     learner.world = world
     batch, scores = fixed_batch()
@@ -107,9 +107,9 @@ def main() -> None:
 
             trainer = CoryTrainer(config, **given)
         else:
-            from baselines.ppo import PPOTrainer
+            from baselines.ppo import SingleAgentTrainer
 
-            trainer = PPOTrainer(config, **given)
+            trainer = SingleAgentTrainer(config, **given)
         seen["rows"] = trainer.train(stop_after=args.stop_after)
         seen["params"] = {m: flat_trainable(lr) for m, lr in trainer.learners.items()}
     learners = [learner] if args.scenario == "update" else list(trainer.learners.values())

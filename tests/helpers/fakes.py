@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.rl import PPOConfig, TokenBatch, entropy_from_logits, logprobs_from_logits
+from agents.rl import LearnerConfig, TokenBatch, entropy_from_logits, logprobs_from_logits
 
 T = torch.tensor
 
@@ -74,10 +74,10 @@ def make_batch() -> TokenBatch:
     return TokenBatch.from_lists(QUERIES, RESPONSES, pad_id=0)
 
 
-def cfg(**kw) -> PPOConfig:
+def cfg(**kw) -> LearnerConfig:
     """The PPO config the fake-agent tests use (``kw`` overrides)."""
     base = dict(
         learning_rate=3e-2, batch_size=8, mini_batch_size=4, ppo_epochs=4, init_kl_coef=0.05
     )
     base.update(kw)
-    return PPOConfig(**base)
+    return LearnerConfig(**base)

@@ -21,16 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.rl.group import uniform_groups
+from agents.rl.group_maths import uniform_groups
 from agents.run.rollout import Turns
 from cory_env import FINISH
 
-__all__ = ["Episodes", "bind_run", "dropping_seats", "informative_groups", "refill", "truncation",
+__all__ = ["EpisodeBatch", "bind_run", "dropping_seats", "informative_groups", "refill", "truncation",
            "update"]
 
 
 @dataclass
-class Episodes:
+class EpisodeBatch:
     """One rollout's rows: the queries, each seat's :class:`Turns` and its truncation flags."""
 
     queries: list[Any]
@@ -38,18 +38,18 @@ class Episodes:
     truncated: list[np.ndarray]
     """Per seat, ``(n,)`` bool: the answer ran into the turn's token limit (env finish ``length``)."""
 
-    def take(self, rows: np.ndarray) -> Episodes:
+    def take(self, rows: np.ndarray) -> EpisodeBatch:
         """The rows ``rows``, in that order."""
         def pick(t: Turns) -> Turns:
             return Turns(prompts=[t.prompts[i] for i in rows], responses=[t.responses[i] for i in rows],
                          texts=[t.texts[i] for i in rows],
                          scores=None if t.scores is None else t.scores[rows],
                          rewards=None if t.rewards is None else t.rewards[rows])
-        return Episodes([self.queries[i] for i in rows], [pick(t) for t in self.turns],
+        return EpisodeBatch([self.queries[i] for i in rows], [pick(t) for t in self.turns],
                         [f[rows] for f in self.truncated])
 
     @staticmethod
-    def concat(parts: Sequence[Episodes]) -> Episodes:
+    def concat(parts: Sequence[EpisodeBatch]) -> EpisodeBatch:
         """The rows of ``parts`` one after the other."""
         def join(ts: Sequence[Turns]) -> Turns:
             cat = lambda xs: None if xs[0] is None else np.concatenate(xs)  # noqa: E731
@@ -58,7 +58,7 @@ class Episodes:
                          texts=[x for t in ts for x in t.texts],
                          scores=cat([t.scores for t in ts]), rewards=cat([t.rewards for t in ts]))
         seats = range(len(parts[0].turns))
-        return Episodes([q for p in parts for q in p.queries], [join([p.turns[s] for p in parts]) for s in seats],
+        return EpisodeBatch([q for p in parts for q in p.queries], [join([p.turns[s] for p in parts]) for s in seats],
                         [np.concatenate([p.truncated[s] for p in parts]) for s in seats])
 
 
@@ -74,7 +74,7 @@ def dropping_seats(learners: Sequence[Any]) -> list[int]:
             if getattr(getattr(lr, "options", None), "drop_uniform_groups", False)]
 
 
-def informative_groups(episodes: Episodes, seats: Sequence[int], k: int) -> np.ndarray:
+def informative_groups(episodes: EpisodeBatch, seats: Sequence[int], k: int) -> np.ndarray:
     """``(groups,)`` bool: the groups not uniform for at least one of ``seats``."""
     n_groups = len(episodes.queries) // k
     if not seats:
@@ -86,13 +86,13 @@ def informative_groups(episodes: Episodes, seats: Sequence[int], k: int) -> np.n
 
 
 def refill(
-    episodes: Episodes,
-    roll: Callable[[], Episodes],
+    episodes: EpisodeBatch,
+    roll: Callable[[], EpisodeBatch],
     seats: Sequence[int],
     k: int,
     groups: int,
     rounds: int,
-) -> tuple[Episodes, int]:
+) -> tuple[EpisodeBatch, int]:
     """``(batch, extra rounds run)``: ``episodes`` topped up with informative groups from up
     to ``rounds`` calls of ``roll`` (see the module docstring); ``(episodes, 0)`` when it
     already holds ``groups`` informative groups, or no seat drops uniform groups."""
@@ -108,7 +108,7 @@ def refill(
     informative = np.concatenate(flags)
     chosen = np.concatenate([np.flatnonzero(informative), np.flatnonzero(~informative)])[:groups]
     rows = (np.sort(chosen)[:, None] * k + np.arange(k)).reshape(-1)
-    return Episodes.concat(parts).take(rows), done
+    return EpisodeBatch.concat(parts).take(rows), done
 
 
 def update(trainer: Any, learner: Any, turns: Turns, truncated: np.ndarray) -> dict[str, float]:
