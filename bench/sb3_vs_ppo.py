@@ -17,16 +17,16 @@ One untimed warm-up iteration each, then the timed iterations interleaved (PPO, 
 ...) so that load on the machine hits both alike. ``--model tiny`` (default) is the tests'
 2-layer model (CPU, seconds); ``--model smollm2-135m-instruct`` the embedded SmolLM2.
 
-    python bench/sb3_vs_ppo.py                       # tiny model, ~20 s on 2 cores
-    python bench/sb3_vs_ppo.py --model smollm2-135m-instruct --iterations 2   # ~1.5 min
+    python bench/sb3_vs_ppo.py                       # tiny model (seconds)
+    python bench/sb3_vs_ppo.py --model smollm2-135m-instruct --iterations 2   # (minutes)
 
-Prints a table, then as its last line one JSON object of the metrics.
+Prints a table, then as its last line one JSON object of the metrics; the figures the
+benchmarks page shows are :data:`GOALS` (rendered in ``docs/benchmarks.md#sb3_vs_ppo``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -40,6 +40,17 @@ sys.path.insert(0, str(ROOT))
 from agents.run.config import TrainConfig  # noqa: E402
 from baselines.ppo import SingleAgentTrainer  # noqa: E402
 from baselines.sb3_ppo import make_sb3_ppo  # noqa: E402
+from bench import record  # noqa: E402
+
+GOALS = record.goals("""
+sb3_over_ppo | SB3 PPO / the project's PPO, time per generated token | report
+sb3_s_per_1k_tokens | SB3 PPO, seconds per 1k tokens | report
+ppo_s_per_1k_tokens | the project's PPO, seconds per 1k tokens | report
+sb3_rollout_s_per_1k_tokens | SB3 PPO's rollout, seconds per 1k tokens | report
+ppo_rollout_s_per_1k_tokens | the project's PPO's rollout, seconds per 1k tokens | report
+torch_threads | torch CPU threads | report
+""")
+"""The figures the benchmarks page shows."""
 
 
 def load(name: str):
@@ -87,10 +98,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--iterations", type=int, default=3, help="timed iterations of each")
     p.add_argument("--mode", choices=["lora", "full"], default="lora")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (0: torch's default). 1 by default: the timings are "
-                        "steadier, and 2 threads on a 2-core machine that is also running "
-                        "something else slow down badly (20x seen)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (0: torch's default). 1 by default: the timings are "
+        "steadier, and 2 threads on a 2-core machine that is also running "
+        "something else slow down many times",
+    )
+    p.add_argument("--save", action="store_true", help=record.SAVE_HELP)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,18 +115,34 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         model, tok = load(args.model)
         config = TrainConfig(
-            model=args.model, task=args.task, batch_size=B, mini_batch_size=args.mini_batch,
-            ppo_epochs=args.epochs, max_new_tokens=T, min_new_tokens=T, mode=args.mode,
-            learning_rate=3e-4 if args.mode == "lora" else 1.41e-5, eval_every=0,
-            progress=False, output_dir=tmp,
+            model=args.model,
+            task=args.task,
+            batch_size=B,
+            mini_batch_size=args.mini_batch,
+            ppo_epochs=args.epochs,
+            max_new_tokens=T,
+            min_new_tokens=T,
+            mode=args.mode,
+            learning_rate=3e-4 if args.mode == "lora" else 1.41e-5,
+            eval_every=0,
+            progress=False,
+            output_dir=tmp,
         )
         ppo = SingleAgentTrainer(config, model=model, tokenizer=tok)
         model2, _ = load(args.model)
         sb3 = make_sb3_ppo(
-            model2, tok, task=args.task, max_new_tokens=T, n_steps=T, n_envs=B,
-            batch_size=args.mini_batch * T, n_epochs=args.epochs,
-            learning_rate=config.learning_rate, seed=0,
-            lora_r=config.lora_r if args.mode == "lora" else None, lora_alpha=config.lora_alpha,
+            model2,
+            tok,
+            task=args.task,
+            max_new_tokens=T,
+            n_steps=T,
+            n_envs=B,
+            batch_size=args.mini_batch * T,
+            n_epochs=args.epochs,
+            learning_rate=config.learning_rate,
+            seed=0,
+            lora_r=config.lora_r if args.mode == "lora" else None,
+            lora_alpha=config.lora_alpha,
         )
         clock = Clock()
         ppo.step(0)  # warm-up
@@ -144,16 +176,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "ppo_tokens": float(ppo_tokens),
         "torch_threads": float(torch.get_num_threads()),
     }
-    print(f"model {args.model}, task {args.task}, {args.mode}; per iteration {B} episodes x "
-          f"<= {T} tokens, {args.epochs} epochs, mini-batches of {args.mini_batch} episodes; "
-          f"{args.iterations} timed iterations each, {torch.get_num_threads()} torch threads")
+    print(
+        f"model {args.model}, task {args.task}, {args.mode}; per iteration {B} episodes x "
+        f"<= {T} tokens, {args.epochs} epochs, mini-batches of {args.mini_batch} episodes; "
+        f"{args.iterations} timed iterations each, {torch.get_num_threads()} torch threads"
+    )
     print(f"{'':14s}{'tokens':>8s}{'s / 1k tok':>12s}{'rollout':>10s}{'update':>10s}")
     for name, label in (("sb3", "SB3 PPO"), ("ppo", "SingleAgentTrainer")):
-        print(f"{label:14s}{int(metrics[f'{name}_tokens']):8d}"
-              f"{metrics[f'{name}_s_per_1k_tokens']:12.2f}{metrics[f'{name}_rollout_s_per_1k_tokens']:10.2f}"
-              f"{metrics[f'{name}_update_s_per_1k_tokens']:10.2f}")
+        print(
+            f"{label:14s}{int(metrics[f'{name}_tokens']):8d}"
+            f"{metrics[f'{name}_s_per_1k_tokens']:12.2f}{metrics[f'{name}_rollout_s_per_1k_tokens']:10.2f}"
+            f"{metrics[f'{name}_update_s_per_1k_tokens']:10.2f}"
+        )
     print(f"SB3 PPO / SingleAgentTrainer, time per token: {metrics['sb3_over_ppo']:.2f}x")
-    print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+    record.emit(
+        {k: round(v, 4) for k, v in metrics.items()}, "sb3_vs_ppo", GOALS, args.save, __doc__
+    )
     return metrics
 
 

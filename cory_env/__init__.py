@@ -1,9 +1,9 @@
 """CORY: a PettingZoo environment for sequential cooperative LLM fine-tuning.
 
 ``cory_env.env(...)`` is the wrapped AEC env (also ``pettingzoo.make("aec",
-"cory/CoryText-v0", ...)`` once this package is imported), :class:`CoryTextEnv` the raw
-one, :class:`CoryTextVecEnv` B episodes in lockstep, and :mod:`cory_env.wrappers` the
-single-agent Gymnasium views.
+"cory/CoryText-v0", ...)`` once this package is imported),
+:class:`~cory_env.env.CoryTextEnv` the raw one, :class:`~cory_env.vector.CoryTextVecEnv`
+B episodes in lockstep, and :mod:`cory_env.wrappers` the single-agent Gymnasium views.
 """
 
 import pettingzoo

@@ -29,13 +29,13 @@ class EnvConfig:
     reward_mode: str
     split: str
     num_agents: int = 2
-    """K: the pioneer and K - 1 observers."""
+    """The chain's length K, the pioneer and K - 1 observers."""
     info_texts: bool = False
     """Infos also hold the query and the texts (strings); by default numbers only."""
 
     @property
     def seq_len(self) -> int:
-        """``L``: the length of every observation."""
+        """The length ``L`` of every observation."""
         return self.max_prompt_tokens + self.max_new_tokens
 
     @property
@@ -71,18 +71,13 @@ def positive_int(value: Any, name: str) -> int:
 
 
 def make_config(
-    task: str | Task = "sentiment",
-    tokenizer: Any = None,
-    max_new_tokens: int | None = None,
-    reward_mode: str = "cooperative",
-    reward_fn: Any = None,
-    max_prompt_tokens: int | None = None,
-    split: str = "train",
-    task_kwargs: dict[str, Any] | None = None,
-    num_agents: int = 2,
-    info_texts: bool = False,
+    *, task: str | Task, tokenizer: Any, max_new_tokens: int | None, reward_mode: str,
+    reward_fn: Any, max_prompt_tokens: int | None, split: str,
+    task_kwargs: dict[str, Any] | None, num_agents: int, info_texts: bool,
 ) -> EnvConfig:
-    """Resolve the env's keyword arguments (defaults from the task) into an :class:`EnvConfig`."""
+    """Resolve the env's keyword arguments into an :class:`EnvConfig`; lengths left at None
+    come from the task's generation defaults. The arguments' own defaults are those of
+    :class:`cory_env.env.CoryTextEnv`, the one signature that states them."""
     tokenizer = load_tokenizer(tokenizer)
     task_obj = make_task(task, **(task_kwargs or {}))
     if reward_fn is not None:

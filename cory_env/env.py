@@ -1,18 +1,16 @@
-# noqa: D212, D415
-"""
-# CoryText
+"""The CORY text environment, ``cory/CoryText-v0``.
 
-| Creation           | `make("aec", "cory/CoryText-v0", tokenizer=tok)` (after `import cory_env`) |
-|--------------------|------------------------------------------------------------|
-| Actions            | Discrete (one token id)                                    |
-| Parallel API       | No (the observer needs the pioneer's answer)               |
-| Manual Control     | No                                                         |
-| Agents             | `agents= ['pioneer_0', 'observer_0', ...]`                 |
-| Agents             | `num_agents` (default 2)                                   |
-| Action Shape       | ()                                                         |
-| Action Values      | [0, len(tokenizer) - 1]                                    |
-| Observation Shape  | {"input_ids": (L,), "attention_mask": (L,)}                |
-| Observation Values | token ids, {0, 1}                                          |
+==================  =========================================================================
+Creation            ``make("aec", "cory/CoryText-v0", tokenizer=tok)`` (after ``import cory_env``)
+Actions             Discrete (one token id)
+Parallel API        No (the observer needs the pioneer's answer)
+Manual Control      No
+Agents              ``['pioneer_0', 'observer_0', ...]``, ``num_agents`` of them (default 2)
+Action Shape        ``()``
+Action Values       ``[0, len(tokenizer) - 1]``
+Observation Shape   ``{"input_ids": (L,), "attention_mask": (L,)}``
+Observation Values  token ids, ``{0, 1}``
+==================  =========================================================================
 
 Sequential cooperative text generation from "Coevolving with the Other You" (CORY,
 NeurIPS 2024). One episode answers one query: the **pioneer** writes its answer one
@@ -25,7 +23,7 @@ of the episode (one answer: the observer template, so two-agent prompts keep the
 more: the task's chain template). ``K = 1`` is the pioneer alone.
 The agents are *roles*: which model plays which is the trainer's business.
 
-### Observation Space
+.. rubric:: Observation Space
 
 A dict of two fixed-length arrays, ``L = max_prompt_tokens + max_new_tokens``:
 ``input_ids`` (int64), the acting role's own prompt tokens followed by the tokens it has
@@ -34,12 +32,12 @@ produced so far, right-padded with the pad id (the tokenizer's, else its EOS), a
 ``max_prompt_tokens`` tokens if longer (``infos["observer_prompt_truncated"]``). An
 observer sees an empty (all-padding) observation until its turn.
 
-### Action Space
+.. rubric:: Action Space
 
 ``Discrete(len(tokenizer))``: the next token. EOS ends the turn and is part of the
 response ids; decoded texts skip special tokens and are cut at the first stop string.
 
-### Rewards
+.. rubric:: Rewards
 
 Zero until the end of the episode. Then the task's reward function scores every answer
 in one call, ``r(q, a1) ... r(q, aK)``, and ``reward_mode`` decides what each role
@@ -47,7 +45,7 @@ receives: ``"cooperative"`` (default, the paper's) gives every role the sum of a
 ``"independent"`` gives each its own. The KL penalty is not part of the env: it belongs
 to the learner.
 
-### Infos
+.. rubric:: Infos
 
 Numbers only by default, and every agent's info holds the same keys from ``reset`` on, so
 that libraries which turn infos into tensors (TorchRL) or buffer columns (tianshou) take
@@ -59,7 +57,7 @@ length 3), ``p_eos`` and, for observers, ``p_prompt_tokens`` and ``p_prompt_trun
 ``info_texts=True`` adds the strings ``query``, ``answer`` (``""`` without a gold answer),
 ``p_text`` and ``p_prompt``; ``render()`` and :meth:`CoryTextEnv.episode` give the texts too.
 
-### Arguments
+.. rubric:: Arguments
 
 ``CoryTextEnv(task="sentiment", tokenizer=..., max_new_tokens=None,
 reward_mode="cooperative", render_mode=None, reward_fn=None, max_prompt_tokens=None,
@@ -67,12 +65,8 @@ split="train", task_kwargs=None, num_agents=2, info_texts=False)``; ``render_mod
 ``"human"`` prints the episode's text, ``"ansi"`` returns it; ``reset(seed, options={"query": str,
 "answer": str, "max_new_tokens": int})`` forces a query / this episode's turn length.
 
-### Version History
+.. rubric:: Version History
 
-* v0 (0.2.0): ``num_agents=K`` chains (K >= 1; default 2, the same episodes as before);
-  infos hold a fixed set of keys from the first step, numbers only (the texts with
-  ``info_texts=True``; finish reasons as codes); ``render_mode="human"``; per-role
-  ``max_new_tokens`` in the reset options.
 * v0: Initial version (0.1.0)
 """
 
@@ -201,6 +195,7 @@ class CoryTextEnv(AECEnv):
             if action is not None:
                 raise RuntimeError("the episode is over (no agents left): call reset()")
             return
+        assert agent is not None, "reset() selects an agent whenever agents are left"
         if self.terminations[agent] or self.truncations[agent]:
             if action is not None:
                 raise RuntimeError(
@@ -225,6 +220,7 @@ class CoryTextEnv(AECEnv):
             self._sync_infos()
             self.agent_selection = PIONEER  # the dead agents are then stepped with None
         elif ep.phase != role:  # this turn has ended: the next observer acts
+            assert ep.phase is not None, "a step leaves the episode in some role's turn"
             self.agent_selection = self.possible_agents[ep.phase]
             self._sync_infos()
         self._accumulate_rewards()

@@ -1,7 +1,8 @@
 """Reward functions (batch in, float32 array out) and reward modes.
 
 A reward function is any callable ``(queries, responses) -> array`` of one float per
-pair. Named ones are built by :func:`make_reward`; :func:`score` calls one and checks its
+pair. Named ones are registered with :func:`register_reward` and built by
+:func:`make_reward`; :func:`score` calls one and checks its
 output at the boundary, so a faulty reward raises :class:`RewardError` instead of
 corrupting a training run. :func:`combine` turns the two per-role rewards into what
 each role receives (``cooperative``: both get ``r(q,a1)+r(q,a2)``, the paper's setting).
@@ -19,26 +20,32 @@ from typing import Any
 
 import numpy as np
 
-from cory_env.tasks.base import RewardFn
+from cory_env.registry import Registry
 
 REWARD_MODES = ("cooperative", "independent")
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+"""A reward function, batch in and batch out, ``(queries, responses) -> float32 array of
+shape (len(queries),)``."""
 
 
 class RewardError(RuntimeError):
     """A reward function raised, or returned something other than finite floats."""
 
 
-_REWARDS: dict[str, Callable[..., RewardFn]] = {}
+_REWARDS: Registry[Callable[..., RewardFn]] = Registry("reward")
 
 
-def register_reward(name: str, factory: Callable[..., RewardFn]) -> None:
-    """Make ``make_reward(name, **kwargs)`` call ``factory(**kwargs)``."""
-    _REWARDS[name] = factory
+def register_reward(name: str, factory: Callable[..., RewardFn], *, replace: bool = False) -> None:
+    """Make ``make_reward(name, **kwargs)`` (and a task's ``reward=name``) call
+    ``factory(**kwargs)``, which returns a reward function; a name already registered is
+    refused unless ``replace`` is true."""
+    _REWARDS.register(name, factory, replace=replace)
 
 
 def available_rewards() -> list[str]:
-    """Names accepted by :func:`make_reward`."""
-    return sorted(_REWARDS)
+    """The names :func:`make_reward` accepts, sorted."""
+    return _REWARDS.names()
 
 
 def make_reward(spec: str | RewardFn, **kwargs: Any) -> RewardFn:
@@ -48,9 +55,7 @@ def make_reward(spec: str | RewardFn, **kwargs: Any) -> RewardFn:
         if kwargs:
             raise TypeError("keyword arguments are only accepted with a reward name")
         return spec
-    if not isinstance(spec, str) or spec not in _REWARDS:
-        raise ValueError(f"unknown reward {spec!r}; available: {', '.join(available_rewards())}")
-    return _REWARDS[spec](**kwargs)
+    return _REWARDS.get(spec)(**kwargs)
 
 
 def score(reward_fn: RewardFn, queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
@@ -111,8 +116,8 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-# Concrete reward functions (vader, hf-classifier, answer-match) are defined below and
-# registered with register_reward.
+# The named reward functions (vader, vader-gain, hf-classifier, answer-match) follow; each
+# factory is registered at the end of this module.
 
 
 # --------------------------------------------------------------------------- vader
@@ -148,8 +153,8 @@ def vader_gain_reward() -> RewardFn:
     For a fixed query the subtracted term is a constant, so the best response is the same
     as under :func:`vader_reward` and a mean over fixed queries moves by the same amount;
     what goes is the query's own sentiment ("This horror movie" scores -0.57 whatever
-    follows), about half of the reward's variance over a batch of openings, which a
-    learner would otherwise have to explain away before it sees the response's effect.
+    follows), a share of the reward's variance over a batch of openings that a learner
+    would otherwise have to explain away before it sees the response's effect.
     """
     analyzer = _vader_analyzer()
 
@@ -187,6 +192,47 @@ def _label_index(config: Any, label: str | int) -> int:
     )
 
 
+def _load_tokenizer(tokenizer: Any) -> Any:
+    """``tokenizer`` as is, or loaded when it is a hub id / local folder."""
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+    return tokenizer
+
+
+def _load_classifier(name: str, tokenizer: Any, device: str | None) -> tuple[Any, Any]:
+    """The classifier stored as ``name`` (hub id or folder) and its tokenizer (``name``'s
+    own unless given), moved to ``device`` (CUDA when available by default)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        tokenizer = _load_tokenizer(name if tokenizer is None else tokenizer)
+        model = AutoModelForSequenceClassification.from_pretrained(name)
+    except Exception as exc:  # offline hub, missing folder, not a classifier
+        raise RewardError(
+            f"could not load the classifier {name!r} ({exc}); offline, pass a local "
+            "folder or a loaded model as model=, or use reward='vader'"
+        ) from exc
+    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return model, tokenizer
+
+
+def _classifier(model: Any, tokenizer: Any, device: str | None) -> tuple[Any, Any]:
+    """The classifier and its tokenizer, from names or loaded objects, in eval mode."""
+    if isinstance(model, (str, os.PathLike)):
+        model, tokenizer = _load_classifier(os.fspath(model), tokenizer, device)
+    else:
+        if tokenizer is None:
+            raise ValueError("hf-classifier: pass tokenizer= along with a loaded model")
+        tokenizer = _load_tokenizer(tokenizer)
+        if device is not None:
+            model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
 def hf_classifier_reward(
     model: Any = "lvwerra/distilbert-imdb",
     tokenizer: Any = None,
@@ -207,30 +253,7 @@ def hf_classifier_reward(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if isinstance(model, (str, os.PathLike)):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        name = os.fspath(model)
-        try:
-            if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-                tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer or name))
-            model = AutoModelForSequenceClassification.from_pretrained(name)
-        except Exception as exc:  # offline hub, missing folder, not a classifier
-            raise RewardError(
-                f"could not load the classifier {name!r} ({exc}); offline, pass a local "
-                "folder or a loaded model as model=, or use reward='vader'"
-            ) from exc
-        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    else:
-        if tokenizer is None:
-            raise ValueError("hf-classifier: pass tokenizer= along with a loaded model")
-        if isinstance(tokenizer, (str, os.PathLike)):
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
-        if device is not None:
-            model.to(device)
-    model.eval()
+    model, tokenizer = _classifier(model, tokenizer, device)
     index = _label_index(model.config, label)
     accepted = set(inspect.signature(model.forward).parameters)
     can_pad = tokenizer.pad_token is not None
@@ -293,6 +316,7 @@ def _to_decimal(value: str | float | int) -> Decimal | None:
     text = str(value).strip().rstrip(".")
     if not text:
         return None
+    number: Decimal | None
     try:
         number = Decimal(_clean_number(text))
     except InvalidOperation:

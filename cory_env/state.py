@@ -44,7 +44,7 @@ PIONEER_TURN = 0
 """Phases of an episode are the index of the role acting (``0`` the pioneer ... ``K - 1``
 the last observer), then ``K``: done."""
 FINISH = ("", "eos", "stop", "length")
-"""Why a turn ended, by the code in infos' ``<role>_finish`` (0: not ended yet)."""
+"""Why a turn ended, by the code in infos' ``<role>_finish`` (code 0, not ended yet)."""
 _EOS, _STOP, _LENGTH = 1, 2, 3
 
 
@@ -153,7 +153,7 @@ class Episodes:
 
     @property
     def last_role(self) -> int:
-        """The role whose observation is shown: the acting one, or the last once done."""
+        """The role whose observation is shown, the acting one or, once done, the last."""
         return min(self.phase or 0, self.k - 1)
 
     # -- episode start -------------------------------------------------------------------
@@ -267,7 +267,7 @@ class Episodes:
         query and every answer so far (the task's knowledge-transfer template)."""
         cfg, nxt = self.cfg, r + 1
         answers = self.decode(r, lens)
-        earlier = [self.texts[j] for j in range(r)] + [answers]
+        earlier = self._answered(r) + [answers]
         prompts = [cfg.task.chain_prompt(q, [a[i] for a in earlier]) for i, q in enumerate(self.queries)]
         encoded = cfg.tokenizer(prompts, add_special_tokens=True)["input_ids"]
         keep = cfg.max_prompt_tokens
@@ -289,7 +289,7 @@ class Episodes:
         """The last role has answered: score every answer in one reward call and combine."""
         cfg, b, k = self.cfg, self.num_envs, self.k
         answers = self.decode(k - 1, lens)
-        texts = [*self.texts[: k - 1], answers]
+        texts = [*self._answered(k - 1), answers]
         scores = rewards.score(cfg.task.reward_fn, self.queries * k, [t for role in texts for t in role])
         own = scores.reshape(k, b)
         received = rewards.combine_all(own, cfg.reward_mode)
@@ -301,6 +301,14 @@ class Episodes:
             self.phase = k
 
         return commit
+
+    def _answered(self, n: int) -> list[list[str]]:
+        """The answer texts of roles ``0..n-1``, which have all ended their turns."""
+        out: list[list[str]] = []
+        for texts in self.texts[:n]:
+            assert texts is not None, "a role's answers are read before its turn ended"
+            out.append(texts)
+        return out
 
     # -- observations and infos -------------------------------------------------------------
     def observation(self, role: int, rows: slice | int = slice(None)) -> dict[str, np.ndarray]:
@@ -314,6 +322,7 @@ class Episodes:
         the same keys from the start on (defaults until a value exists): numbers only, and
         the texts too with the env's ``info_texts``. See the env's docstring for the schema."""
         b, phase = self.num_envs, self.phase
+        assert phase is not None, "infos exist once an episode has started"
         arrays: dict[str, np.ndarray] = {
             "turn": np.full(b, phase, np.int64),
             "query_tokens": self.prompt_len[PIONEER_TURN].copy(),

@@ -5,14 +5,12 @@ then every episode plays the observer. Episodes whose turn has ended are inactiv
 (``active[i]`` False) and their action is ignored. The rules are those of
 :class:`cory_env.env.CoryTextEnv` (the same :class:`cory_env.state.Episodes` code), so
 with env ``i`` seeded ``seed + i`` and the same actions the results are those of B
-independent AEC envs.
+independent AEC envs::
 
-```python
-venv = CoryTextVecEnv(num_envs=8, task="sentiment", tokenizer=tok)
-obs, infos = venv.reset(seed=0)
-while venv.agent_selection is not None:
-    obs, rewards, terms, truncs, infos = venv.step(policy(obs))  # (B,) token ids
-```
+    venv = CoryTextVecEnv(num_envs=8, task="sentiment", tokenizer=tok)
+    obs, infos = venv.reset(seed=0)
+    while venv.agent_selection is not None:
+        obs, rewards, terms, truncs, infos = venv.step(policy(obs))  # (B,) token ids
 """
 
 from __future__ import annotations
@@ -24,9 +22,10 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
-from cory_env.config import setup_env
+from cory_env.config import EnvConfig, setup_env
 from cory_env.env import CoryTextEnv, observation_space
 from cory_env.state import AGENTS, Episodes, draw_query, forced_query
+from cory_env.tasks.base import Task
 
 Obs = dict[str, np.ndarray]
 _ENV_ARGS = inspect.signature(CoryTextEnv)  # the arguments after num_envs
@@ -37,11 +36,16 @@ class CoryTextVecEnv:
 
     metadata = {"render_modes": ["human", "ansi"], "name": "cory_text_vec_v0"}
     possible_agents = list(AGENTS)
-    """The agents (``num_agents`` of them; this class attribute: the two-agent default)."""
+    """The agents, ``num_agents`` of them (this class attribute holds the two-agent default)."""
+    # set by cory_env.config.setup_env
+    config: EnvConfig
+    task: Task
+    tokenizer: Any
+    render_mode: str | None
 
     def __init__(self, num_envs: int, *args: Any, **env_kwargs: Any) -> None:
-        """``num_envs`` episodes; the other arguments are :class:`CoryTextEnv`'s (same names,
-        order and defaults)."""
+        """``num_envs`` episodes; the other arguments are those of
+        :class:`~cory_env.env.CoryTextEnv` (same names, order and defaults)."""
         env_args = _ENV_ARGS.bind(*args, **env_kwargs)
         env_args.apply_defaults()
         setup_env(self, **env_args.arguments)
@@ -95,13 +99,13 @@ class CoryTextVecEnv:
 
     @property
     def agent_selection(self) -> str | None:
-        """The role now playing in every episode, or None before reset / after the end."""
+        """The role playing in every episode, or None before reset / after the end."""
         ep = self._episodes
         return None if ep.phase is None or ep.done else self.possible_agents[ep.phase]
 
     @property
     def active(self) -> np.ndarray:
-        """(B,) bool: episodes whose current turn is still running."""
+        """A ``(B,)`` bool array, true for the episodes whose current turn is still running."""
         return self._episodes.active.copy()
 
     @property
@@ -127,7 +131,7 @@ class CoryTextVecEnv:
         return {k: v.copy() for k, v in self._episodes.info_arrays.items()}
 
     def info(self, i: int) -> dict[str, Any]:
-        """Episode ``i``'s info, as :class:`CoryTextEnv`'s ``infos[agent]``."""
+        """Episode ``i``'s info, as :class:`~cory_env.env.CoryTextEnv`'s ``infos[agent]``."""
         return self._episodes.info(i)
 
     @property

@@ -66,7 +66,8 @@ class RandomPolicy:
 
 
 class _RoleEnv(gym.Env):
-    """One role of :class:`CoryTextEnv` as a Gymnasium env; the other role is a fixed policy."""
+    """One role of :class:`~cory_env.env.CoryTextEnv` as a Gymnasium env; the other role is a
+    fixed policy."""
 
     metadata = {"render_modes": ["human", "ansi"], "render_fps": 1}
     role: str
@@ -87,7 +88,7 @@ class _RoleEnv(gym.Env):
     ) -> tuple[Obs, dict[str, Any]]:
         super().reset(seed=seed)
         self.env.reset(seed=seed, options=options)
-        if hasattr(self.partner, "reset"):
+        if self.partner is not None and hasattr(self.partner, "reset"):
             self.partner.reset(int(self.np_random.integers(2**31)))
         self._over = False
         self._play_partner()

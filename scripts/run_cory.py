@@ -1,6 +1,6 @@
 """Fine-tune an LLM with CORY: a pioneer and an observer, a shared reward, role exchange.
 
-    python scripts/run_cory.py                       # SmolLM2-135M on `sentiment`, ~10 min on 2 CPU cores
+    python scripts/run_cory.py                       # SmolLM2-135M on `sentiment`, on the CPU
     python scripts/run_cory.py --iterations 2 --batch-size 4
     python scripts/run_cory.py --num-agents 3 --seat-max-new-tokens 4 8 8   # a chain of three
     python scripts/run_cory.py --preset imdb-gpt2-large   # the paper's IMDB setting (GPU)
@@ -17,16 +17,11 @@ from __future__ import annotations
 import sys
 
 from agents.cory import CoryTrainer
-from agents.run.cli import parse, run_main, summarize
+from agents.run.cli import run_main, train_from_cli
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    config = parse(__doc__, argv)
-    trainer = CoryTrainer(config)
-    rows = trainer.train()
-    if trainer.world.is_main:
-        summarize(rows, trainer.models, config.output_dir)
-    return rows
+    return train_from_cli(CoryTrainer, __doc__, argv)
 
 
 if __name__ == "__main__":

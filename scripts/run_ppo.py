@@ -1,4 +1,5 @@
-"""Fine-tune an LLM with single-agent PPO on the same env: the paper's baseline.
+"""Fine-tune an LLM alone (single-agent PPO, or any ``--learner``) on the env's one-agent
+chain: the paper's baseline.
 
     python scripts/run_ppo.py                        # same defaults as run_cory.py
     python scripts/run_ppo.py --preset imdb-gpt2-large --model gpt2-xl   # the paper's control
@@ -8,17 +9,12 @@ from __future__ import annotations
 
 import sys
 
-from agents.run.cli import parse, run_main, summarize
+from agents.run.cli import run_main, train_from_cli
 from baselines.ppo import SingleAgentTrainer
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    config = parse(__doc__, argv, output_dir="runs/ppo")
-    trainer = SingleAgentTrainer(config)
-    rows = trainer.train()
-    if trainer.world.is_main:
-        summarize(rows, SingleAgentTrainer.models, config.output_dir)
-    return rows
+    return train_from_cli(SingleAgentTrainer, __doc__, argv, output_dir="runs/ppo")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ bench prints measured ratios; no wall time is asserted)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from helpers.scripts import load_script
@@ -10,13 +12,19 @@ from helpers.scripts import load_script
 
 def test_the_update_bench_splits_an_iteration_into_its_phases():
     bench = load_script("bench/update.py")
-    out = bench.main(bench.Args(model="tiny", iterations=1, batch_size=4, mini_batch_size=2, ppo_epochs=1))
+    out = bench.main(
+        bench.Args(model="tiny", iterations=1, batch_size=4, mini_batch_size=2, ppo_epochs=1)
+    )
     assert "torch threads" in out["machine"]  # the figures name their machine
     for name in ("cory", "ppo"):
         assert out[f"{name}_trainer"] == name  # each child ran the trainer it was asked for
         # the peaks from a second, sampled run of the same iterations (checked: the same tokens)
-        assert out[f"{name}_peak_gib"] >= out[f"{name}_peak_optimisation_gib"] > 0  # phase peaks kept
-        parts = sum(out[f"{name}_{k}"] for k in ("rollout_s", "old_pass_s", "ref_pass_s", "optimisation_s"))
+        assert (
+            out[f"{name}_peak_gib"] >= out[f"{name}_peak_optimisation_gib"] > 0
+        )  # phase peaks kept
+        parts = sum(
+            out[f"{name}_{k}"] for k in ("rollout_s", "old_pass_s", "ref_pass_s", "optimisation_s")
+        )
         assert parts == pytest.approx(out[f"{name}_iteration_s"], rel=1e-6)
         assert 0.0 <= out[f"{name}_padding_fraction"] < 1.0 and out[f"{name}_update_flops"] > 0
         assert out[f"{name}_old_pass_s"] > 0 and out[f"{name}_ref_pass_s"] > 0
@@ -24,17 +32,32 @@ def test_the_update_bench_splits_an_iteration_into_its_phases():
         assert out[f"{name}_matmul_peak"] == out[f"{name}_matmul_peak_fp32"]  # an fp32 run
         at_peak = out[f"{name}_update_flops"] / out[f"{name}_matmul_peak_fp32"]
         assert out[f"{name}_update_at_peak_s"] == pytest.approx(at_peak, rel=1e-9)
-        assert out[f"{name}_iteration_floor_s"] == pytest.approx(out[f"{name}_rollout_s"] + at_peak, rel=1e-9)
+        assert out[f"{name}_iteration_floor_s"] == pytest.approx(
+            out[f"{name}_rollout_s"] + at_peak, rel=1e-9
+        )
         assert out[f"{name}_iteration_floor_s"] < out[f"{name}_iteration_s"]
-    assert out["cory_update_flops"] > out["ppo_update_flops"]  # two updates, the observer's longer prompts
+    assert (
+        out["cory_update_flops"] > out["ppo_update_flops"]
+    )  # two updates, the observer's longer prompts
 
 
 def test_random_models_are_built_offline_from_a_shape(monkeypatch, tokenizer):
     from bench import models
 
-    monkeypatch.setitem(models.SHAPES, "test-llama", ("llama", dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-        intermediate_size=64)))
+    monkeypatch.setitem(
+        models.SHAPES,
+        "test-llama",
+        (
+            "llama",
+            dict(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                intermediate_size=64,
+            ),
+        ),
+    )
     a = models.random_model("test-llama", vocab_size=len(tokenizer))
     b = models.random_model("test-llama", vocab_size=len(tokenizer))
     assert a.config.vocab_size == len(tokenizer) and a.config.num_hidden_layers == 2
@@ -55,20 +78,39 @@ def test_the_goals_table_comes_from_one_run(tmp_path, capsys):
         w = csv.writer(f)
         w.writerow(["review", "sentiment"])
         for i in range(40):
-            w.writerow([f"This film number {i} was a story about people and it went on and on. " * 4, "positive"])
+            w.writerow(
+                [
+                    f"This film number {i} was a story about people and it went on and on. " * 4,
+                    "positive",
+                ]
+            )
     bench = load_script("bench/update.py")
-    out = bench.main(bench.Args(model="tiny", imdb=str(path), iterations=1, goals=True, goals_bf16=True))
+    out = bench.main(
+        bench.Args(model="tiny", imdb=str(path), iterations=1, goals=True, goals_bf16=True)
+    )
     printed = capsys.readouterr().out
     assert printed.count("| ") >= 7 and "<= 0.35" in printed and "<= 2.5 GiB" in printed
     fp32 = out["goals_fp32"]
     floor = fp32["iteration_floor_s"] / bench.OFFICIAL_CORY_ITERATION_S
     assert f"s: {floor:.2f})" in printed  # the fp32 row shows its floor ratio
-    for key in ("goals_fp32", "goals_bf16", "goals_lora", "goals_lora_budget_512", "goals_lora_observers_cut"):
+    for key in (
+        "goals_fp32",
+        "goals_bf16",
+        "goals_lora",
+        "goals_lora_budget_512",
+        "goals_lora_observers_cut",
+    ):
         assert out[key]["iteration_s"] > 0 and 0.0 <= out[key]["padding_fraction"] < 1.0
         assert out[key]["peak_gib"] > 0 and out[key]["trainer"] == "cory"
-    assert out["goals_cory_lora_peak"]["peak_bytes"] > 0 and out["goals_ppo_lora_peak"]["peak_bytes"] > 0
+    assert (
+        out["goals_cory_lora_peak"]["peak_bytes"] > 0
+        and out["goals_ppo_lora_peak"]["peak_bytes"] > 0
+    )
     assert out["goals_cory_lora_observers_cut_peak"]["peak_bytes"] > 0
-    assert out["goals_lora_observers_cut"]["observer_token_budget"] and not out["goals_lora"]["observer_token_budget"]
+    assert (
+        out["goals_lora_observers_cut"]["observer_token_budget"]
+        and not out["goals_lora"]["observer_token_budget"]
+    )
 
 
 @pytest.mark.slow
@@ -81,14 +123,28 @@ def test_the_processes_bench_records_the_world_and_each_processs_peak(tmp_path):
     tiny_model().save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     bench = load_script("bench/processes.py")
-    small = ["--model", str(folder), "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1",
-             "--max-new-tokens", "3", "--eval-every", "0"]
+    small = [
+        "--model",
+        str(folder),
+        "--batch-size",
+        "4",
+        "--mini-batch-size",
+        "2",
+        "--ppo-epochs",
+        "1",
+        "--max-new-tokens",
+        "3",
+        "--eval-every",
+        "0",
+    ]
     out = bench.main(bench.Args(cases=["lora", "lora_ddp"], iterations=1, extra=small))
     assert out["lora"]["num_processes"] == 1 and len(out["lora"]["peak_gib"]) == 1
     assert out["lora_ddp"]["num_processes"] == 2 and len(out["lora_ddp"]["peak_gib"]) == 2
     for case in ("lora", "lora_ddp"):
         assert len(out[case]["iteration_s"]) == 1 and all(g > 0 for g in out[case]["peak_gib"])
-        assert all(0 < b <= g for b, g in zip(out[case]["built_gib"], out[case]["peak_gib"], strict=True))
+        assert all(
+            0 < b <= g for b, g in zip(out[case]["built_gib"], out[case]["peak_gib"], strict=True)
+        )
     assert out["lora_ddp/lora_wall"] > 0
     with pytest.raises(SystemExit, match="unknown case"):
         bench.main(bench.Args(cases=["nope"]))
@@ -98,13 +154,22 @@ def test_the_budget_bench_times_the_observers_update_whole_and_cut_from_the_same
     bench = load_script("bench/budget.py")
     out = bench.main(bench.Args(model="tiny", rounds=1, sizes=(2, 4)))
     assert "torch threads" in out["machine"]
-    assert out["budget_tokens"] == out["mini_batch_size"] * out["pioneer_longest"]  # the pioneer's tokens
-    assert out["observer_padded_tokens_per_mini_batch"] > out["budget_tokens"]  # the observer's are more...
+    assert (
+        out["budget_tokens"] == out["mini_batch_size"] * out["pioneer_longest"]
+    )  # the pioneer's tokens
+    assert (
+        out["observer_padded_tokens_per_mini_batch"] > out["budget_tokens"]
+    )  # the observer's are more...
     assert all(p > 1 for p in out["pieces_per_mini_batch"])  # ...so its mini-batches are cut
-    assert set(out["update_s"]) == {"whole", "cut", "cut_unfused"} and min(out["update_s"].values()) > 0
+    assert (
+        set(out["update_s"]) == {"whole", "cut", "cut_unfused"}
+        and min(out["update_s"].values()) > 0
+    )
     assert out["over_whole"]["whole"] == 1.0
     fit = out["piece_fit"]
-    assert len(fit["tokens"]) == 2 and fit["tokens"][0] < fit["tokens"][1] and min(fit["seconds"]) > 0
+    assert (
+        len(fit["tokens"]) == 2 and fit["tokens"][0] < fit["tokens"][1] and min(fit["seconds"]) > 0
+    )
 
 
 def test_the_goals_run_bf16_only_where_the_cpu_computes_it_unless_told(monkeypatch):
@@ -112,6 +177,80 @@ def test_the_goals_run_bf16_only_where_the_cpu_computes_it_unless_told(monkeypat
 
     bench = load_script("bench/update.py")
     for native in (True, False):
-        monkeypatch.setattr(loading, "cpu_computes_natively", lambda dtype, native=native: native or dtype == "fp32")
+        monkeypatch.setattr(
+            loading, "cpu_computes_natively", lambda dtype, native=native: native or dtype == "fp32"
+        )
         assert bench.runs_bf16(bench.Args()) is native
-        assert bench.runs_bf16(bench.Args(goals_bf16=True)) and not bench.runs_bf16(bench.Args(goals_bf16=False))
+        assert bench.runs_bf16(bench.Args(goals_bf16=True)) and not bench.runs_bf16(
+            bench.Args(goals_bf16=False)
+        )
+
+
+def test_the_budget_bench_saves_its_printed_object_with_its_provenance(
+    tmp_path, monkeypatch, capsys
+):
+    bench = load_script("bench/budget.py")  # puts the checkout first on sys.path
+    from bench import record
+
+    monkeypatch.setattr(record, "RESULTS", tmp_path)
+    out = bench.main(bench.Args(model="tiny", rounds=1, sizes=(2, 4), save=True))
+    saved = json.loads((tmp_path / "budget" / f"{record.machine_kind()}.json").read_text())
+    assert (
+        json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
+    )  # the last line printed
+    assert {k: saved[k] for k in out} == json.loads(json.dumps(out))
+    assert {"command", "machine", "machine_kind", "date", "commit", "goals", "summary"} <= set(
+        saved
+    )
+    assert saved["bench"] == "budget" and [g["metric"] for g in saved["goals"]] == [
+        m for m, _, _ in bench.GOALS
+    ]
+
+
+def test_the_default_run_bench_splits_the_wall_time_by_the_run_s_metrics():
+    bench = load_script("bench/default_run.py")
+    rows = [
+        {
+            "iteration": 0,
+            "eval/model_a/reward": 0.1,
+            "eval/model_a/kl": 0.0,
+            "eval/model_b/reward": 0.2,
+            "eval/model_b/kl": 0.0,
+            "charts/iteration_s": 3.0,
+            "charts/rollout_s": 1.0,
+        },
+        {"iteration": 1, "charts/iteration_s": 5.0, "charts/rollout_s": 2.0},
+        {
+            "iteration": 2,
+            "eval/model_a/reward": 0.3,
+            "eval/model_a/kl": 0.05,
+            "eval/model_b/reward": 0.4,
+            "eval/model_b/kl": 0.07,
+        },
+    ]
+    assert bench.figures(rows, wall_s=20.0) == {
+        "wall_s": 20.0,
+        "wall_min": 20.0 / 60,
+        "iterations": 2,
+        "training_s": 8.0,
+        "rollout_s": 3.0,
+        "update_s": 5.0,
+        "other_s": 12.0,
+        "mean_iteration_s": 4.0,
+    }
+    assert bench.evaluations(rows) == {
+        "eval_first": {
+            "model_a": {"reward": 0.1, "kl": 0.0},
+            "model_b": {"reward": 0.2, "kl": 0.0},
+        },
+        "eval_last": {
+            "model_a": {"reward": 0.3, "kl": 0.05},
+            "model_b": {"reward": 0.4, "kl": 0.07},
+        },
+    }
+    assert bench.evaluations(rows[1:2]) == {}
+    for metric, _, _ in bench.GOALS:  # every figure the page shows is one the bench reports
+        value = {**bench.figures(rows, 20.0), **bench.evaluations(rows)}
+        for key in metric.split("."):
+            value = value[key]
+        assert isinstance(value, (int, float))

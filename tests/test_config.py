@@ -44,3 +44,22 @@ def test_unknown_preset_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown preset"):
         preset_config("gpt5")
     assert set(PRESETS) == {"imdb-gpt2-large", "gsm8k-llama2"}
+
+
+@pytest.mark.parametrize(("field", "value"), [("kl_penalty", "bogus"), ("dual_clip", 0.5),
+                                              ("kl_estimator", "k9"), ("cliprange_high", -1.0)])
+def test_a_config_the_learners_config_would_refuse_is_refused_when_built(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_the_rules_do_not_import_the_config_they_guard():
+    import ast
+    import inspect
+
+    from agents.run import learner_config, validate
+
+    for module in (validate, learner_config):
+        imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(module)))
+                    if isinstance(node, ast.ImportFrom)}
+        assert "agents.run.config" not in imported, module.__name__

@@ -12,11 +12,14 @@ import pytest
 import torch
 from helpers.configs import small_config
 from helpers.dp_worker import fixed_batch
+from helpers.fakes import BigramAgent, make_batch
 from helpers.tiny import tiny_model, tiny_tokenizer
 
 from agents.rl.config import LearnerConfig
+from agents.rl.fused import PolicyForward, fused_pass, fused_rows
 from agents.rl.learner import make_learner
 from agents.rl.optimise import first_minibatch, micro_batches
+from agents.rl.passes import rollout_pass
 from agents.run.setup import build_agents
 
 
@@ -25,8 +28,8 @@ def updated(name: str, fuse: bool, mode: str = "lora", rows: bool = False, **cfg
     the rows those forwards ran on, summed, instead of their count)."""
     config = small_config(Path("/tmp/cory-fused"), mode=mode)
     (agent,) = build_agents(config, tiny_model(), tiny_tokenizer(), n=1)
-    ppo = LearnerConfig(**{"batch_size": 8, "mini_batch_size": 8, "ppo_epochs": 2, "seed": 0, **cfg})
-    kwargs = {"k": 2} if name == "rloo" else {"group_size": 2} if name == "grpo" else {}
+    ppo = LearnerConfig(**{"mini_batch_size": 8, "ppo_epochs": 2, "seed": 0, **cfg})
+    kwargs = {"group_size": 2} if name in ("rloo", "grpo") else {}
     # SGD: Adam's sign-like step would turn float noise in near-zero gradients into whole steps
     sgd = torch.optim.SGD(agent.trainable_parameters(), lr=0.5)
     learner = make_learner(name, agent, config=ppo, optimizer=sgd, **kwargs)
@@ -82,11 +85,11 @@ def test_a_first_call_on_other_rows_runs_its_own_forward():
     learner, _, _ = updated("ppo", True, mini_batch_size=4)
     batch, _ = fixed_batch()
     rows = torch.tensor([0, 1, 2, 3])
-    learner._fused = (rows, learner.agent.forward(batch.subset(rows)))
+    policy = PolicyForward(learner.agent, (rows, learner.agent.forward(batch.subset(rows))))
     other = torch.tensor([4, 5])
-    out = learner.policy_forward(batch.subset(other), other)
+    out = policy(batch.subset(other), other)
     torch.testing.assert_close(out.logprobs, learner.agent.forward(batch.subset(other)).logprobs)
-    assert learner._fused is None
+    assert policy.kept is None
 
 
 def test_a_token_budget_keeps_the_fusion_while_the_batch_fits_it():
@@ -123,3 +126,50 @@ def test_a_learner_that_picks_its_rows_keeps_the_separate_pass_under_a_budget_th
     _, _, fused_rows = updated("grpo", True, rows=True, max_tokens_per_microbatch=BUDGET)
     _, _, plain_rows = updated("grpo", False, rows=True, max_tokens_per_microbatch=BUDGET)
     assert fused_rows == plain_rows
+
+
+# ------------------------------------------------------------------ the parts, on their own
+
+
+def test_the_fused_rows_are_the_first_mini_batch_where_it_is_known_before_the_update():
+    batch, _ = fixed_batch()
+    gen = torch.Generator().manual_seed(0)
+    small, whole = LearnerConfig(mini_batch_size=4, seed=0), LearnerConfig(mini_batch_size=8, seed=0)
+    state = gen.get_state()
+    rows = fused_rows(small, gen, batch, every_row=True)
+    assert torch.equal(rows, first_minibatch(small, torch.Generator().manual_seed(0), len(batch)))
+    assert torch.equal(gen.get_state(), state)  # read, not advanced
+    assert fused_rows(small, gen, batch, every_row=False) is None  # its own rows: not known yet
+    assert torch.equal(fused_rows(whole, gen, batch, every_row=False), torch.arange(len(batch)))
+    assert fused_rows(LearnerConfig(mini_batch_size=8, kl_penalty="full"), gen, batch, every_row=True) is None
+    cut = LearnerConfig(mini_batch_size=8, max_tokens_per_microbatch=BUDGET)
+    first = micro_batches(batch, first_minibatch(cut, gen, len(batch)), BUDGET)[0]
+    assert torch.equal(fused_rows(cut, gen, batch, every_row=True), first)
+    assert fused_rows(cut, gen, batch, every_row=False) is None
+
+
+def test_the_policy_forward_reuses_the_fused_rows_once_then_runs_the_agent():
+    agent, batch = BigramAgent(), make_batch()
+    rows = torch.tensor([5, 1, 6, 2])
+    (_, _, _, _), policy = fused_pass(agent, batch, rows, 4, "kl", True, True)
+    calls = []
+    real = agent.forward
+    agent.forward = lambda b, *a, **k: calls.append(len(b)) or real(b, *a, **k)
+    idx = torch.tensor([2, 5])  # among the fused rows, in another order
+    out = policy(batch.subset(idx), idx)
+    want = real(batch.subset(idx))
+    assert calls == [] and policy.kept is None
+    torch.testing.assert_close(out.logprobs, want.logprobs)
+    torch.testing.assert_close(out.values, want.values)
+    out.logprobs.sum().backward()  # the kept forward's graph: gradients reach the agent
+    assert agent.head.weight.grad is not None
+    policy(batch.subset(idx), idx)
+    assert calls == [2]  # the second call: a forward of its own
+
+
+def test_the_fused_pass_gives_the_plain_passes_numbers():
+    agent, batch = BigramAgent(), make_batch()
+    plain = rollout_pass(agent, batch, 4, "kl", True, True)
+    fused, _ = fused_pass(agent, batch, torch.tensor([0, 3, 7]), 4, "kl", True, True)
+    for got, want in zip(fused, plain):
+        assert (got is None and want is None) or torch.allclose(got, want, atol=1e-6)

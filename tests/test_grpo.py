@@ -229,7 +229,7 @@ def test_built_from_the_registry_with_options_and_validated():
                 {"importance_sampling": "group"}, {"kl_estimator": "k4"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             GRPOLearner(agent, cfg(), 4, **bad)
-    with pytest.raises(ValueError, match="k >= 2"):
+    with pytest.raises(ValueError, match="group_size >= 2"):
         GRPOLearner(agent, cfg(), 1)
     with pytest.raises(ValueError, match="multiple of 3"):
         GRPOLearner(agent, cfg(), 3).update(make_batch(), SCORES)

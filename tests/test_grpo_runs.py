@@ -117,12 +117,12 @@ def episodes(rewards, tag):
 def test_refill_rounds_keep_informative_groups_in_rollout_order():
     first = episodes([1, 1, 0, 1], "a")  # group a0 uniform, a1 informative
     more = iter([episodes([2, 2, 3, 3], "b"), episodes([5, 6, 7, 7], "c"), episodes([0, 1, 0, 1], "d")])
-    batch, rounds = refill(first, lambda: next(more), seats=[0], k=2, groups=2, rounds=3)
+    batch, rounds = refill(first, lambda: next(more), seats=[0], group_size=2, groups=2, rounds=3)
     assert rounds == 2 and batch.queries == ["a1", "a1", "c0", "c0"]
     assert batch.turns[0].rewards.tolist() == [0, 1, 5, 6] and batch.turns[0].texts == ["a2", "a3", "c0", "c1"]
     # too few informative groups within the rounds: filled up with uniform ones, in rollout order
     more = iter([episodes([2, 2, 3, 3], "b")])
-    batch, rounds = refill(first, lambda: next(more), seats=[0], k=2, groups=2, rounds=1)
+    batch, rounds = refill(first, lambda: next(more), seats=[0], group_size=2, groups=2, rounds=1)
     assert rounds == 1 and batch.queries == ["a0", "a0", "a1", "a1"]
     # enough already, or no seat drops uniform groups: nothing is rolled out
     assert refill(episodes([0, 1, 2, 3], "a"), None, [0], 2, 2, 3)[1] == 0

@@ -61,7 +61,7 @@ def test_skeleton_learners_reproduce_the_recorded_numbers(case, packing):
     rel, abs_, w_rel = (1e-3, 1e-6, 1e-5) if packing else (1e-5, 1e-6, 2e-6)
     cfg = LearnerConfig(learning_rate=1e-3, mini_batch_size=4, ppo_epochs=2, init_kl_coef=0.1,
                     kl_penalty=estimator, use_score_scaling=True, seed=3)
-    learner = PPOLearner(a, cfg) if algo == "ppo" else RLOOLearner(a, cfg, k=4)
+    learner = PPOLearner(a, cfg) if algo == "ppo" else RLOOLearner(a, cfg, group_size=4)
     # exact: recorded with a separate no-grad pass; packed: the fused first mini-batch too
     learner.fuse_first_forward = packing
     rows = []

@@ -4,7 +4,6 @@ backward each, takes the same optimiser step as the whole mini-batch."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,15 +15,16 @@ from helpers.tiny import tiny_model, tiny_tokenizer
 from agents.rl.config import LearnerConfig
 from agents.rl.learner import make_learner
 from agents.rl.optimise import micro_batches
-from agents.run.budget import lowered_budget, pioneer_budget
+from agents.run.budget import pioneer_budget
 from agents.run.config import TrainConfig
+from agents.run.learner_config import learner_config
 from agents.run.rollout import Turns
-from agents.run.setup import build_agents, ppo_config
+from agents.run.setup import build_agents
 
 
 def updated(budget: int | None, ratio_threshold: float = 10.0):
     (agent,) = build_agents(small_config(Path("/tmp/cory-micro")), tiny_model(), tiny_tokenizer(), n=1)
-    ppo = LearnerConfig(batch_size=8, mini_batch_size=4, ppo_epochs=2, seed=0, ratio_threshold=ratio_threshold,
+    ppo = LearnerConfig(mini_batch_size=4, ppo_epochs=2, seed=0, ratio_threshold=ratio_threshold,
                     max_tokens_per_microbatch=budget)
     # SGD: Adam's sign-like step would turn float noise in near-zero gradients into whole steps
     learner = make_learner("ppo", agent, config=ppo, optimizer=torch.optim.SGD(agent.trainable_parameters(), lr=0.5))
@@ -67,7 +67,7 @@ def test_the_cut_respects_the_budget_and_keeps_long_rows_whole():
             assert int(lengths[a].min()) >= int(lengths[b].max())
     assert len(micro_batches(batch, rows, 1)) == len(batch)
     assert len(micro_batches(batch, rows, len(batch) * int(lengths.max()))) == 1  # fits: whole
-    assert ppo_config(TrainConfig(max_tokens_per_microbatch=64)).max_tokens_per_microbatch == 64
+    assert learner_config(TrainConfig(max_tokens_per_microbatch=64)).max_tokens_per_microbatch == 64
     with pytest.raises(ValueError, match="max_tokens_per_microbatch"):
         TrainConfig(max_tokens_per_microbatch=0)
 
@@ -82,15 +82,13 @@ def test_the_pioneer_budget_is_its_mini_batch_times_its_longest_sequence():
     assert pioneer_budget(turns, mini_batch_size=8) == 3 * 9  # a mini-batch holds at most the batch
 
 
-def test_a_lowered_budget_lasts_one_block_and_keeps_a_smaller_own_one():
-    learner = SimpleNamespace(config=LearnerConfig(max_tokens_per_microbatch=None))
-    before = learner.config
-    with lowered_budget(learner, 40):
-        assert learner.config.max_tokens_per_microbatch == 40
-    assert learner.config is before
-    learner.config = LearnerConfig(max_tokens_per_microbatch=30)
-    with lowered_budget(learner, 40), lowered_budget(learner, None):
-        assert learner.config.max_tokens_per_microbatch == 30
+def test_a_budget_lowers_one_update_and_keeps_a_smaller_own_one():
+    whole = LearnerConfig(max_tokens_per_microbatch=None)
+    assert whole.within_budget(40).max_tokens_per_microbatch == 40
+    assert whole.max_tokens_per_microbatch is None  # the learner's own config is untouched
+    assert whole.within_budget(None) is whole
+    own = LearnerConfig(max_tokens_per_microbatch=30)
+    assert own.within_budget(40) is own and own.within_budget(20).max_tokens_per_microbatch == 20
 
 
 def cory_step(tmp_path, on: bool, monkeypatch):

@@ -319,7 +319,8 @@ def test_docstring_example_learner_satisfies_protocol():
         assert set(stats) == {"reinforce/loss", "env/reward_mean"}
         assert stats["env/reward_mean"] == pytest.approx(float(SCORES.mean()))
     finally:
-        learner_mod._REGISTRY.pop("reinforce", None)
+        if "reinforce" in learner_mod._REGISTRY:
+            learner_mod._REGISTRY.unregister("reinforce")
 
 
 def test_ppo_update_learns_rewarded_token():
@@ -430,3 +431,20 @@ def test_same_seed_same_run():
     b = PPOLearner(BigramAgent(), cfg(seed=7))
     for _ in range(2):
         assert a.update(make_batch(), SCORES) == b.update(make_batch(), SCORES)
+
+
+def test_whiten_rewards_scales_the_token_rewards_before_gae():
+    """``LearnerConfig.whiten_rewards``: the returns are GAE's on the token rewards divided by
+    their std (mean kept), not on the rewards as they are."""
+    config = cfg(whiten_rewards=True)
+    learner = PPOLearner(BigramAgent(), config)
+    seen = {}
+    real = learner.advantages
+    learner.advantages = lambda batch, ro: seen.setdefault("targets", real(batch, seen.setdefault("ro", ro)))
+    learner.update(make_batch(), SCORES)
+    ro, targets = seen["ro"], seen["targets"]
+    whitened = masked_whiten(ro.rewards, ro.mask, shift_mean=False)
+    _, returns = compute_gae(ro.values, whitened, ro.mask, config.gamma, config.lam)
+    _, plain = compute_gae(ro.values, ro.rewards, ro.mask, config.gamma, config.lam)
+    torch.testing.assert_close(targets["returns"], returns)
+    assert (targets["returns"] - plain).abs().max() > 1e-3

@@ -25,15 +25,15 @@ def make_agent() -> LLMAgent:
     return LLMAgent.full_copy(tiny_model(), tiny_tokenizer())
 
 
-def grouped_batch(k: int = 4, groups: int = 2, seed: int = 0) -> TokenBatch:
-    """``groups`` queries, each followed by ``k`` distinct random responses (lengths 2-5)."""
+def grouped_batch(group_size: int = 4, groups: int = 2, seed: int = 0) -> TokenBatch:
+    """``groups`` queries, each followed by ``group_size`` distinct random responses (lengths 2-5)."""
     tok = tiny_tokenizer()
     texts = ["This movie was", "Question: Tom has 3 apples"]
     g = torch.Generator().manual_seed(seed)
     queries, responses = [], []
     for i in range(groups):
         q = tok.encode(texts[i % len(texts)])
-        for _ in range(k):
+        for _ in range(group_size):
             n = int(torch.randint(2, 6, (1,), generator=g))
             queries.append(q)
             responses.append(torch.randint(1, len(tok), (n,), generator=g).tolist())
@@ -61,17 +61,17 @@ def test_rloo_advantages_match_hand_computed_values():
     adv = rloo_advantages(rewards, 4)
     torch.testing.assert_close(adv, expected)
     torch.testing.assert_close(adv.reshape(2, 4).sum(1), torch.zeros(2))
-    # k = 2: each sample's baseline is the other one
+    # group_size 2: each sample's baseline is the other one
     torch.testing.assert_close(rloo_advantages(torch.tensor([1.0, 3.0, 5.0, 5.0]), 2),
                                torch.tensor([-2.0, 2.0, 0.0, 0.0]))
 
 
-@pytest.mark.parametrize("n, k", [(8, 1), (8, 0), (6, 4), (0, 2), (4, 2.0), (4, True)])
-def test_invalid_group_sizes_raise(n, k):
+@pytest.mark.parametrize("n, group_size", [(8, 1), (8, 0), (6, 4), (0, 2), (4, 2.0), (4, True)])
+def test_invalid_group_sizes_raise(n, group_size):
     with pytest.raises(ValueError):
-        check_group_size(n, k)
+        check_group_size(n, group_size)
     with pytest.raises(ValueError):
-        rloo_advantages(torch.zeros(n), k)
+        rloo_advantages(torch.zeros(n), group_size)
 
 
 def test_rloo_advantages_reject_non_1d_rewards():
@@ -84,14 +84,14 @@ def test_rloo_advantages_reject_non_1d_rewards():
 
 def test_invalid_k_and_batches_raise_clear_errors():
     agent = make_agent()
-    for k in (1, 0, -3):
-        with pytest.raises(ValueError, match="k >= 2"):
-            RLOOLearner(agent, config(), k=k)
-    learner = RLOOLearner(agent, config(), k=4)
-    batch = grouped_batch(k=3, groups=2)  # 6 rows: not groups of 4
+    for size in (1, 0, -3):
+        with pytest.raises(ValueError, match="group_size >= 2"):
+            RLOOLearner(agent, config(), group_size=size)
+    learner = RLOOLearner(agent, config(), group_size=4)
+    batch = grouped_batch(group_size=3, groups=2)  # 6 rows: not groups of 4
     with pytest.raises(ValueError, match="multiple of 4"):
         learner.update(batch, [0.0] * 6)
-    ok = grouped_batch(k=4, groups=2)
+    ok = grouped_batch(group_size=4, groups=2)
     with pytest.raises(ValueError, match="7 scores"):
         learner.update(ok, [0.0] * 7)
     with pytest.raises(ValueError, match="finite"):
@@ -101,18 +101,18 @@ def test_invalid_k_and_batches_raise_clear_errors():
 
 def test_make_learner_builds_rloo_with_config_and_overrides():
     agent = make_agent()
-    learner = make_learner("rloo", agent, config=config(), k=2)
+    learner = make_learner("rloo", agent, config=config(), group_size=2)
     assert isinstance(learner, RLOOLearner) and isinstance(learner, Learner)
     assert learner.samples_per_query == 2 and learner.agent is agent
     assert learner.config.learning_rate == 1e-2
-    over = make_learner("rloo", make_agent(), config=config(), k=3, ppo_epochs=1)
+    over = make_learner("rloo", make_agent(), config=config(), group_size=3, ppo_epochs=1)
     assert over.samples_per_query == 3 and over.config.ppo_epochs == 1
     assert "rloo" in learner_mod.available_learners()
 
 
 def test_update_changes_the_policy_but_not_the_value_head():
     agent = make_agent()
-    learner = RLOOLearner(agent, config(), k=4)
+    learner = RLOOLearner(agent, config(), group_size=4)
     policy = [p.detach().clone() for p in agent.model.parameters()]
     head = [p.detach().clone() for p in agent.value_head.parameters()]
     stats = learner.update(grouped_batch(), [1.0, 0.0, 0.0, 0.5, 0.0, 2.0, 1.0, 0.0])
@@ -129,7 +129,7 @@ def test_update_changes_the_policy_but_not_the_value_head():
 
 
 def test_reward_is_score_minus_kl_coef_times_sequence_kl():
-    learner = RLOOLearner(make_agent(), config(init_kl_coef=0.5, adap_kl_ctrl=False), k=4)
+    learner = RLOOLearner(make_agent(), config(init_kl_coef=0.5, adap_kl_ctrl=False), group_size=4)
     batch, scores = grouped_batch(), [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
     learner.update(batch, scores)
     stats = learner.update(batch, scores)  # the policy has moved: the KL is no longer 0
@@ -142,7 +142,7 @@ def test_reward_is_score_minus_kl_coef_times_sequence_kl():
 
 def test_repeated_updates_raise_the_rewarded_responses_logprob():
     agent = make_agent()
-    learner = RLOOLearner(agent, config(init_kl_coef=0.0, adap_kl_ctrl=False), k=4)
+    learner = RLOOLearner(agent, config(init_kl_coef=0.0, adap_kl_ctrl=False), group_size=4)
     batch = grouped_batch()
     scores = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # one rewarded answer per group
     before = seq_logprobs(agent, batch)
@@ -157,14 +157,14 @@ def test_repeated_updates_raise_the_rewarded_responses_logprob():
 def test_one_epoch_one_minibatch_is_reinforce_with_the_leave_one_out_baseline():
     """With SGD(lr=1), one epoch over one mini-batch, no clipping: the step is the RLOO
     gradient -(1/#tokens) * sum_i A_i * grad log pi(y_i | x_i)."""
-    batch = grouped_batch(k=2, groups=3)
+    batch = grouped_batch(group_size=2, groups=3)
     scores = torch.tensor([1.0, 0.0, 0.5, 2.0, -1.0, 0.0])
     agent = make_agent()
     params = list(agent.model.parameters())
     start = [p.detach().clone() for p in params]
     sgd = torch.optim.SGD(agent.trainable_parameters(), lr=1.0)
     cfg = config(ppo_epochs=1, mini_batch_size=6, max_grad_norm=None, init_kl_coef=0.0, adap_kl_ctrl=False)
-    RLOOLearner(agent, cfg, k=2, optimizer=sgd).update(batch, scores)
+    RLOOLearner(agent, cfg, group_size=2, optimizer=sgd).update(batch, scores)
 
     manual = make_agent()
     adv = rloo_advantages(scores, 2)
@@ -177,7 +177,7 @@ def test_one_epoch_one_minibatch_is_reinforce_with_the_leave_one_out_baseline():
 
 def test_full_kl_estimator_and_score_scaling_run():
     cfg = config(kl_penalty="full", use_score_scaling=True, use_score_norm=True, score_clip=3.0)
-    learner = RLOOLearner(make_agent(), cfg, k=4)
+    learner = RLOOLearner(make_agent(), cfg, group_size=4)
     batch, scores = grouped_batch(), [3.0, 0.0, 1.0, 0.0, 0.0, 5.0, 1.0, 0.0]
     learner.update(batch, scores)
     stats = learner.update(batch, scores)
@@ -189,24 +189,24 @@ def test_state_dict_round_trip_reproduces_the_next_update_exactly():
     cfg = config(use_score_scaling=True, target=0.01, horizon=10.0)
     batch, scores = grouped_batch(), [1.0, 0.0, 0.0, 0.5, 0.0, 2.0, 1.0, 0.0]
     agent = make_agent()
-    learner = RLOOLearner(agent, cfg, k=4)
+    learner = RLOOLearner(agent, cfg, group_size=4)
     learner.update(batch, scores)
     saved_agent = copy.deepcopy(agent.state_dict())
     saved = copy.deepcopy(learner.state_dict())
-    assert set(saved) >= {"optimizer", "kl_ctl", "running", "generator", "k"}
+    assert set(saved) >= {"optimizer", "kl_ctl", "running", "generator", "group_size"}
     expected = learner.update(batch, scores)
 
     fresh_agent = make_agent()
     fresh_agent.load_state_dict(saved_agent)
-    fresh = RLOOLearner(fresh_agent, cfg, k=4)
+    fresh = RLOOLearner(fresh_agent, cfg, group_size=4)
     fresh.load_state_dict(saved)
     assert fresh.kl_ctl.value == saved["kl_ctl"]["value"] != cfg.init_kl_coef
     assert fresh.update(batch, scores) == expected
     for p, q in zip(agent.trainable_parameters(), fresh_agent.trainable_parameters()):
         assert torch.equal(p, q)
 
-    with pytest.raises(ValueError, match="k=4"):
-        RLOOLearner(make_agent(), cfg, k=2).load_state_dict(saved)
+    with pytest.raises(ValueError, match="group_size=4"):
+        RLOOLearner(make_agent(), cfg, group_size=2).load_state_dict(saved)
 
 
 # ------------------------------------------------------------------ the documented example
@@ -219,7 +219,7 @@ def test_the_docs_worked_example_runs():
     try:
         exec(compile(example, str(DOCS), "exec"), namespace)
         agent = make_agent()
-        learner = make_learner("reinforce", agent, config=config(), k=4)
+        learner = make_learner("reinforce", agent, config=config(), group_size=4)
         assert isinstance(learner, Learner) and learner.samples_per_query == 4
         batch = grouped_batch()
         before = seq_logprobs(agent, batch)
@@ -227,9 +227,10 @@ def test_the_docs_worked_example_runs():
         assert {"objective/kl", "reinforce/loss"} <= set(stats)
         assert not torch.equal(before, seq_logprobs(agent, batch))
         with pytest.raises(ValueError):
-            learner.update(grouped_batch(k=3), [0.0] * 6)
+            learner.update(grouped_batch(group_size=3), [0.0] * 6)
     finally:
-        learner_mod._REGISTRY.pop("reinforce", None)
+        if "reinforce" in learner_mod._REGISTRY:
+            learner_mod._REGISTRY.unregister("reinforce")
 
 
 # ------------------------------------------------------------------ through the CORY trainer
@@ -242,7 +243,8 @@ def test_cory_with_an_rloo_model_and_a_ppo_model_trains_swaps_and_resumes(tmp_pa
 
     # a dense reward: the tiny model's answers all score 0 under VADER, and the weights
     # would then move on float noise alone
-    register_reward("test-length", lambda: lambda queries, responses: [len(r) / 10 for r in responses])
+    register_reward("test-length", lambda: lambda queries, responses: [len(r) / 10 for r in responses],
+                    replace=True)
 
     def cfg(name: str, **kw) -> TrainConfig:
         return TrainConfig(
@@ -258,7 +260,7 @@ def test_cory_with_an_rloo_model_and_a_ppo_model_trains_swaps_and_resumes(tmp_pa
     full = trainer(cfg("a"))
     a, b = full.learners["model_a"], full.learners["model_b"]
     assert isinstance(a, RLOOLearner) and a.samples_per_query == 2 and b.samples_per_query == 1
-    assert full.run.venv.num_envs == 4  # 2 queries x k = 2 samples
+    assert full.run.venv.num_envs == 4  # 2 queries x group_size 2 samples
     before = [p.detach().clone() for p in a.agent.trainable_parameters()]
     rows = full.train()
     assert full.roles.num_swaps == 2

@@ -381,3 +381,47 @@ def test_task_options_reach_the_tasks_factory_and_bad_ones_are_refused():
         TrainConfig(task="arith", task_options="max_steps")
     with pytest.raises(ValueError, match=r"does not take these options \['bogus'\]"):
         task_data(TrainConfig(task="arith", task_options="bogus=1"))
+
+
+def _cory_env_imports() -> dict[str, set[str]]:
+    """Each module of ``cory_env`` with the ``cory_env`` modules it imports (lazy imports in
+    functions included; ``from cory_env import templates`` names the module ``templates``)."""
+    import ast
+    from pathlib import Path
+
+    import cory_env
+
+    root = Path(cory_env.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.ImportFrom) and node.module in modules:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+                edges |= subs or {node.module}
+        graph[name] = edges - {name}
+    return graph
+
+
+def test_cory_env_modules_import_each_other_without_a_circle():
+    graph = _cory_env_imports()
+    assert "cory_env.tasks.base" in graph["cory_env.tasks.imdb"]
+    assert "cory_env.rewards" in graph["cory_env.tasks.base"]  # tasks use rewards ...
+    assert not any(m.startswith("cory_env.tasks") for m in graph["cory_env.rewards"])  # ... not back
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import circle: {' -> '.join((*path, name))}"
+        if name not in done:
+            for dep in sorted(graph[name]):
+                visit(dep, (*path, name))
+            done.add(name)
+
+    for name in sorted(graph):
+        visit(name, ())

@@ -88,8 +88,8 @@ CPU_INSTRUCTIONS = {"bf16": "AVX512-BF16 or AMX", "fp16": "AMX-FP16"}
 def cpu_computes_natively(dtype: str) -> bool:
     """Whether this CPU has matmul instructions for ``dtype``: fp32 always; bf16 AVX512-BF16 or
     AMX; fp16 AMX-FP16 (x86; other CPUs are not checked: True). Without them torch emulates
-    half-precision matmuls: on a 2-core AVX2 AMD EPYC a 1024^3 bf16 matmul ran at 0.86 GFLOP/s
-    against fp32's 115 (2026-12-02), so a bf16 run there is some 100x slower, not faster."""
+    half-precision matmuls, far slower than fp32 ones (each machine's matmul peaks per dtype:
+    the benchmarks page, ``docs/benchmarks.md``), so a run in that dtype is slower, not faster."""
     if check_dtype(dtype) == "fp32" or platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
         return True
     if dtype == "bf16":
@@ -193,9 +193,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
 
 def _drop_path_keyed(root: Path, stem: str) -> None:
-    """Remove ``stem``'s entries of the earlier cache scheme (keyed by path and mtime: a
-    10-digit digest), which no load finds any more: one per virtual environment it was
-    loaded from, 517 MB each for the embedded model."""
+    """Remove ``stem``'s entries keyed by path and mtime (a 10-digit digest), which no load
+    reads: there is one per virtual environment the file was loaded from, each a whole
+    converted model (517 MB for the embedded one)."""
     for old in root.glob(f"{stem}-*"):
         digest = old.name[len(stem) + 1:]
         if len(digest) == 10 and all(c in "0123456789abcdef" for c in digest) and (old / _MARKER).is_file():

@@ -32,8 +32,9 @@ __all__ = ["Packed", "attention_cost", "balanced_bins", "pack", "packing_width"]
 MAX_WIDTH = 3
 """A row holds at most ``1 + MAX_WIDTH`` times the longest sequence."""
 ATTENTION_SLOWDOWN = 3.0
-"""How much less efficiently attention runs than the linear layers, per FLOP (measured on
-SmolLM2-135M on a 2-core CPU: 4% of an update's time for 1.4% of its FLOPs)."""
+"""How much less efficiently attention runs than the linear layers, per FLOP, on a CPU: its
+share of an update's time over its share of the update's FLOPs (``bench/update.py`` splits
+an update; the benchmarks page, ``docs/benchmarks.md``)."""
 
 
 def balanced_bins(lengths: list[int], k: int) -> list[list[int]]:

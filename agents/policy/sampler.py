@@ -50,7 +50,7 @@ def sample_tokens(
             raise
         raise DivergedError(
             "the policy's next-token probabilities hold NaN or inf: its weights have diverged "
-            "(a learning rate too high, or an overflow); resume from an earlier checkpoint with "
+            "(a learning rate too high, or an overflow); resume from an older checkpoint with "
             "a lower --learning-rate"
         ) from err
 

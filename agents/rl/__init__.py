@@ -7,14 +7,18 @@
 - :mod:`~agents.rl.kl_control` and :mod:`~agents.rl.scores` — the KL controllers and the
   score statistics;
 - :mod:`~agents.rl.config` — ``LearnerConfig``;
-- :mod:`~agents.rl.optimise` and :mod:`~agents.rl.base` — the learner skeleton: the shared
-  optimisation loop, opening and ending of an update;
+- :mod:`~agents.rl.base` — the learner skeleton: the shared opening and ending of an update
+  (:mod:`~agents.rl.passes`: the no-grad pass; :mod:`~agents.rl.stats`: the shared statistics)
+  and its call into :mod:`~agents.rl.optimise`, the shared optimisation loop; the fused first
+  forward (:mod:`~agents.rl.fused`) and the data-parallel / FSDP handling
+  (:mod:`~agents.rl.parallel`) are parts of their own;
 - :mod:`~agents.rl.ppo`, :mod:`~agents.rl.rloo`, :mod:`~agents.rl.grpo` — the learners,
-  each only its advantages and its loss (:mod:`~agents.rl.group_maths`: the GRPO family's maths);
+  each only its advantages and its loss (:mod:`~agents.rl.grouped`: the group learners' shared
+  part; :mod:`~agents.rl.group_maths`: the GRPO family's maths);
 - :mod:`~agents.rl.learner` — the ``Learner`` protocol and the registry.
 """
 
-from .base import LearnerBase, Rollout, rollout_pass
+from .base import LearnerBase
 from .batch import TokenBatch
 from .config import LearnerConfig
 from .group_maths import (
@@ -24,12 +28,14 @@ from .group_maths import (
     kl_loss_term,
     uniform_groups,
 )
+from .grouped import GroupLearner
 from .grpo import GRPOLearner, GRPOOptions
 from .kl_control import AdaptiveKLController, FixedKLController, make_kl_controller
 from .learner import (
     Learner,
     LearnerFactory,
     available_learners,
+    learner_samples_per_query,
     learner_uses_values,
     make_learner,
     register_learner,
@@ -50,6 +56,7 @@ from .maths import (
     zero_pad,
 )
 from .optimise import optimise
+from .passes import Rollout, rollout_pass
 from .ppo import PPOLearner
 from .rloo import RLOOLearner, check_group_size, rloo_advantages
 from .scores import RunningMoments, process_scores
@@ -60,6 +67,7 @@ __all__ = [
     "FixedKLController",
     "GRPOLearner",
     "GRPOOptions",
+    "GroupLearner",
     "Learner",
     "LearnerBase",
     "LearnerFactory",
@@ -80,6 +88,7 @@ __all__ = [
     "kl_loss_term",
     "kl_penalty",
     "last_token_index",
+    "learner_samples_per_query",
     "learner_uses_values",
     "logprobs_and_entropy",
     "logprobs_from_logits",

@@ -1,11 +1,11 @@
 """The learners' default optimiser: Adam, with torch's fused kernel where it applies.
 
 On the CPU, torch's Adam otherwise steps one parameter at a time, op by op (its ``foreach``
-default is for CUDA): for SmolLM2-135M's 134.5M parameters 0.66 s per step against the fused
-kernel's 0.09 s in isolation, 0.51-0.54 s against 0.12 s inside a full-copy CORY iteration
-of the official IMDB settings, which takes 8 steps (2 cores, fp32). The fused step is the
-same update to float rounding (7e-9 apart after ten steps in a check). Elsewhere torch's
-own choice stands: CUDA (its ``foreach`` default) and FSDP's sharded parameters (``DTensor``s).
+default is for CUDA), which makes the optimiser step a large share of a full-copy update;
+the fused kernel steps all parameters at once and takes the same step to float rounding
+(see the benchmarks page, docs/benchmarks.md, for the measured step times). Elsewhere
+torch's own choice stands: CUDA (its ``foreach`` default) and FSDP's sharded parameters
+(``DTensor``s).
 """
 
 from __future__ import annotations

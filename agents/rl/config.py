@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .maths import KL_ESTIMATORS
@@ -11,12 +12,12 @@ __all__ = ["LearnerConfig"]
 
 @dataclass
 class LearnerConfig:
-    """Hyper-parameters of :class:`PPOLearner` (defaults: the paper's IMDB setting / TRL 0.7)."""
+    """Hyper-parameters every learner reads (PPO's own: ``gamma``, ``lam``, ``cliprange_value``,
+    ``vf_coef``, ``whiten_rewards``); defaults: the paper's IMDB setting / TRL 0.7. An
+    update's size is its batch's (``len(batch)``)."""
 
     learning_rate: float = 1.41e-5
     """Adam learning rate of the default optimiser."""
-    batch_size: int = 256
-    """Trajectories per update (the trainer's rollout size; the learner uses ``len(batch)``)."""
     mini_batch_size: int = 256
     """Trajectories per forward/backward pass (also the chunk size of the no-grad passes)."""
     ppo_epochs: int = 4
@@ -68,7 +69,7 @@ class LearnerConfig:
     def __post_init__(self) -> None:
         if self.kl_penalty not in KL_ESTIMATORS:
             raise ValueError(f"kl_penalty must be one of {KL_ESTIMATORS}, got {self.kl_penalty!r}")
-        for name in ("batch_size", "mini_batch_size", "ppo_epochs", "gradient_accumulation_steps"):
+        for name in ("mini_batch_size", "ppo_epochs", "gradient_accumulation_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.use_score_norm and not self.use_score_scaling:
@@ -77,3 +78,11 @@ class LearnerConfig:
             raise ValueError(f"max_tokens_per_microbatch must be >= 1 or None, got {self.max_tokens_per_microbatch}")
         if self.target_kl is not None and self.target_kl <= 0:
             raise ValueError("target_kl must be positive or None")
+
+    def within_budget(self, budget: int | None) -> LearnerConfig:
+        """This config with its micro-batch token budget lowered to ``budget`` for one update
+        (a smaller own budget, or ``budget`` None, is kept)."""
+        own = self.max_tokens_per_microbatch
+        if budget is None or (own is not None and own <= budget):
+            return self
+        return dataclasses.replace(self, max_tokens_per_microbatch=int(budget))

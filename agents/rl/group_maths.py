@@ -47,12 +47,12 @@ IMPORTANCE_SAMPLING = ("token", "sequence")
 # ------------------------------------------------------------------ advantages
 
 
-def _groups(rewards: torch.Tensor, k: int) -> torch.Tensor:
+def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     rewards = torch.as_tensor(rewards).float()
-    if rewards.dim() != 1 or rewards.numel() == 0 or rewards.numel() % k:
-        raise ValueError(f"rewards must be (N,) with N a positive multiple of the group size {k}, "
-                         f"got shape {tuple(rewards.shape)}")
-    return rewards.reshape(-1, k)
+    if rewards.dim() != 1 or rewards.numel() == 0 or rewards.numel() % group_size:
+        raise ValueError(f"rewards must be (N,) with N a positive multiple of the group size "
+                         f"{group_size}, got shape {tuple(rewards.shape)}")
+    return rewards.reshape(-1, group_size)
 
 
 def _scale_group(groups: torch.Tensor, centred: torch.Tensor) -> torch.Tensor:
@@ -70,19 +70,20 @@ REWARD_SCALES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] =
 }
 
 
-def group_advantages(rewards: torch.Tensor, k: int, scale: str = "group") -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
     """``(N,)`` advantages: each reward minus its group's mean, scaled by ``scale``
     (:data:`REWARD_SCALES`; standard deviations are unbiased, plus :data:`ADVANTAGE_EPS`)."""
     if scale not in REWARD_SCALES:
         raise ValueError(f"scale_rewards must be one of {tuple(REWARD_SCALES)}, got {scale!r}")
-    groups = _groups(rewards, k)
+    groups = _groups(rewards, group_size)
     centred = groups - groups.mean(1, keepdim=True)
     return REWARD_SCALES[scale](groups, centred).reshape(-1)
 
 
-def uniform_groups(scores: torch.Tensor, k: int, tol: float = UNIFORM_TOL) -> torch.Tensor:
-    """``(N/k,)`` bool: the groups whose ``k`` scores are all equal (within ``tol``)."""
-    groups = _groups(scores, k)
+def uniform_groups(scores: torch.Tensor, group_size: int, tol: float = UNIFORM_TOL) -> torch.Tensor:
+    """``(N/group_size,)`` bool: the groups whose ``group_size`` scores are all equal (within
+    ``tol``)."""
+    groups = _groups(scores, group_size)
     return (groups.max(1).values - groups.min(1).values) <= tol
 
 

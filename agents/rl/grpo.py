@@ -26,13 +26,12 @@ No value head is used (``uses_values = False``); the run builds none for this le
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from .base import LearnerBase, Rollout
 from .batch import TokenBatch
 from .config import LearnerConfig
 from .group_maths import (
@@ -46,9 +45,10 @@ from .group_maths import (
     kl_loss_term,
     uniform_groups,
 )
+from .grouped import GroupLearner
 from .kl_control import make_kl_controller
 from .maths import masked_mean
-from .rloo import check_group_size
+from .passes import Rollout
 
 __all__ = ["GRPOLearner", "GRPOOptions", "make_grpo_learner", "truncated_rows"]
 
@@ -106,8 +106,11 @@ def truncated_rows(batch: TokenBatch, eos_token_id: int | None) -> torch.Tensor:
     return last != eos_token_id
 
 
-class GRPOLearner(LearnerBase):
-    """Group-relative, critic-free policy optimisation (a ``Learner``); see the module docstring."""
+class GRPOLearner(GroupLearner):
+    """Group-relative, critic-free policy optimisation (a ``Learner``); see the module docstring.
+
+    ``max_answer_length``: Dr. GRPO's constant (the trainers pass the run's
+    ``max_new_tokens``); None: each mini-batch's longest answer."""
 
     name = "grpo"
     uses_values = False
@@ -120,51 +123,30 @@ class GRPOLearner(LearnerBase):
         *,
         options: GRPOOptions | None = None,
         max_answer_length: int | None = None,
-        optimizer: torch.optim.Optimizer | None = None,
-        lr_scheduler: Any | None = None,
-        **option_fields: Any,
+        **kwargs: Any,
     ) -> None:
-        check_group_size(group_size, group_size, learner="GRPO")
-        self.samples_per_query = int(group_size)
+        """``kwargs``: :class:`GRPOOptions` fields (overriding ``options``') and the
+        skeleton's ``optimizer``, ``lr_scheduler`` and ``world``."""
+        names = {f.name for f in fields(GRPOOptions)}
+        option_fields = {k: v for k, v in kwargs.items() if k in names}
         self.options = opts = replace(options or GRPOOptions(), **option_fields)
-        super().__init__(agent, config, optimizer, lr_scheduler)
+        super().__init__(agent, config, group_size,
+                         **{k: v for k, v in kwargs.items() if k not in names})
         self.max_answer_length = max_answer_length
-        """Dr. GRPO's constant (the trainers set the run's ``max_new_tokens``); None: each
-        mini-batch's longest answer."""
         self.uses_reference = opts.kl_beta > 0
         self.kl_in_reward = opts.kl_in == "reward"
         if self.kl_in_reward:  # as PPO's, starting at kl_beta
             cfg = self.config
             self.kl_ctl = make_kl_controller(cfg.adap_kl_ctrl, opts.kl_beta, cfg.target, cfg.horizon)
-        self._truncated: torch.Tensor | None = None
-
-    @property
-    def group_size(self) -> int:
-        return self.samples_per_query
-
-    def check_batch(self, batch: TokenBatch) -> None:
-        check_group_size(len(batch), self.samples_per_query, learner="GRPO")
-
-    def update(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor,
-               truncated: np.ndarray | torch.Tensor | None = None) -> dict[str, float]:
-        """The skeleton's update; ``truncated`` ``(N,)`` flags the answers cut at the turn
-        limit (None: those not ending in EOS)."""
-        if truncated is not None:
-            truncated = torch.as_tensor(np.asarray(truncated), dtype=torch.bool, device=batch.device)
-            if truncated.shape != (len(batch),):
-                raise ValueError(f"truncated must be ({len(batch)},), got {tuple(truncated.shape)}")
-        self._truncated = truncated
-        try:
-            return super().update(batch, scores)
-        finally:
-            self._truncated = None
 
     def advantages(self, batch: TokenBatch, rollout: Rollout) -> dict[str, torch.Tensor]:
-        opts, g = self.options, self.samples_per_query
+        """The group advantages and the rows to train on; ``rollout.truncated`` (the env's
+        flags, given to ``update``) or else those answers not ending in EOS are the truncated."""
+        opts, g = self.options, self.group_size
         rewards = rollout.rewards.sum(1)  # the score, minus kl_coef * sequence KL with kl_in=reward
         adv = group_advantages(rewards, g, opts.scale_rewards)
         uniform = uniform_groups(rollout.scores, g)
-        truncated = self._truncated
+        truncated = rollout.truncated
         if truncated is None:
             eos = getattr(getattr(self.agent, "tokenizer", None), "eos_token_id", None)
             if eos is not None or opts.mask_truncated:
@@ -186,7 +168,7 @@ class GRPOLearner(LearnerBase):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         opts, cfg, t = self.options, self.config, sub.response_ids.shape[1]
         mask = sub.response_mask.float()
-        out = self.policy_forward(sub, idx)
+        out = rollout.forward(sub, idx)
         logp = out.logprobs.float()
         token_loss, ps = grpo_surrogate(
             logp, rollout.old_logprobs[idx, :t], targets["advantages"][idx], mask, cfg.cliprange,
@@ -208,7 +190,7 @@ class GRPOLearner(LearnerBase):
     def extra_stats(
         self, batch: TokenBatch, rollout: Rollout, targets: dict[str, torch.Tensor], opt: dict
     ) -> dict[str, float]:
-        g, rewards, adv = self.samples_per_query, targets["rewards"], targets["advantages"]
+        g, rewards, adv = self.group_size, targets["rewards"], targets["advantages"]
         lengths = rollout.mask.sum(1)
         keep, uniform, truncated = targets["keep"], targets["uniform"], targets["truncated"]
         stats = {} if truncated is None else {"grpo/truncated": float(truncated.float().mean())}
@@ -224,17 +206,7 @@ class GRPOLearner(LearnerBase):
             "grpo/length/max": float(lengths.max()),
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        """``group_size``, then :meth:`agents.rl.base.LearnerBase.state_dict` (not the weights)."""
-        return {"group_size": self.samples_per_query, **super().state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = int(state.get("group_size", self.samples_per_query))
-        if saved != self.samples_per_query:
-            raise ValueError(f"state saved with group_size={saved}, this learner has {self.samples_per_query}")
-        super().load_state_dict(state)
-
 
 make_grpo_learner = GRPOLearner.build
 """The ``grpo`` registry factory: ``group_size=``, ``config=``, :class:`GRPOOptions` fields
-(``options=`` or one by one) and :class:`LearnerConfig` fields."""
+(``options=`` or one by one), ``max_answer_length=``, ``world=`` and :class:`LearnerConfig` fields."""

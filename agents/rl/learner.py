@@ -2,23 +2,32 @@
 
 A learner owns everything an algorithm needs to update one agent (optimiser, KL
 controller, statistics, RNG) except the weights, which are the agent's. The trainer
-only ever calls the four members below, so any object with them can play a CORY role,
+only ever uses the members below, so any object with them can play a CORY role,
 and role exchange (:mod:`agents.roles`) just swaps which learner is asked to update on
 the pioneer's and the observer's trajectories.
 
 Contract:
 
-- ``samples_per_query``: responses the trainer samples per query. With ``k > 1`` the
-  batch handed to ``update`` is grouped by query: rows ``i*k .. i*k + k-1`` share query
+- ``samples_per_query``: responses the trainer samples per query. With ``G > 1`` the
+  batch handed to ``update`` is grouped by query: rows ``i*G .. i*G + G-1`` share query
   ``i`` (what the group baselines of RLOO and GRPO need). PPO uses 1.
+- ``uses_values``: whether the learner needs the agent's value head (the run builds none
+  for a learner that does not).
 - ``agent``: the policy being trained (an :class:`agents.policy.LLMAgent` or anything
   with the same methods); the trainer samples from it.
-- ``update(batch, scores) -> dict[str, float]``: one training step on a
+- ``update(batch, scores, *, truncated=None) -> dict[str, float]``: one training step on a
   :class:`agents.rl.batch.TokenBatch` of ``N`` trajectories with their scalar scores ``(N,)``
-  (numpy or torch; in CORY the collective reward). Returns flat, namespaced scalar stats
-  (``"objective/kl"``, ``"ppo/loss/policy"``, ...) that the trainer logs as they are.
+  (numpy or torch; in CORY the collective reward) and the env's truncation flags ``(N,)``
+  (the answers it cut at its token limit; a learner may ignore them). Returns flat,
+  namespaced scalar stats (``"objective/kl"``, ``"ppo/loss/policy"``, ...) that the trainer
+  logs as they are.
 - ``state_dict()`` / ``load_state_dict(state)``: the learner's own state for checkpoints
   and resumption (not the weights; save ``agent.state_dict()`` for those).
+
+The registry builds a learner by name: ``make_learner(name, agent, config=..., world=...,
+**options)``; the world (:class:`agents.distributed.World`) is given at construction.
+:func:`learner_uses_values` and :func:`learner_samples_per_query` answer from the
+registered class before any learner is built.
 
 Worked example — REINFORCE with a batch-mean baseline and no critic::
 
@@ -26,13 +35,13 @@ Worked example — REINFORCE with a batch-mean baseline and no critic::
     from agents.rl import Learner, make_learner, register_learner
 
     class Reinforce:
-        samples_per_query = 1
+        samples_per_query, uses_values = 1, False
 
         def __init__(self, agent, learning_rate=1e-5):
             self.agent = agent
             self.opt = torch.optim.Adam(agent.trainable_parameters(), lr=learning_rate)
 
-        def update(self, batch, scores):
+        def update(self, batch, scores, *, truncated=None, token_budget=None):
             scores = torch.as_tensor(scores, dtype=torch.float32, device=batch.device)
             adv = scores - scores.mean()
             logp = self.agent.forward(batch).logprobs            # (N, T), with grad
@@ -60,12 +69,15 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from cory_env.registry import Registry
+
 from .batch import TokenBatch
 
 __all__ = [
     "Learner",
     "LearnerFactory",
     "available_learners",
+    "learner_samples_per_query",
     "learner_uses_values",
     "make_learner",
     "register_learner",
@@ -76,11 +88,17 @@ __all__ = [
 class Learner(Protocol):
     """What the CORY trainer needs from a learning algorithm (see the module docstring)."""
 
-    samples_per_query: int
     agent: Any
+    samples_per_query: int
+    uses_values: bool
 
-    def update(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor) -> dict[str, float]:
-        """Train on ``batch`` with per-trajectory ``scores`` ``(N,)``; return scalar stats."""
+    def update(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor, *,
+               truncated: np.ndarray | None = None,
+               token_budget: int | None = None) -> dict[str, float]:
+        """Train on ``batch`` with per-trajectory ``scores`` ``(N,)``, the env's truncation
+        flags ``(N,)`` where it gives them, and at most ``token_budget`` padded tokens per
+        micro-batch where the trainer sets one (an observer within the pioneer's memory);
+        return scalar stats."""
         ...
 
     def state_dict(self) -> dict[str, Any]:
@@ -93,45 +111,58 @@ class Learner(Protocol):
 
 
 LearnerFactory = Callable[..., Learner]
-"""``factory(agent, **cfg) -> Learner``."""
+"""``factory(agent, **options) -> Learner``."""
 
-_REGISTRY: dict[str, LearnerFactory] = {}
+_REGISTRY: Registry[LearnerFactory] = Registry("learner")
 
 
-def register_learner(name: str, factory: LearnerFactory, *, overwrite: bool = False) -> None:
-    """Make ``make_learner(name, agent, **cfg)`` call ``factory(agent, **cfg)``."""
-    if not overwrite and name in _REGISTRY:
-        raise ValueError(f"a learner named {name!r} is already registered (pass overwrite=True)")
-    _REGISTRY[name] = factory
+def register_learner(name: str, factory: LearnerFactory, *, replace: bool = False) -> None:
+    """Make ``make_learner(name, agent, **options)`` call ``factory(agent, **options)``; a
+    name already taken is refused unless ``replace``."""
+    _REGISTRY.register(name, factory, replace=replace)
 
 
 def available_learners() -> list[str]:
     """The registered learner names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
-def make_learner(name: str, agent: Any, **cfg: Any) -> Learner:
-    """Build the learner registered as ``name`` for ``agent``; ``cfg`` goes to its factory."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown learner {name!r}; registered: {available_learners()}") from None
-    return factory(agent, **cfg)
+def make_learner(name: str, agent: Any, *, config: Any | None = None, world: Any | None = None,
+                 **options: Any) -> Learner:
+    """Build the learner registered as ``name`` for ``agent``: its factory gets ``config``
+    (a :class:`agents.rl.config.LearnerConfig`) and ``world`` (the run's processes,
+    :class:`agents.distributed.World`) where they are given, and ``options``."""
+    given = {k: v for k, v in (("config", config), ("world", world)) if v is not None}
+    return _REGISTRY.get(name)(agent, **given, **options)
+
+
+def _owner(name: str) -> Any:
+    """The class behind the factory registered as ``name`` (a ``Cls.build`` factory or the
+    class itself; a plain function is its own owner)."""
+    factory = _REGISTRY.get(name)
+    return getattr(factory, "__self__", factory)
 
 
 def learner_uses_values(name: str) -> bool:
     """Whether the learner registered as ``name`` needs a value head: its class's
-    ``uses_values`` (a ``Cls.build`` factory or the class itself); True when unknown."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown learner {name!r}; registered: {available_learners()}") from None
-    owner = getattr(factory, "__self__", factory)
-    return bool(getattr(owner, "uses_values", True))
+    ``uses_values``; True when it does not say."""
+    return bool(getattr(_owner(name), "uses_values", True))
 
 
-# The learners that ship with the library; each builds from ``config=`` and LearnerConfig fields
-# (and its own arguments, e.g. RLOO's ``k=``): see :meth:`agents.rl.base.LearnerBase.build`.
+def learner_samples_per_query(name: str, group_size: int) -> int:
+    """How many answers per query the learner registered as ``name`` asks for in a run of
+    ``group_size``: ``group_size`` when its class samples groups (``samples_groups``), else
+    its class's ``samples_per_query`` where that is a number, else 1."""
+    owner = _owner(name)
+    if getattr(owner, "samples_groups", False):
+        return int(group_size)
+    fixed = getattr(owner, "samples_per_query", 1)
+    return int(fixed) if isinstance(fixed, (int, np.integer)) and not isinstance(fixed, bool) else 1
+
+
+# The learners that ship with the library; each builds from ``config=``, ``world=`` and
+# LearnerConfig fields (and its own arguments, e.g. ``group_size=``): see
+# :meth:`agents.rl.base.LearnerBase.build`.
 from .grpo import GRPOLearner  # noqa: E402
 from .ppo import PPOLearner  # noqa: E402
 from .rloo import RLOOLearner  # noqa: E402

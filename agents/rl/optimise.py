@@ -1,38 +1,36 @@
 """The clipped multi-epoch optimisation every learner of :mod:`agents.rl` shares.
 
-:func:`optimise` runs ``ppo_epochs`` passes of shuffled mini-batches over a batch, calling a
-learner-supplied ``minibatch_loss`` for each, with gradient accumulation, the ratio guard,
-gradient clipping, early stopping on a target KL and one learning-rate scheduler step.
+:func:`optimise` is the loop: epochs of a shuffled batch, cut into optimiser steps, those
+into mini-batches, those (over a token budget) into micro-batches, each mini-batch guarded
+before its gradients count, then a clipped, guarded optimiser step. Each concern is a named
+piece: the token budget (:func:`micro_batches`), the processes' shares and FSDP's weightless
+pieces (:mod:`agents.rl.parallel`), gradient save/restore, the guards (:func:`_verdict`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
-from agents.distributed import (
-    SINGLE,
-    World,
-    clip_grad_norm,
-    gather,
-    reduce_sum,
-    share,
-    sum_gradients,
-)
+from agents.distributed import SINGLE, World, clip_grad_norm, share, sum_gradients
 
 from .batch import TokenBatch
 from .config import LearnerConfig
+from .parallel import extra_pieces, reduce_stats, weightless_piece
 
-__all__ = ["MinibatchLoss", "first_minibatch", "fits_budget", "micro_batches", "optimise"]
+__all__ = ["MinibatchLoss", "first_minibatch", "fits_budget", "micro_batches", "optimise",
+           "skip_optimisation"]
 
 MinibatchLoss = Callable[[TokenBatch, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 """``(sub_batch, idx) -> (loss, stats)``: the loss of the mini-batch ``batch.subset(idx)``
 (``idx`` indexes the full batch's rollout tensors) and its detached 0-d stats, which must
 include ``policy/ratio`` and ``policy/approxkl``."""
+
+Stats = dict[str, torch.Tensor]
 
 
 def optimise(
@@ -59,7 +57,7 @@ def optimise(
     dropped): the weights and the optimiser state stay as they were. Both are counted in
     ``nonfinite``; ``steps`` counts the optimiser steps taken.
 
-    Data-parallel (``world`` of several processes, :mod:`agents.distributed`): every process
+    Data-parallel (``world`` of several processes, :mod:`agents.rl.parallel`): every process
     holds the whole batch and draws the same permutation; each mini-batch's rows are split
     into contiguous shares, one per process, each back-propagating its share's loss weighted
     by the share's size; the gradients are summed across processes before clipping, and the
@@ -76,70 +74,153 @@ def optimise(
     ``epochs``, ``early_stop``, ``skipped`` (mini-batches over the ratio threshold),
     ``nonfinite``, ``steps`` and ``learning_rate`` (before the update).
     """
-    cfg = config
-    n, device = len(batch), batch.device
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     lr = float(optimizer.param_groups[0]["lr"])
-    mb = min(cfg.mini_batch_size, n)
-    backward_bs = mb * cfg.gradient_accumulation_steps
-    mb_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
-    grad_norms: list[torch.Tensor] = []
-    epochs, early_stop, skipped, nonfinite, steps = 0, False, 0, 0, 0
-    for _ in range(cfg.ppo_epochs):
-        perm = torch.randperm(n, generator=generator).to(device)
-        epoch_kl: list[torch.Tensor] = []
-        for b_start in range(0, n, backward_bs):
-            b_idx = perm[b_start : b_start + backward_bs]
-            optimizer.zero_grad(set_to_none=True)
-            stepped = False
-            for m_start in range(0, len(b_idx), mb):
-                idx = b_idx[m_start : m_start + mb]
-                local = share(idx, world)
-                micro = micro_batches(batch, local, cfg.max_tokens_per_microbatch) if len(local) else []
-                extra = _extra_pieces(len(micro), world, cfg.max_tokens_per_microbatch)
-                kept = None
-                if len(micro) + extra > 1:  # each piece back-propagated now, undone if the mini-batch is skipped
-                    kept = [None if p.grad is None else p.grad.clone() for p in params]
-                    loss, stats = None, _pieces(minibatch_loss, batch, micro, len(b_idx), idx, world, extra)
-                else:
-                    loss, stats = _minibatch(minibatch_loss, batch, local, idx, world)
-                for k, v in stats.items():
-                    mb_stats[k].append(v)
-                epoch_kl.append(stats["policy/approxkl"])
-                ratio = float(stats["policy/ratio"])
-                if not (math.isfinite(ratio) and float(stats["loss_finite"]) == 1.0):  # NaN != 1
-                    nonfinite += 1
-                    _restore(params, kept)
-                    continue
-                if ratio > cfg.ratio_threshold:
-                    skipped += 1
-                    _restore(params, kept)
-                    continue
-                if loss is not None:
-                    (loss * (len(local) / len(b_idx))).backward()
-                stepped = True
-            if stepped:
-                sum_gradients(params, world)
-                max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
-                norm = clip_grad_norm(params, max_norm).detach()
-                if not bool(torch.isfinite(norm)):
-                    nonfinite += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    continue
-                if cfg.max_grad_norm is not None:
-                    grad_norms.append(norm)
-                optimizer.step()
-                steps += 1
+    loop = _Loop(config, optimizer, batch, minibatch_loss, world)
+    epochs, early_stop = 0, False
+    for _ in range(config.ppo_epochs):
+        perm = torch.randperm(len(batch), generator=generator).to(batch.device)
+        epoch_kl = [kl for rows in _optimiser_steps(perm, config) for kl in loop.step(rows)]
         epochs += 1
-        if cfg.target_kl is not None and float(torch.stack(epoch_kl).mean()) > 1.5 * cfg.target_kl:
+        target = config.target_kl
+        if target is not None and float(torch.stack(epoch_kl).mean()) > 1.5 * target:
             early_stop = True
             break
+    _finish(optimizer, lr_scheduler)
+    return loop.result(lr, epochs, early_stop)
+
+
+def skip_optimisation(optimizer: torch.optim.Optimizer,
+                      lr_scheduler: Any | None = None) -> dict[str, Any]:
+    """:func:`optimise`'s result for an update with no row to learn from: no epoch, no step;
+    the learning-rate scheduler still steps, so the schedule keeps counting updates."""
+    lr = float(optimizer.param_groups[0]["lr"])
+    _finish(optimizer, lr_scheduler)
+    return _Loop.summary({}, [], lr, 0, False, 0, 0, 0)
+
+
+def _finish(optimizer: torch.optim.Optimizer, lr_scheduler: Any | None) -> None:
     optimizer.zero_grad(set_to_none=True)
     if lr_scheduler is not None:
         lr_scheduler.step()
-    with torch.no_grad():
+
+
+def _optimiser_steps(perm: torch.Tensor, config: LearnerConfig) -> Iterator[torch.Tensor]:
+    """The epoch's permutation cut into the rows of each optimiser step."""
+    per_step = min(config.mini_batch_size, len(perm)) * config.gradient_accumulation_steps
+    for start in range(0, len(perm), per_step):
+        yield perm[start : start + per_step]
+
+
+class _Loop:
+    """One call of :func:`optimise`: what its steps share (the parameters) and tally."""
+
+    def __init__(self, config: LearnerConfig, optimizer: torch.optim.Optimizer, batch: TokenBatch,
+                 minibatch_loss: MinibatchLoss, world: World) -> None:
+        self.config, self.optimizer, self.batch, self.loss_of, self.world = (
+            config, optimizer, batch, minibatch_loss, world)
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.mini_batch = min(config.mini_batch_size, len(batch))
+        self.stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self.grad_norms: list[torch.Tensor] = []
+        self.refused = {"nonfinite": 0, "skipped": 0}
+        """Mini-batches the guards refused (:func:`_verdict`), and non-finite steps."""
+        self.steps = 0
+
+    def step(self, step_rows: torch.Tensor) -> list[torch.Tensor]:
+        """One optimiser step over ``step_rows``' mini-batches; their approx KLs."""
+        self.optimizer.zero_grad(set_to_none=True)
+        kls, stepped = [], False
+        for start in range(0, len(step_rows), self.mini_batch):
+            idx = step_rows[start : start + self.mini_batch]
+            stats, counts = self._minibatch(idx, len(step_rows))
+            kls.append(stats["policy/approxkl"])
+            stepped |= counts
+        if stepped:
+            self._optimiser_step()
+        return kls
+
+    def _minibatch(self, idx: torch.Tensor, step_rows: int) -> tuple[Stats, bool]:
+        """Run the mini-batch ``idx`` (this process's share of it), record its stats and
+        guard it; whether its gradients count towards the step."""
+        budget = self.config.max_tokens_per_microbatch
+        local = share(idx, self.world)
+        micro = micro_batches(self.batch, local, budget) if len(local) else []
+        extra = extra_pieces(len(micro), self.world, budget)
+        kept, loss = None, None
+        if len(micro) + extra > 1:  # each piece back-propagated now, undone if the guards refuse
+            kept = _save_grads(self.params)
+            stats = self._pieces(micro, idx, step_rows, extra)
+        else:
+            loss, stats = self._whole(local, idx)
+        for k, v in stats.items():
+            self.stats[k].append(v)
+        verdict = _verdict(stats, self.config.ratio_threshold)
+        if verdict is not None:
+            self.refused[verdict] += 1
+            _restore_grads(self.params, kept)
+            return stats, False
+        if loss is not None:
+            (loss * (len(local) / step_rows)).backward()
+        return stats, True
+
+    def _whole(self, local: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor | None, Stats]:
+        """The loss of this process's rows ``local`` of the mini-batch ``idx`` (not yet
+        back-propagated) and the mini-batch's stats, ``loss_finite`` included."""
+        loss, stats = None, None
+        if len(local):
+            loss, stats = self.loss_of(self.batch.subset(local), local)
+            stats = {**stats, "loss_finite": torch.isfinite(loss.detach()).float()}
+        elif self.world.fsdp:  # more processes than rows: this one only joins the collectives
+            loss = weightless_piece(self.loss_of, self.batch, idx)
+        return loss, reduce_stats(stats, len(local), len(idx), self.world, self.batch.device)
+
+    def _pieces(self, micro: list[torch.Tensor], idx: torch.Tensor, step_rows: int,
+                extra: int) -> Stats:
+        """Back-propagate each micro-batch's loss weighted by its share of the step's rows (a
+        non-finite one is not, except under FSDP, where every process must: the caller then
+        puts the gradients back); ``extra`` weightless pieces first. The stats are the
+        pieces' row-weighted means over the mini-batch ``idx``."""
+        for _ in range(extra):
+            (weightless_piece(self.loss_of, self.batch, idx) * 0.0).backward()
+        sums: dict[str, torch.Tensor] = {}
+        for piece in micro:
+            loss, stats = self.loss_of(self.batch.subset(piece), piece)
+            finite = torch.isfinite(loss.detach()).float()
+            if bool(finite) or self.world.fsdp:
+                (loss * (len(piece) / step_rows)).backward()
+            for k, v in {**stats, "loss_finite": finite}.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float().reshape(()) * len(piece)
+        rows = sum(len(m) for m in micro)
+        stats = {k: v / rows for k, v in sums.items()} if rows else None
+        return reduce_stats(stats, rows, len(idx), self.world, self.batch.device)
+
+    def _optimiser_step(self) -> None:
+        """Sum the processes' gradients, clip them and step, unless their norm is not finite
+        (then they are dropped)."""
+        sum_gradients(self.params, self.world)
+        max_norm = self.config.max_grad_norm
+        norm = clip_grad_norm(self.params, max_norm if max_norm is not None else math.inf).detach()
+        if not bool(torch.isfinite(norm)):
+            self.refused["nonfinite"] += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        if max_norm is not None:
+            self.grad_norms.append(norm)
+        self.optimizer.step()
+        self.steps += 1
+
+    def result(self, lr: float, epochs: int, early_stop: bool) -> dict[str, Any]:
+        return self.summary(self.stats, self.grad_norms, lr, epochs, early_stop,
+                            self.refused["skipped"], self.refused["nonfinite"], self.steps)
+
+    @staticmethod
+    @torch.no_grad()
+    def summary(stats: dict[str, list[torch.Tensor]], grad_norms: list[torch.Tensor], lr: float,
+                epochs: int, early_stop: bool, skipped: int, nonfinite: int,
+                steps: int) -> dict[str, Any]:
+        """:func:`optimise`'s returned dict."""
         return {
-            "minibatch": {k: float(torch.stack(v).mean()) for k, v in mb_stats.items()
+            "minibatch": {k: float(torch.stack(v).mean()) for k, v in stats.items()
                           if k != "loss_finite"},
             "grad_norm": float(torch.stack(grad_norms).mean()) if grad_norms else None,
             "epochs": epochs,
@@ -151,30 +232,29 @@ def optimise(
         }
 
 
-def _minibatch(minibatch_loss: MinibatchLoss, batch: TokenBatch, local: torch.Tensor, idx: torch.Tensor,
-               world: World) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-    """The loss of this process's rows ``local`` of the mini-batch ``idx`` and the
-    mini-batch's stats (with ``loss_finite``: 1 when every process's loss is finite); across
-    processes, each stat is the mean of the shares' stats weighted by their rows."""
-    total = len(idx)
-    if len(local):
-        loss, stats = minibatch_loss(batch.subset(local), local)
-        stats = {**stats, "loss_finite": torch.isfinite(loss.detach()).float()}
-    else:  # more processes than rows: this one only joins the collectives
-        loss, stats = None, None
-        if world.fsdp:  # sharded, they include the forward and backward: a weightless one (0 rows)
-            loss, _ = minibatch_loss(batch.subset(idx[:1]), idx[:1])
-    if not world.parallel:
-        return loss, stats
-    return loss, _reduce_stats(stats, _stat_names(stats, total, world), len(local), total, world, batch.device)
+def _verdict(stats: Stats, ratio_threshold: float) -> str | None:
+    """The guards on a mini-batch's stats: ``"nonfinite"`` (its loss or ratio is NaN or
+    infinite), ``"skipped"`` (its mean ratio is over ``ratio_threshold``) or None (it counts)."""
+    ratio = float(stats["policy/ratio"])
+    if not (math.isfinite(ratio) and float(stats["loss_finite"]) == 1.0):  # NaN != 1
+        return "nonfinite"
+    if ratio > ratio_threshold:
+        return "skipped"
+    return None
 
 
-def _stat_names(stats: dict[str, torch.Tensor] | None, total: int, world: World) -> list[str]:
-    """The stats' names, from a process that has them (one without rows of the mini-batch's
-    ``total`` has none)."""
-    if total >= world.size:  # every process has rows, hence the same stats
-        return sorted(stats)
-    return next(n for n in gather(sorted(stats) if stats is not None else None, world) if n)
+def _save_grads(params: list[torch.nn.Parameter]) -> list[torch.Tensor | None]:
+    """The gradients as they are, to put back should the guards refuse a mini-batch."""
+    return [None if p.grad is None else p.grad.clone() for p in params]
+
+
+def _restore_grads(params: list[torch.nn.Parameter],
+                   kept: list[torch.Tensor | None] | None) -> None:
+    """Put back the gradients :func:`_save_grads` kept (None: nothing was back-propagated)."""
+    if kept is None:
+        return
+    for p, g in zip(params, kept):
+        p.grad = g
 
 
 def first_minibatch(config: LearnerConfig, generator: torch.Generator, n: int) -> torch.Tensor:
@@ -210,59 +290,3 @@ def micro_batches(batch: TokenBatch, rows: torch.Tensor, budget: int | None) -> 
         longest = max(longest, n)
     pieces.append(rows[start:])
     return pieces
-
-
-def _extra_pieces(pieces: int, world: World, budget: int | None) -> int:
-    """How many pieces this process runs beyond its own ``pieces``: with FSDP every forward
-    and backward is a collective, so each process runs as many as the one with the most
-    (0 otherwise, and without a token budget: one piece each)."""
-    if not world.fsdp or budget is None:
-        return 0
-    return max(gather(pieces, world)) - pieces
-
-
-def _pieces(minibatch_loss: MinibatchLoss, batch: TokenBatch, micro: list[torch.Tensor], step_rows: int,
-            idx: torch.Tensor, world: World, extra: int = 0) -> dict[str, torch.Tensor]:
-    """Back-propagate each micro-batch's loss weighted by its share of the step's rows
-    (a non-finite one is not, except under FSDP, where every process must: the mini-batch's
-    gradients are then put back by the caller); the stats are the pieces' row-weighted means
-    over the mini-batch ``idx`` (across processes too). ``extra`` pieces more
-    (:func:`_extra_pieces`) run the mini-batch's first row with weight 0: they join the
-    sharded collectives and add nothing."""
-    sums: dict[str, torch.Tensor] = {}
-    rows, total = sum(len(m) for m in micro), len(idx)
-    for _ in range(extra):
-        loss, _ = minibatch_loss(batch.subset(idx[:1]), idx[:1])
-        (loss * 0.0).backward()
-    for piece in micro:
-        loss, stats = minibatch_loss(batch.subset(piece), piece)
-        finite = torch.isfinite(loss.detach()).float()
-        if bool(finite) or world.fsdp:
-            (loss * (len(piece) / step_rows)).backward()
-        for k, v in {**stats, "loss_finite": finite}.items():
-            sums[k] = sums.get(k, 0.0) + v.detach().float().reshape(()) * len(piece)
-    stats = {k: v / rows for k, v in sums.items()} if rows else None
-    if not world.parallel:
-        return stats
-    return _reduce_stats(stats, _stat_names(stats, total, world), rows, total, world, batch.device)
-
-
-def _reduce_stats(stats: dict[str, torch.Tensor] | None, names: list[str], rows: int, total: int,
-                  world: World, device: torch.device) -> dict[str, torch.Tensor]:
-    """Each stat's mean over the mini-batch's ``total`` rows from every process's mean over
-    its ``rows``; NaN where any process's is not finite."""
-    values = (torch.stack([stats[k].detach().float().reshape(()) for k in names]) * rows
-              if stats is not None else torch.zeros(len(names)))
-    finite = torch.isfinite(values)
-    values = reduce_sum(torch.where(finite, values, torch.zeros_like(values)).to(device), world) / total
-    bad = reduce_sum((~finite).float().to(device), world)
-    values = torch.where(bad > 0, torch.full_like(values, math.nan), values)
-    return dict(zip(names, values.cpu()))
-
-
-def _restore(params: list[torch.nn.Parameter], kept: list[torch.Tensor | None] | None) -> None:
-    """Put back the gradients saved before a mini-batch whose pieces were back-propagated."""
-    if kept is None:
-        return
-    for p, g in zip(params, kept):
-        p.grad = g

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import LearnerBase, Rollout
+from .base import LearnerBase
 from .batch import TokenBatch
 from .losses import policy_loss, value_loss
 from .maths import compute_gae, masked_mean, masked_var, masked_whiten
+from .passes import Rollout
 
 __all__ = ["PPOLearner"]
 
@@ -40,7 +41,7 @@ class PPOLearner(LearnerBase):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, t = self.config, sub.response_ids.shape[1]
         sub_mask = sub.response_mask.float()
-        out = self.policy_forward(sub, idx)
+        out = rollout.forward(sub, idx)
         pg, ps = policy_loss(
             out.logprobs.float(), rollout.old_logprobs[idx, :t], targets["advantages"][idx, :t],
             sub_mask, cfg.cliprange, entropy=out.entropy,

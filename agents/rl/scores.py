@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["RunningMoments", "process_scores"]
+__all__ = ["RunningMoments", "per_trajectory", "process_scores"]
 
 
 class RunningMoments:
@@ -72,3 +72,16 @@ def process_scores(
     if score_clip is not None:
         scores = scores.clamp(-score_clip, score_clip)
     return scores
+
+
+def per_trajectory(values: np.ndarray | torch.Tensor, n: int, device: torch.device,
+                   what: str = "scores") -> torch.Tensor:
+    """``values`` (numpy or torch, any shape of ``n`` numbers) as ``(n,)`` float32 on
+    ``device``; refused unless they are ``n`` finite numbers (``what`` names them)."""
+    v = torch.as_tensor(np.asarray(values) if not torch.is_tensor(values) else values)
+    v = v.detach().to(device=device, dtype=torch.float32).reshape(-1)
+    if v.numel() != n:
+        raise ValueError(f"got {v.numel()} {what} for a batch of {n} trajectories")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"{what} must be finite")
+    return v

@@ -77,7 +77,12 @@ def save_checkpoint(root: str | Path, iteration: int, state: dict[str, Any], kee
                  lambda: save_file(mine, str(tmp / _tensor_file(world.rank))),
                  lambda: _commit(tmp, final, meta) if world.is_main else None]
     else:
-        steps = [lambda: (_fresh(tmp), save_file(tensors, str(tmp / _tensor_file(0))), _commit(tmp, final, meta))]
+        def write_all() -> None:
+            _fresh(tmp)
+            save_file(tensors, str(tmp / _tensor_file(0)))
+            _commit(tmp, final, meta)
+
+        steps = [write_all]
     for step in steps:
         failure = _written(iteration, final, root, step)
         failures = [f for f in (gather(failure, world) if sharded else [failure]) if f is not None]

@@ -1,23 +1,32 @@
 """The CLI shared by the run scripts: a tyro parser over :class:`agents.run.config.TrainConfig`
-(``--preset``, or on ``--resume`` the run's saved config, supplying the defaults that explicit
-flags then override), one-line errors, and the summary a run prints at its end."""
+whose ``--help`` shows the flags in :data:`agents.run.config.FLAG_GROUPS`'s groups (the config
+stays flat: the groups are parse-time dataclasses, flattened back), with the defaults
+supplied by ``--preset``, then ``--config FILE``, or on ``--resume`` by the run's saved
+config, which explicit flags then override; one-line errors; the summary a run prints."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import sys
 import traceback
+import typing
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import tyro
 
 from agents.distributed import leave, world
 from agents.errors import RunError, Stopped
-from agents.run.config import PRESETS, TrainConfig, preset_config
+from agents.run.config import FLAG_GROUPS, PRESETS, RUN_RECORD, TrainConfig, preset_config
 from agents.run.metrics import eval_key
 from agents.run.resume import saved_config
+from agents.run.schema import field_docs, read_settings
+
+CONFIG_FLAG_HELP = ("A YAML or JSON file of settings (``field: value``; a run's saved config.json "
+                    "is one), over the --preset's; explicit flags override it.")
+"""The help of ``--config``: a flag of the parser only (the file's values are the config's)."""
 
 
 def _peek(argv: list[str], flag: str) -> str | None:
@@ -30,29 +39,84 @@ def _peek(argv: list[str], flag: str) -> str | None:
     return None
 
 
+@functools.cache
+def _grouped_flags() -> type:
+    """The parse-time dataclass: one nested dataclass per flag group (tyro draws each as a
+    group and, with ``OmitArgPrefixes``, keeps the flat flag names), plus ``--config``."""
+    hints = typing.get_type_hints(TrainConfig, include_extras=True)
+    choices = ("none", *PRESETS)
+    hints["preset"] = Literal.__getitem__(choices)  # the choices: the preset files
+    docs, default = field_docs(TrainConfig), TrainConfig()
+    groups = []
+    for title, names in FLAG_GROUPS.items():
+        own = [(n, Annotated[hints[n], tyro.conf.arg(help=docs.get(n))],
+                dataclasses.field(default=getattr(default, n))) for n in names]
+        if title == "run and logging":
+            own.insert(0, ("config", Annotated[str | None, tyro.conf.arg(help=CONFIG_FLAG_HELP)],
+                           dataclasses.field(default=None)))
+        group = dataclasses.make_dataclass(_slug(title), own)
+        groups.append((_slug(title), Annotated[group, tyro.conf.OmitArgPrefixes, tyro.conf.arg(name=title)]))
+    return dataclasses.make_dataclass("Flags", groups)
+
+
+def _slug(title: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in title.lower())
+
+
 def parse(description: str, argv: list[str] | None = None, **defaults) -> TrainConfig:
     """Parse ``argv`` (default: the command line) into a config.
 
-    Defaults come from ``--preset`` (then ``defaults``); with ``--resume`` they come from
-    the run's saved ``config.json``, so that only the flags given anew differ from the run
-    (and :mod:`agents.run.resume` decides whether they may). Bad values exit with the
-    CLI's usage error.
+    Defaults come from ``--preset`` (then ``defaults``), then the ``--config`` file's
+    settings; with ``--resume`` they come from the run's saved ``config.json`` (then the
+    file), so that only the flags given anew differ from the run (and
+    :mod:`agents.run.resume` decides whether they may). Bad values exit with the CLI's
+    usage error.
     """
     argv = sys.argv[1:] if argv is None else argv
-    preset = _peek(argv, "--preset") or "none"
-    if preset not in ("none", *PRESETS):
-        _usage_error(f"unknown --preset {preset!r}; choose one of: none, {', '.join(PRESETS)}")
+    file = _peek(argv, "--config")
     try:
-        default = preset_config(preset, **defaults)
-        if "--resume" in argv:
-            out = Path(_peek(argv, "--output-dir") or default.output_dir)
-            if (out / "config.json").is_file():
-                known = {f.name for f in fields(TrainConfig)}
-                saved = {k: v for k, v in saved_config(out).items() if k in known}
-                default = TrainConfig(**saved)
+        default = _defaults(argv, file, defaults)
     except ValueError as err:
         _usage_error(str(err))
-    return tyro.cli(TrainConfig, default=default, args=argv, description=description)
+    parsed = tyro.cli(_grouped_flags(), default=_as_flags(default, file), args=argv,
+                      description=description)
+    return TrainConfig(**{f.name: getattr(group, f.name) for group in vars(parsed).values()
+                          for f in dataclasses.fields(group) if f.name != "config"})
+
+
+def _defaults(argv: list[str], file: str | None, defaults: dict) -> TrainConfig:
+    """The config the flags override: the preset's (then ``defaults``), then the file's; on
+    ``--resume`` the run's saved one, then the file's."""
+    settings = read_settings(file, TrainConfig, ignore=RUN_RECORD) if file else {}
+    given = _peek(argv, "--preset")
+    preset = settings.pop("preset", "none")
+    preset = given or preset
+    if preset not in ("none", *PRESETS):
+        where, what = ("", "--preset") if given else (f"{file}: ", "preset")
+        raise ValueError(f"{where}unknown {what} {preset!r}; choose one of: none, {', '.join(PRESETS)}")
+    try:
+        default = preset_config(preset, **{**defaults, **settings})
+        if "--resume" in argv or (default.resume and "--no-resume" not in argv):
+            out = Path(_peek(argv, "--output-dir") or default.output_dir)
+            if (out / "config.json").is_file():
+                known = {f.name for f in dataclasses.fields(TrainConfig)}
+                saved = {k: v for k, v in saved_config(out).items() if k in known}
+                default = TrainConfig(**{**saved, **settings})
+    except ValueError as err:
+        raise ValueError(f"{file}: {err}" if file else str(err)) from None
+    return default
+
+
+def _as_flags(config: TrainConfig, file: str | None) -> Any:
+    """``config`` (and the ``--config`` file's name) as the parse-time dataclass's instance."""
+    flags = _grouped_flags()
+    groups = {}
+    for f in dataclasses.fields(flags):
+        group = typing.get_args(f.type)[0]
+        values = {g.name: file if g.name == "config" else getattr(config, g.name)
+                  for g in dataclasses.fields(group)}
+        groups[f.name] = group(**values)
+    return flags(**groups)
 
 
 def _usage_error(message: str) -> None:
@@ -97,6 +161,18 @@ def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None,
         print(f"error: {err}{where}", file=sys.stderr)
         return 1
     return 0
+
+
+def train_from_cli(trainer_cls: Callable[[TrainConfig], Any], description: str,
+                   argv: list[str] | None = None, **defaults) -> list[dict]:
+    """A run script's ``main``: parse ``argv`` (:func:`parse`, ``defaults`` under the flags),
+    train a ``trainer_cls`` on that config, and print the summary on the main process."""
+    config = parse(description, argv, **defaults)
+    trainer = trainer_cls(config)
+    rows = trainer.train()
+    if trainer.world.is_main:
+        summarize(rows, trainer.models, config.output_dir)
+    return rows
 
 
 def summarize(rows: list[dict], models, output_dir: str) -> None:

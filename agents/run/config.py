@@ -1,17 +1,26 @@
-"""The run configuration of CORY and of the PPO baseline: one dataclass, one docstring per field.
+"""The run configuration of CORY and of the PPO baseline: one flat dataclass, one docstring
+per field, saved flat as the run folder's ``config.json``.
 
-``scripts/run_cory.py`` and ``scripts/run_ppo.py`` parse it into a CLI with tyro. The
-defaults are sized for a CPU: SmolLM2-135M-Instruct (embedded), the offline ``sentiment``
-task, LoRA, about 12 minutes on 2 cores. ``--preset`` loads the paper's settings.
+``scripts/run_cory.py`` and ``scripts/run_ppo.py`` parse it into a CLI
+(:func:`agents.run.cli.parse`) whose ``--help`` shows the flags in the groups of
+:data:`FLAG_GROUPS`. The defaults are sized for a CPU: SmolLM2-135M-Instruct (embedded), the
+offline ``sentiment`` task, LoRA (how long that takes: ``docs/benchmarks.md``). ``--preset
+NAME`` loads the paper's settings from ``configs/presets/NAME.yaml``, ``--config FILE`` a
+run's settings from a YAML or JSON file (a run's own ``config.json`` is one).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal
 
 import tyro
+
+from agents.run.learner_config import grpo_options, learner_config
+from agents.run.schema import read_settings
+from agents.run.validate import check_config
 
 
 @dataclass
@@ -37,8 +46,10 @@ class TrainConfig:
     ``answer-match``)."""
     reward_model: str | None = None
     """Model of the ``hf-classifier`` reward (the paper: ``lvwerra/distilbert-imdb``)."""
-    preset: Literal["none", "imdb-gpt2-large", "gsm8k-llama2"] = "none"
-    """Load the paper's hyper-parameters (GPU machines); explicit flags still override."""
+    preset: str = "none"
+    """The defaults of a paper preset, ``configs/presets/<name>.yaml`` (``imdb-gpt2-large``,
+    ``gsm8k-llama2``: GPU machines); ``--config`` and explicit flags still override; ``none``:
+    the CPU defaults."""
 
     # --- the schedule
     iterations: int = 24
@@ -51,17 +62,17 @@ class TrainConfig:
     """Mini-batches accumulated per optimiser step."""
     max_tokens_per_microbatch: int | None = None
     """Cut each mini-batch into micro-batches of at most this many padded tokens, one backward
-    each (the same step, less memory: gradient accumulation by a token budget); None: whole
-    (the default: on the 2-core CPU a budget that cuts costs more time than 5%: each extra
-    micro-batch's forward + backward adds 0.22-0.25 s whatever its size, ``bench/budget.py``)."""
+    each: the same optimiser step in less activation memory (gradient accumulation by a token
+    budget). None, the default: the mini-batch in one piece, since each extra micro-batch
+    costs a forward and a backward of its own whatever its size (``docs/benchmarks.md``)."""
     observer_token_budget: bool = False
     """Cut each observer's mini-batches into micro-batches of at most the pioneer's padded
     tokens per mini-batch of the iteration (its mini-batch size x its longest prompt +
     answer), so that the observers' longer prompts (they hold the earlier answers) need no
     more activation memory than the pioneer's: the same optimiser steps within float
-    tolerance (with ``max_tokens_per_microbatch``, the smaller budget). Off by default: on
-    the 2-core CPU it took 22-28% off CORY-LoRA's peak memory for 5-59% more time (the
-    README's benchmarks; ``bench/budget.py``, paired: 1.15-1.78x the observer's update)."""
+    tolerance (with ``max_tokens_per_microbatch``, the smaller budget). Off by default: it
+    buys a lower peak memory with more time per update, a trade for runs that would not fit
+    otherwise (``docs/benchmarks.md``)."""
     ppo_epochs: int = 4
     """Passes over each batch (the paper: 4)."""
     seed: int = 0
@@ -69,10 +80,9 @@ class TrainConfig:
 
     # --- PPO (the paper / TRL 0.7 defaults unless the CPU default needs otherwise)
     learning_rate: float = 3e-4
-    """Adam learning rate. The CPU default (LoRA) is 3e-4: the clip fraction then runs at
-    0.3-0.5 and the PPO ratio threshold (10) skips the odd runaway mini-batch of the first
-    iterations; 1e-4 keeps it near 0.1-0.2 but barely moved the policy (KL 0.08 after 8
-    iterations). The paper's full fine-tune: 1.41e-5."""
+    """Adam learning rate. The CPU default suits LoRA adapters in a short run: large enough to
+    move the policy, with ``ratio_threshold`` skipping the odd runaway mini-batch of the first
+    iterations (``docs/benchmarks.md``). The paper's full fine-tune (the presets): 1.41e-5."""
     init_kl_coef: float = 0.05
     """Initial KL coefficient eta of the per-token penalty (the paper: 0.3 for IMDB's
     classifier logits; VADER scores live in [-1, 1], hence a smaller default)."""
@@ -108,6 +118,9 @@ class TrainConfig:
     """Also subtract the running mean (with scaling)."""
     score_clip: float | None = None
     """Clip scores to +-this after scaling (None: off)."""
+    whiten_rewards: bool = False
+    """Whiten the per-token rewards (scaled to unit variance, the mean kept) before GAE;
+    off, as in the paper."""
 
     # --- generation
     max_new_tokens: int | None = None
@@ -247,33 +260,51 @@ class TrainConfig:
     folder's ``error.log``)."""
 
     def __post_init__(self) -> None:
-        from agents.run.validate import check_config
-
+        """Refuse a config out of range (:func:`agents.run.validate.check_config`) or one the
+        learners' configs cannot be built from (their own rules), naming the field."""
         self.log_with = tuple(self.log_with)  # a saved config.json holds a list
         check_config(self)
+        learner_config(self)
+        grpo_options(self)
 
 
-PRESETS: dict[str, dict] = {
-    # Appendix A, IMDB: GPT-2 large, distilbert-imdb logit, 4-16 tokens, full fine-tune.
-    "imdb-gpt2-large": dict(
-        model="gpt2-large", task="imdb", reward="hf-classifier",
-        reward_model="lvwerra/distilbert-imdb", iterations=100, batch_size=256,
-        mini_batch_size=256, ppo_epochs=4, learning_rate=1.41e-5, init_kl_coef=0.3,
-        adap_kl_ctrl=True, gamma=1.0, lam=0.95, cliprange=0.2, cliprange_value=0.2,
-        vf_coef=0.1, min_new_tokens=4, max_new_tokens=16, swap_period=5, mode="full",
-        device="cuda", dtype="bf16", eval_every=5, eval_size=256,
-    ),
-    # Appendix A, GSM8K: Llama-2-7b-chat, LoRA over a 4-bit base as in the paper.
-    "gsm8k-llama2": dict(
-        model="meta-llama/Llama-2-7b-chat-hf", task="gsm8k", iterations=100, batch_size=32,
-        mini_batch_size=2, gradient_accumulation_steps=16, ppo_epochs=4, learning_rate=1e-4,
-        init_kl_coef=0.01, adap_kl_ctrl=False, gamma=1.0, lam=0.95, cliprange=0.2,
-        cliprange_value=0.2, vf_coef=0.1, max_new_tokens=256, swap_period=5, mode="lora",
-        load_in_4bit=True, device="cuda", dtype="bf16", eval_every=5, eval_size=128,
-    ),
+FLAG_GROUPS: dict[str, tuple[str, ...]] = {
+    "model": ("model", "models", "mode", "lora_r", "lora_alpha", "load_in_4bit", "dtype", "device"),
+    "task and reward": ("task", "task_path", "task_options", "reward", "reward_model", "reward_mode"),
+    "generation": ("max_new_tokens", "min_new_tokens", "seat_max_new_tokens", "seat_temperature",
+                   "seat_top_k", "seat_top_p"),
+    "learner": ("learner", "observer_learner", "learners", "learning_rate", "mini_batch_size",
+                "gradient_accumulation_steps", "ppo_epochs", "init_kl_coef", "adap_kl_ctrl",
+                "target", "horizon", "kl_penalty", "gamma", "lam", "cliprange", "cliprange_value",
+                "vf_coef", "max_grad_norm", "ratio_threshold", "target_kl", "use_score_scaling",
+                "use_score_norm", "score_clip", "whiten_rewards"),
+    "GRPO": ("group_size", "scale_rewards", "loss_aggregation", "cliprange_high", "dual_clip",
+             "importance_sampling", "kl_beta", "kl_estimator", "kl_in", "drop_uniform_groups",
+             "refill_rounds", "mask_truncated"),
+    "CORY": ("num_agents", "swap_period", "role_exchange", "role_schedule", "knowledge_transfer"),
+    "run and logging": ("preset", "iterations", "batch_size", "seed", "output_dir", "resume",
+                        "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps",
+                        "num_samples", "progress", "log_with", "wandb_project", "wandb_group",
+                        "wandb_mode", "debug"),
+    "evaluation": ("eval_every", "eval_size"),
+    "scale-out": ("max_tokens_per_microbatch", "observer_token_budget", "activation_checkpointing",
+                  "pack_sequences"),
 }
-"""The paper's settings (appendix A), used as the CLI defaults when ``--preset`` is given.
-The paper's PPO control for IMDB is the larger GPT-2 XL: ``run_ppo.py --model gpt2-xl``."""
+"""The CLI's flag groups, in ``--help`` order: group title -> :class:`TrainConfig` fields (every
+field in exactly one group; tyro heads each ``<title> options``). The config itself stays flat:
+the groups shape the help, not the fields."""
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "presets"
+"""The paper presets (appendix A), one ``<name>.yaml`` each, read by ``--preset <name>``."""
+
+RUN_RECORD = frozenset({"num_processes"})
+"""Keys a run's ``config.json`` holds beside its settings (what the run recorded): skipped
+where the file is read back as settings (``--config``, ``--resume``)."""
+
+PRESETS: dict[str, dict] = {path.stem: read_settings(path, TrainConfig)
+                            for path in sorted(PRESET_DIR.glob("*.yaml"))}
+"""The paper's settings by preset name (``configs/presets/*.yaml``), used as the CLI's defaults
+when ``--preset`` is given."""
 
 
 def preset_config(preset: str = "none", **overrides) -> TrainConfig:

@@ -1,4 +1,5 @@
-"""Evaluation of one model alone, from the query-only prompt, on held-out queries."""
+"""Evaluation of one model alone, from the query-only prompt, on held-out queries: it plays
+a one-agent env (the chain of one), whose reward for the pioneer is the task's ``r(q, a)``."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import numpy as np
 import torch
 
 from agents.rl.batch import TokenBatch
-from agents.run.rollout import Turns, rollout_alone
-from cory_env.tasks.base import GenerationConfig, Task
+from agents.run.rollout import Turns, rollout_chain
+from cory_env.tasks.base import GenerationConfig
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -57,14 +58,14 @@ def sequence_kl(agent, turns: Turns, pad_id: int) -> np.ndarray:
 def evaluate_alone(
     agent,
     venv,
-    task: Task,
     queries: Sequence[str],
     generation: GenerationConfig,
     max_new_tokens: int,
     seed: int,
     pad_id: int,
 ) -> tuple[dict[str, float], Turns]:
-    """Task reward, KL to the reference, answer length and distinct-1/2 of ``agent`` alone.
+    """Task reward, KL to the reference, answer length and distinct-1/2 of ``agent`` alone,
+    playing ``venv`` (an env of one agent: its episodes end, and are scored, after the answer).
 
     Sampling uses a generator seeded with ``seed`` so every evaluation of a run draws with
     the same random numbers (differences come from the model, not the dice).
@@ -72,9 +73,10 @@ def evaluate_alone(
     generator = torch.Generator(device=agent.device).manual_seed(seed)
     was_training = agent.training
     agent.eval()
-    turns = rollout_alone(venv, agent, queries, generation, max_new_tokens, generator, task=task)
+    (turns,) = rollout_chain(venv, [agent], queries, [generation], max_new_tokens, generator)
     kl = sequence_kl(agent, turns, pad_id)
     agent.train(was_training)
+    assert turns.scores is not None, "rollout_chain scores every turn"
     return {
         "reward": float(turns.scores.mean()),
         "reward_std": float(turns.scores.std()),

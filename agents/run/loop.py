@@ -57,6 +57,7 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
     out = Path(config.output_dir)
     w = getattr(trainer, "world", SINGLE)
     start, state, changes = _prepare(out, config, w)
+    log: RunLog | MemoryLog
     if w.is_main:
         log = RunLog(out, tensorboard="tensorboard" in config.log_with,
                      purge_step=start if state is not None else None, sinks=_sinks(out, config))
@@ -119,7 +120,7 @@ def _export(trainer, out: Path) -> None:
 
 def _prepare(out: Path, config: TrainConfig, w: World = SINGLE) -> tuple[int, dict | None, dict[str, tuple]]:
     """``(start iteration, checkpoint state or None, settings changed on resume)``."""
-    latest, changes = check_output(config)
+    latest, changes = check_output(config, w)
     w.barrier()  # every process has seen the folder before the main one may clear it
     if latest is None:
         if w.is_main and any((out / name).exists() for name in RUN_FILES):

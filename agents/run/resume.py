@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from agents.distributed import world
+from agents.distributed import World
 from agents.errors import ResumeError
 from agents.run.checkpoint import checkpoint_dir, latest_checkpoint
 
@@ -59,10 +59,10 @@ def check_resume(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     return changed
 
 
-def check_output(config: Any) -> tuple[Path | None, dict[str, tuple[Any, Any]]]:
+def check_output(config: Any, world: World) -> tuple[Path | None, dict[str, tuple[Any, Any]]]:
     """Refuse an output folder this config cannot use, before anything loads: a file; a
-    run there without ``--resume``; on resume, changed fixed settings or fewer iterations
-    than done. Returns the newest checkpoint (None: the run starts from scratch) and the
+    run there without ``--resume``; on resume, another number of processes than ``world``'s,
+    changed fixed settings or fewer iterations than done. Returns the newest checkpoint (None: the run starts from scratch) and the
     changeable settings that differ from the saved config (:func:`check_resume`)."""
     out = Path(config.output_dir)
     if out.exists() and not out.is_dir():
@@ -76,7 +76,7 @@ def check_output(config: Any) -> tuple[Path | None, dict[str, tuple[Any, Any]]]:
             "it or choose another --output-dir"
         )
     saved = saved_config(out)
-    size, had = world().size, int(saved.get("num_processes", 1))
+    size, had = world.size, int(saved.get("num_processes", 1))
     if size != had:
         raise ResumeError(f"{out} was run by {had} process(es) and this run has {size}: resume it "
                           f"with {had} (each process's random stream is in the checkpoint)")

@@ -1,4 +1,4 @@
-"""Rollouts through the vector env: the pioneer's turn, then the observer's, in lockstep.
+"""Rollouts through the vector env: the pioneer's turn, then each observer's, in lockstep.
 
 The env owns the protocol (prompts, templates, turn ends, rewards); the agents only pick
 tokens, through the KV-cache sampler, and the rollout steps the env with them. What comes
@@ -54,7 +54,8 @@ def act(
     budget = max_new_tokens or int(getattr(venv, "episode_max_new_tokens", 0)
                                    or getattr(generation, "max_new_tokens", 16))
     n_actions = getattr(getattr(venv, "single_action_space", None), "n", None)
-    lockstep = getattr(agent, "sharded_over", None) or SINGLE  # sharded: every forward is a collective
+    # sharded: every forward is a collective
+    lockstep = getattr(agent, "sharded_over", None) or SINGLE
     with KVCacheSampler.open(agent, venv.prompt_ids, budget) as sampler:
         done = False
         while True:
@@ -68,17 +69,20 @@ def act(
             if all_finished(done, lockstep, sampler.device):
                 break
             if not done and max_new_tokens is not None and sampler.step + 1 >= max_new_tokens:
-                raise RuntimeError(f"the {role} turn did not end within max_new_tokens={max_new_tokens}")
+                raise RuntimeError(f"the {role} turn did not end within "
+                                   f"max_new_tokens={max_new_tokens}")
             sampler.advance(tokens)  # once done here: decoding on with the others, tokens discarded
     return venv.response_ids(role)
 
 
-def play_turn(venv, agent, generation: GenerationConfig, generator: torch.Generator | None) -> Turns:
+def play_turn(venv, agent, generation: GenerationConfig,
+              generator: torch.Generator | None) -> Turns:
     """Let ``agent`` play the venv's current role to the end of its turn."""
     role = venv.agent_selection
     prompts = [np.array(p, dtype=np.int64) for p in venv.prompt_ids]
     responses = act(agent, venv, generation, generator=generator)
-    return Turns(prompts=prompts, responses=[np.asarray(r) for r in responses], texts=venv.texts(role))
+    return Turns(prompts=prompts, responses=[np.asarray(r) for r in responses],
+                 texts=venv.texts(role))
 
 
 def rollout_chain(
@@ -110,21 +114,6 @@ def rollout_chain(
     return turns
 
 
-def rollout_pair(
-    venv,
-    pioneer,
-    observer,
-    queries: Sequence[str],
-    generation: GenerationConfig,
-    max_new_tokens: int,
-    generator: torch.Generator | None = None,
-) -> tuple[Turns, Turns]:
-    """One episode batch of the two-agent game (:func:`rollout_chain` of two)."""
-    first, second = rollout_chain(venv, [pioneer, observer], queries, [generation, generation],
-                                  max_new_tokens, generator)
-    return first, second
-
-
 def rollout_alone(
     venv,
     agent,
@@ -134,9 +123,11 @@ def rollout_alone(
     generator: torch.Generator | None = None,
     task=None,
 ) -> Turns:
-    """The pioneer's turn only: a model answering from the query-only prompt (evaluation,
-    single-agent PPO). The episode is abandoned there; with ``task`` the answers are scored
-    by :meth:`cory_env.tasks.base.Task.score` (what the env would give the pioneer alone)."""
+    """The pioneer's turn only: a model answering from the query-only prompt of a chain of
+    any length (a one-agent env ends there and scores the answers itself: prefer
+    :func:`rollout_chain` of one agent). In a longer chain the episode is abandoned after
+    that turn; with ``task`` the answers are scored by :meth:`cory_env.tasks.base.Task.score`
+    (what a one-agent env gives the pioneer)."""
     venv.reset(options={"queries": list(queries), "max_new_tokens": max_new_tokens})
     turns = play_turn(venv, agent, generation, generator)
     if task is not None:

@@ -10,14 +10,14 @@ import contextlib
 import copy
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from agents.distributed import SINGLE, World, main_first
-from agents.distributed import world as launched_world
 from agents.policy.agent import LLMAgent
 from agents.policy.construction import enable_activation_checkpointing
 from agents.policy.loading import (
@@ -29,10 +29,9 @@ from agents.policy.loading import (
 )
 from agents.policy.sharding import check_sharding, shard_agents, weights_from_main
 from agents.policy.tokenizers import check_same_tokenizer
-from agents.rl.config import LearnerConfig
-from agents.rl.grpo import GRPOOptions
 from agents.rl.learner import learner_uses_values, make_learner
 from agents.run.config import TrainConfig
+from agents.run.learner_config import grpo_options, learner_config
 from agents.run.resume import check_output
 from agents.run.validate import task_options
 from cory_env.rewards import available_rewards, make_reward
@@ -42,7 +41,7 @@ from cory_env.vector import CoryTextVecEnv
 
 def task_data(config: TrainConfig) -> Task:
     """The configured task as its registry builds it (its data read, its own reward)."""
-    kwargs = {"path": config.task_path} if config.task_path else {}
+    kwargs: dict[str, object] = {"path": config.task_path} if config.task_path else {}
     kwargs.update(task_options(config.task_options))
     try:
         return make_task(config.task, **kwargs)
@@ -88,25 +87,27 @@ def build_agents(config: TrainConfig, model, tokenizer, n: int,
     for i, m in enumerate(models):
         groups.setdefault(id(m), []).append(i)
     # sharded: built on the CPU, each process's shards then go to the device (never a whole copy)
-    common = {"dtype": config.dtype, "device": "cpu" if world.fsdp else config.device}
-    agents: list[LLMAgent | None] = [None] * n
+    dtype, device = config.dtype, "cpu" if world.fsdp else config.device
+    built: dict[int, LLMAgent] = {}
     for idx in groups.values():
         base = models[idx[0]]
         if config.mode == "lora":
             made = LLMAgent.lora_agents(
                 base, tokenizer, n=len(idx), r=config.lora_r, alpha=config.lora_alpha,
-                value_heads=[heads[i] for i in idx], **common,
+                value_heads=[heads[i] for i in idx], dtype=dtype, device=device,
             )
         else:
             reference = copy.deepcopy(base)
             made = [
                 LLMAgent.full_copy(copy.deepcopy(base) if j < len(idx) - 1 else base, tokenizer,
-                                   reference=reference, value_head=heads[i], **common)
+                                   reference=reference, value_head=heads[i], dtype=dtype,
+                                   device=device)
                 for j, i in enumerate(idx)
             ]
         for i, agent in zip(idx, made, strict=True):
             agent.packing = config.pack_sequences
-            agents[i] = agent
+            built[i] = agent
+    agents = [built[i] for i in range(n)]
     if config.activation_checkpointing:
         for trained in {id(a.model): a.model for a in agents}.values():
             enable_activation_checkpointing(trained)
@@ -115,32 +116,23 @@ def build_agents(config: TrainConfig, model, tokenizer, n: int,
     return agents
 
 
-def ppo_config(config: TrainConfig) -> LearnerConfig:
-    """The PPO hyper-parameters of the run: every :class:`LearnerConfig` field the run config
-    also has (same names), so a field added to both is passed on without a mapping to edit."""
-    shared = {f.name for f in fields(LearnerConfig)} & {f.name for f in fields(TrainConfig)}
-    return LearnerConfig(**{name: getattr(config, name) for name in shared})
-
-
-def grpo_options(config: TrainConfig) -> GRPOOptions:
-    """The GRPO family's options of the run: every :class:`GRPOOptions` field (same names)."""
-    return GRPOOptions(**{f.name: getattr(config, f.name) for f in fields(GRPOOptions)})
-
-
 def value_heads(names: Sequence[str]) -> list[bool]:
     """Whether each named learner needs a value head (none is built for the others)."""
     return [learner_uses_values(name) for name in names]
 
 
-def build_learner(name: str, agent: LLMAgent, config: TrainConfig, index: int = 0):
-    """A learner by name over ``agent``; each gets its own seed for mini-batch shuffling."""
-    ppo = replace(ppo_config(config), seed=config.seed + 1000 * (index + 1))
+def build_learner(name: str, agent: LLMAgent, config: TrainConfig, index: int = 0, *,
+                  world: World = SINGLE, max_answer_length: int | None = None):
+    """A learner by name over ``agent`` in the run's ``world``; each gets its own seed for
+    mini-batch shuffling. GRPO also gets the run's answer length ``max_answer_length`` (the
+    generation's ``max_new_tokens``: Dr. GRPO's constant) and its options."""
+    shared = replace(learner_config(config), seed=config.seed + 1000 * (index + 1))
     if name == "rloo":
-        return make_learner("rloo", agent, config=ppo, k=config.group_size)
+        return make_learner("rloo", agent, config=shared, world=world, group_size=config.group_size)
     if name == "grpo":
-        return make_learner("grpo", agent, config=ppo, group_size=config.group_size,
-                            options=grpo_options(config))
-    return make_learner(name, agent, config=ppo)
+        return make_learner("grpo", agent, config=shared, world=world, group_size=config.group_size,
+                            options=grpo_options(config), max_answer_length=max_answer_length)
+    return make_learner(name, agent, config=shared, world=world)
 
 
 @dataclass
@@ -149,7 +141,7 @@ class Run:
 
     config: TrainConfig
     task: Task
-    tokenizer: object
+    tokenizer: Any
     generation: GenerationConfig
     venv: CoryTextVecEnv
     eval_venv: CoryTextVecEnv | None
@@ -199,20 +191,24 @@ class Run:
         self.generator.set_state(state["generator"])
 
 
+_V = TypeVar("_V")
+
 RANK_SEED_STRIDE = 1_000_003
 """Process ``r`` of a data-parallel run samples with the seed ``seed + r * RANK_SEED_STRIDE``."""
 
 
 def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_per_query: int = 1,
               num_agents: int = 2, world: World = SINGLE) -> Run:
-    """Envs and random streams for ``config`` (the model is loaded by the caller); the
-    training env plays chains of ``num_agents`` and holds this process's shard of a batch."""
+    """Envs and random streams for ``config`` (the model is loaded by the caller); ``task``:
+    the run's task as :func:`build_task` made it (None: built here). The training env plays
+    chains of ``num_agents`` (1: the pioneer alone, the single-agent trainer) and holds this
+    process's shard of a batch; the evaluation env plays one agent (each model alone)."""
     if config.batch_size % world.size:
         raise ValueError(f"batch_size {config.batch_size} must split evenly over the run's "
                          f"{world.size} processes")
-    task = build_task(config, task)
+    task = build_task(config) if task is None else task
     generation = generation_of(config, task)
-    seats = seat_generations(config, generation)
+    seats = seat_generations(config, generation)[:num_agents]
     longest = max([generation.max_new_tokens, *(config.seat_max_new_tokens or [])])
     env_kwargs = dict(
         task=task, tokenizer=tokenizer, max_new_tokens=longest, reward_mode=config.reward_mode,
@@ -221,7 +217,8 @@ def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_
                           **env_kwargs)
     env_kwargs["max_new_tokens"] = generation.max_new_tokens
     eval_pool = list(task.queries("eval"))[: config.eval_size]
-    eval_venv = CoryTextVecEnv(num_envs=len(eval_pool), **env_kwargs) if config.eval_every else None
+    eval_venv = (CoryTextVecEnv(num_envs=len(eval_pool), num_agents=1, **env_kwargs)
+                 if config.eval_every else None)
     return Run(
         config=config, task=task, tokenizer=tokenizer, generation=generation, venv=venv,
         eval_venv=eval_venv, eval_queries=eval_pool, rng=np.random.default_rng(config.seed),
@@ -230,20 +227,21 @@ def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_
     )
 
 
-def preflight(config: TrainConfig) -> None:
+def preflight(config: TrainConfig, world: World = SINGLE) -> None:
     """What can be refused before a model loads (minutes for a large one): the output folder
-    (a file; a run there that this config may not continue), what FSDP cannot shard, the
-    reward's name, and the task with its data (read here, so a missing file or an empty
-    dataset fails now; the reward, which may be a model, is built once, with the run)."""
-    check_output(config)
-    if launched_world().fsdp:
+    (a file; a run there that this config may not continue with ``world``'s processes), what
+    FSDP cannot shard, the reward's name, and the task with its data (read here, so a missing
+    file or an empty dataset fails now; the reward, which may be a model, is built once, with
+    the run)."""
+    check_output(config, world)
+    if world.fsdp:
         check_sharding(config)
     if config.load_in_4bit:  # before minutes of download and loading
         check_4bit(config.device)
     if config.device == "cpu" and not cpu_computes_natively(config.dtype):
         warnings.warn(f"--dtype {config.dtype} on a CPU without {config.dtype} matmul instructions "
                       f"({CPU_INSTRUCTIONS[config.dtype]}): torch emulates "
-                      "them, about 100x slower than fp32 here; --dtype fp32 is the fast choice", stacklevel=2)
+                      "them, far slower than fp32 (docs/benchmarks.md); --dtype fp32 is the fast choice", stacklevel=2)
     if config.reward and config.reward not in available_rewards():
         raise ValueError(f"unknown reward {config.reward!r}; available: {', '.join(available_rewards())}")
     if config.task_path and not Path(config.task_path).expanduser().exists():
@@ -251,21 +249,21 @@ def preflight(config: TrainConfig) -> None:
     task_data(config)
 
 
-def load(config: TrainConfig, model=None, tokenizer=None):
-    """The configured model and tokenizer, unless both are given (tests, notebooks); the
-    config's inputs are checked first (:func:`preflight`)."""
-    preflight(config)
+def load(config: TrainConfig, model=None, tokenizer=None, world: World = SINGLE):
+    """The configured model and tokenizer, unless both are given (tests, notebooks), loaded
+    for ``world``'s processes; the config's inputs are checked first (:func:`preflight`)."""
+    preflight(config, world)
     if model is None:
-        return _load_model(config, config.model)
+        return _load_model(config, config.model, world)
     if tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
     return model, tokenizer
 
 
-def loading_device(config: TrainConfig) -> str:
-    """Where the weights load: the run's device, or the CPU when the run's processes are
+def loading_device(config: TrainConfig, world: World = SINGLE) -> str:
+    """Where the weights load: the run's device, or the CPU when ``world``'s processes are
     FSDP-sharded (each moves only its shards to the device, :func:`build_agents`)."""
-    return "cpu" if launched_world().fsdp else config.device
+    return "cpu" if world.fsdp else config.device
 
 
 def weights_dtype(config: TrainConfig) -> str:
@@ -282,45 +280,48 @@ def model_names(config: TrainConfig) -> list[str]:
     return [config.model] * config.num_agents
 
 
-def load_models(config: TrainConfig, model=None, tokenizer=None) -> tuple[list, object]:
+def load_models(config: TrainConfig, model=None, tokenizer=None,
+                world: World = SINGLE) -> tuple[list, object]:
     """One model per agent (the same object where agents start from the same model) and
-    the shared tokenizer. ``model`` may be one model or a list of one per agent (tests).
-    Distinct models' tokenizers are compared before any weights load."""
+    the shared tokenizer, loaded for ``world``'s processes. ``model`` may be one model or a
+    list of one per agent (tests). Distinct models' tokenizers are compared before any
+    weights load."""
     k = config.num_agents
     if model is not None:
         models = list(model) if isinstance(model, (list, tuple)) else [model] * k
-        _, tokenizer = load(config, models[0], tokenizer)
+        _, tokenizer = load(config, models[0], tokenizer, world)
         if len(models) != k:
             raise ValueError(f"{len(models)} models for {k} agents")
         return models, tokenizer
-    preflight(config)
+    preflight(config, world)
     names = model_names(config)
     distinct = list(dict.fromkeys(names))
     if len(distinct) > 1:
         check_same_tokenizer([(n, load_tokenizer(n)) for n in distinct])
-    loaded = {n: _load_model(config, n) for n in distinct}
+    loaded = {n: _load_model(config, n, world) for n in distinct}
     return [loaded[n][0] for n in names], loaded[distinct[0]][1]
 
 
-def _load_model(config: TrainConfig, name: str):
+def _load_model(config: TrainConfig, name: str, world: World):
     """``(model, tokenizer)`` of ``name`` as this run loads it: on :func:`loading_device` in
     :func:`weights_dtype`; where only the main process reads the weights
     (:func:`agents.policy.sharding.weights_from_main`), it reads them first (a GGUF is
     converted into the cache once) and the others build empty models."""
-    w = launched_world()
-    from_main = weights_from_main(w)
-    with main_first(w) if from_main else contextlib.nullcontext():
-        return load_model(name, dtype=config.dtype, device=loading_device(config), weights=weights_dtype(config),
-                          load_in_4bit=config.load_in_4bit, empty=from_main and not w.is_main)
+    from_main = weights_from_main(world)
+    with main_first(world) if from_main else contextlib.nullcontext():
+        return load_model(name, dtype=config.dtype, device=loading_device(config, world),
+                          weights=weights_dtype(config), load_in_4bit=config.load_in_4bit,
+                          empty=from_main and not world.is_main)
 
 
 def seat_generations(config: TrainConfig, generation: GenerationConfig) -> list[GenerationConfig]:
     """Each seat's sampling settings: the run's, with the ``--seat-*`` overrides."""
-    out = []
-    for j in range(config.num_agents):
-        over = {name: values[j] for name, values in (
-            ("temperature", config.seat_temperature), ("top_k", config.seat_top_k),
-            ("top_p", config.seat_top_p), ("max_new_tokens", config.seat_max_new_tokens))
-            if values is not None}
-        out.append(replace(generation, **over))
-    return out
+    def seat(values: Sequence[_V] | None, j: int, default: _V) -> _V:
+        return default if values is None else values[j]
+
+    g = generation
+    return [replace(g, temperature=seat(config.seat_temperature, j, g.temperature),
+                    top_k=seat(config.seat_top_k, j, g.top_k),
+                    top_p=seat(config.seat_top_p, j, g.top_p),
+                    max_new_tokens=seat(config.seat_max_new_tokens, j, g.max_new_tokens))
+            for j in range(config.num_agents)]

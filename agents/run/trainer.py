@@ -1,28 +1,34 @@
-"""``Trainer``: what the CORY trainer and the single-agent PPO baseline share.
+"""``Trainer``: what the CORY trainer and the single-agent trainer share.
 
 A trainer holds ``learners`` (model name -> learner, fixed for the whole run, so a
 checkpoint names each model's state), a :class:`agents.run.setup.Run` (task, envs, random
-streams) and the texts of its last step. This base gives it evaluation of every model
-alone, its state for checkpoints, and ``train``; a trainer supplies only ``step``.
+streams) and the texts of its last step. This base builds the learners (each given the
+run's world and answer length), rolls out one iteration's episodes through the env (with
+the refill rounds), makes the one update call of a learner, evaluates every model alone,
+keeps the state for checkpoints, and ``train``s; a trainer supplies only ``step``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from agents.distributed import gather, shard, world
 from agents.policy.export import export_agent
 from agents.rl.batch import TokenBatch
 from agents.run.config import TrainConfig
-from agents.run.episode_batch import EpisodeBatch
+from agents.run.episode_batch import EpisodeBatch, dropping_seats, play_chain, refill
 from agents.run.evaluate import evaluate_alone
 from agents.run.loop import fit
-from agents.run.metrics import eval_key
+from agents.run.metrics import eval_key, run_key
 from agents.run.rollout import Turns
-from agents.run.setup import Run, model_names
+from agents.run.setup import Run, build_learner, model_names
+from cory_env.tasks.base import GenerationConfig
 
 EVAL_SEED_OFFSET = 7919
 """Evaluation samples with a generator seeded ``seed + EVAL_SEED_OFFSET``, the same for every
@@ -52,16 +58,70 @@ class Trainer:
             return roll
         return lambda queries: EpisodeBatch.concat(gather(roll(shard(queries, w)), w))
 
+    def build_learners(self, names: Sequence[str], agents: Sequence[Any],
+                       answer_length: int) -> dict[str, Any]:
+        """Model ``models[i]``'s learner: ``names[i]`` over ``agents[i]`` (seeded by ``i``),
+        given the run's world and its answer length (the generation's ``max_new_tokens``)."""
+        pairs = zip(self.models, names, agents, strict=True)
+        return {m: build_learner(n, a, self.config, i, world=self.world,
+                                 max_answer_length=answer_length)
+                for i, (m, n, a) in enumerate(pairs)}
+
+    def roll_out(self, seated: Sequence[Any], generations: Sequence[GenerationConfig],
+                 max_new_tokens: int | Sequence[int], queries: list) -> tuple[EpisodeBatch, int]:
+        """``(episodes, extra rounds)``: ``seated[j]``'s agent plays seat ``j`` of the env's
+        chain, to its end, on ``queries`` (this process its shard), topped up by the refill
+        rounds of the learners that drop uniform groups
+        (:func:`agents.run.episode_batch.refill`)."""
+        run, agents = self.run, [learner.agent for learner in seated]
+
+        @self.sharded
+        def roll(qs: list) -> EpisodeBatch:
+            return play_chain(run.venv, agents, qs, generations, max_new_tokens, run.generator)
+
+        return refill(roll(queries), lambda: roll(run.draw_queries()), dropping_seats(seated),
+                      run.samples_per_query, self.config.batch_size, self.config.refill_rounds)
+
     def step(self, iteration: int) -> dict[str, float]:
         """One training iteration; returns its metrics."""
         raise NotImplementedError
 
-    def update(self, learner, turns: Turns, **kwargs: Any) -> dict[str, float]:
-        """``learner``'s update on one role's side of the episodes and the reward it got
-        (``kwargs`` go to ``learner.update``, e.g. GRPO's ``truncated``)."""
+    def update(self, learner, turns: Turns, truncated: np.ndarray | None = None,
+               token_budget: int | None = None) -> dict[str, float]:
+        """``learner``'s update on one seat's side of the episodes, the reward it got, the
+        env's truncation flags ``(n,)`` (answers cut at the turn's token limit) and the
+        update's micro-batch token budget (None: the learner's own)."""
         batch = TokenBatch.from_lists(turns.prompts, turns.responses, self.run.pad_id,
                                       device=learner.agent.device)
-        return learner.update(batch, turns.rewards, **kwargs)
+        return learner.update(batch, turns.rewards, truncated=truncated, token_budget=token_budget)
+
+    def learn(self, learner, episodes: EpisodeBatch, seat: int, rounds: int,
+              token_budget: int | None = None) -> dict[str, float]:
+        """:meth:`update` on seat ``seat`` of ``episodes`` (within ``token_budget``), with the
+        refill ``rounds`` among the stats of a learner that drops uniform groups."""
+        stats = self.update(learner, episodes.turns[seat], episodes.truncated[seat], token_budget)
+        if dropping_seats([learner]):
+            stats[f"{learner.name}/refill_rounds"] = float(rounds)
+        return stats
+
+    def run_metrics(self, episodes: EpisodeBatch, kl: float, max_new: int, rounds: int,
+                    started: float, rollout_s: float, **extra: float) -> dict[str, float]:
+        """The run-wide metrics of an iteration that ``started`` (``time.perf_counter()``)
+        and rolled out for ``rollout_s`` seconds: the reward the first seat received, the KL,
+        the answer length, ``extra`` (e.g. the swaps), the refill rounds, the episodes rolled
+        out and the times (``charts/...``)."""
+        received = episodes.turns[0].rewards
+        assert received is not None, "rollout_chain gives every turn its rewards"
+        return {
+            run_key("reward"): float(received.mean()),
+            run_key("kl"): kl,
+            run_key("max_new_tokens"): float(max_new),
+            **{run_key(k): float(v) for k, v in extra.items()},
+            run_key("refill_rounds"): float(rounds),
+            run_key("episodes"): float(len(episodes.queries) * (1 + rounds)),
+            run_key("rollout_s"): rollout_s,
+            run_key("iteration_s"): time.perf_counter() - started,
+        }
 
     def evaluate(self) -> dict[str, float]:
         """Each model alone, from the query-only prompt, on the held-out queries; every model
@@ -69,7 +129,7 @@ class Trainer:
         run, out = self.run, {}
         for model, learner in self.learners.items():
             stats, _ = evaluate_alone(
-                learner.agent, run.eval_venv, run.task, run.eval_queries, run.generation,
+                learner.agent, run.eval_venv, run.eval_queries, run.generation,
                 run.generation.max_new_tokens, seed=self.config.seed + EVAL_SEED_OFFSET,
                 pad_id=run.pad_id,
             )
@@ -133,12 +193,13 @@ class Trainer:
     def _own_random_state(self, saved: dict[str, Any]) -> dict[str, Any]:
         if "ranks" not in saved:
             if self.world.parallel:
-                raise ValueError(f"this checkpoint was written by a single process; the run now has "
-                                 f"{self.world.size}: resume it with one process")
+                raise ValueError("this checkpoint was written by a single process; the run now "
+                                 f"has {self.world.size}: resume it with one process")
             return saved
         if len(saved["ranks"]) != self.world.size:
-            raise ValueError(f"this checkpoint was written by {len(saved['ranks'])} processes; the run "
-                             f"now has {self.world.size}: resume it with as many as wrote it")
+            raise ValueError(f"this checkpoint was written by {len(saved['ranks'])} processes; "
+                             f"the run now has {self.world.size}: resume it with as many as "
+                             "wrote it")
         return saved["ranks"][self.world.rank]
 
     def train(self, stop_after: int | None = None) -> list[dict[str, Any]]:

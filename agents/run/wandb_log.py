@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ID_FILE = "wandb_id"
 SAMPLE_COLUMNS = ("iteration", "query", "pioneer", "observer", "score")
@@ -25,7 +25,7 @@ class WandbSink:
     """One wandb run mirroring a :class:`agents.run.run_log.RunLog`."""
 
     def __init__(self, run_dir: str | Path, project: str = "cory", group: str | None = None,
-                 mode: str = "offline", name: str | None = None) -> None:
+                 mode: Literal["offline", "online", "disabled", "shared"] = "offline", name: str | None = None) -> None:
         try:
             import wandb
         except ModuleNotFoundError:
@@ -60,7 +60,7 @@ class WandbSink:
         columns += [k for k in samples[0] if k not in columns]
         self._samples += [[iteration, *(s.get(c) for c in columns[1:])] for s in samples]
         if iteration >= self.run.step:
-            self.run.log({"samples": self._wandb.Table(columns=columns, data=self._samples)}, step=iteration)
+            self.run.log({"samples": self._wandb.Table(columns=[*columns], data=self._samples)}, step=iteration)
 
     def close(self) -> None:
         """Finish the run, and have it on disk when this returns.

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cory_env import templates
+from cory_env.rewards import make_reward
 from cory_env.tasks.base import GenerationConfig, Query, Task, register_task
 
 NAMES = (
@@ -32,7 +33,7 @@ GENERATION = GenerationConfig(
     stop_strings=templates.GSM8K_STOP,
     max_prompt_tokens=288,
 )
-"""Short problems need short answers: up to 96 new tokens; 288 prompt tokens hold the
+"""Short problems need short answers, so up to 96 new tokens; 288 prompt tokens hold the
 1-shot example (~90), a question (< 70) and a 96-token reference answer."""
 
 
@@ -242,8 +243,6 @@ def arith_task(num_train: int = 2000, num_eval: int = 200, seed: int = 0, max_st
         raise ValueError(f"need num_train >= 1 and num_eval >= 0, got {num_train}, {num_eval}")
     problems = generate_problems(num_train + num_eval, seed=seed, max_steps=max_steps)
     queries = [Query(p.question, answer=str(p.answer)) for p in problems]
-    from cory_env.rewards import make_reward  # lazy: rewards imports the tasks package
-
     return Task(
         name="arith",
         train_queries=queries[:num_train],

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
-"""Batch in, batch out: ``(queries, responses) -> float32 array of shape (len(queries),)``."""
+from cory_env.registry import Registry
+from cory_env.rewards import RewardFn, score
 
 
 class Query(str):
@@ -33,8 +33,9 @@ class Query(str):
         obj.answer = None if answer is None else str(answer)
         return obj
 
-    def __getnewargs__(self) -> tuple[str, str | None]:  # pickling / deepcopy
-        return (str(self), self.answer)
+    def __reduce__(self) -> tuple[type[Query], tuple[str, str | None], dict[str, Any]]:
+        """Pickling / deepcopy: rebuilt from the text and the answer, then its attributes."""
+        return (type(self), (str(self), self.answer), self.__dict__)
 
     def __repr__(self) -> str:
         return f"Query({str(self)!r}, answer={self.answer!r})"
@@ -83,8 +84,8 @@ class Task:
     with ``{a1}`` holding the joined answers. One earlier answer always uses the observer
     template, so two-agent prompts keep their exact text."""
     chain_answer: str = "{a}"
-    """One earlier answer in a chain prompt: ``str.format`` over ``{q}``, ``{i}`` (1-based turn)
-    and ``{a}``."""
+    """One earlier answer as a chain prompt shows it, a ``str.format`` string over ``{q}``,
+    ``{i}`` (1-based turn) and ``{a}``."""
     chain_separator: str = "\n"
     """What joins the earlier answers of a chain prompt."""
 
@@ -140,8 +141,6 @@ class Task:
     def score(self, queries: Sequence[str], answers: Sequence[str]) -> np.ndarray:
         """The task reward of each answer to its query, ``(N,)`` float32, validated (what the
         env gives a role for its own answer; used for a model answering alone)."""
-        from cory_env.rewards import score
-
         return score(self.reward_fn, [self.lookup(q) for q in queries], list(answers))
 
     def lookup(self, text: str) -> Query:
@@ -155,17 +154,20 @@ class Task:
         return index.get(str(text), Query(str(text)))
 
 
-_REGISTRY: dict[str, Callable[..., Task]] = {}
+_TASKS: Registry[Callable[..., Task]] = Registry("task")
 
 
-def register_task(name: str, factory: Callable[..., Task]) -> None:
-    """Make ``make_task(name, **kwargs)`` call ``factory(**kwargs)``."""
-    _REGISTRY[name] = factory
+def register_task(name: str, factory: Callable[..., Task], *, replace: bool = False) -> None:
+    """Make ``make_task(name, **kwargs)`` call ``factory(**kwargs)``, which returns a
+    :class:`Task`. Each module of :mod:`cory_env.tasks` registers its task on import; a
+    name already registered is refused unless ``replace`` is true, so a plug-in task
+    cannot shadow a built-in one by accident."""
+    _TASKS.register(name, factory, replace=replace)
 
 
 def available_tasks() -> list[str]:
-    """Names accepted by :func:`make_task`."""
-    return sorted(_REGISTRY)
+    """The names :func:`make_task` accepts, sorted."""
+    return _TASKS.names()
 
 
 def make_task(task: str | Task, **kwargs: Any) -> Task:
@@ -176,6 +178,4 @@ def make_task(task: str | Task, **kwargs: Any) -> Task:
         return task
     if not isinstance(task, str):
         raise TypeError(f"task must be a name or a Task, got {type(task).__name__}")
-    if task not in _REGISTRY:
-        raise ValueError(f"unknown task {task!r}; available: {', '.join(available_tasks())}")
-    return _REGISTRY[task](**kwargs)
+    return _TASKS.get(task)(**kwargs)

@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from cory_env import templates
+from cory_env.rewards import extract_answer, make_reward
 from cory_env.tasks.base import GenerationConfig, Query, Task, register_task
 from cory_env.tasks.loading import check_limit, load_hub, pick_column, read_records, split_items
 
 HUB_DATASET = "openai/gsm8k"
 HUB_CONFIG = "main"
 PROMPT_BUDGET = 384
-"""Prompt tokens besides the reference answer: the 1-shot example (~90 tokens) plus the
-longest GSM8K question (~320 SmolLM2 tokens for the observer's prompt), with margin."""
+"""Prompt tokens besides the reference answer, room for the 1-shot example (~90 tokens)
+plus the longest GSM8K question (~320 SmolLM2 tokens for the observer's prompt), with margin."""
 
 
 def generation_config(max_new_tokens: int = 256) -> GenerationConfig:
@@ -41,8 +42,6 @@ def generation_config(max_new_tokens: int = 256) -> GenerationConfig:
 
 def gold_answer(solution: str) -> str:
     """The gold number of a GSM8K solution (after ``####``), without commas."""
-    from cory_env.rewards import extract_answer  # lazy: rewards imports the tasks package
-
     gold = extract_answer(str(solution))
     if gold is None:
         raise ValueError(f"no numeric answer in solution {str(solution)[-80:]!r}")
@@ -91,8 +90,6 @@ def gsm8k_task(
     else:
         train = to_queries(read_records(path)[:limit], path)
         evals = to_queries(read_records(eval_path)[:limit], eval_path)
-    from cory_env.rewards import make_reward
-
     return Task(
         name="gsm8k",
         train_queries=train,

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from cory_env import templates
-from cory_env.tasks.base import GenerationConfig, Query, RewardFn, Task, register_task
+from cory_env.rewards import RewardFn, make_reward
+from cory_env.tasks.base import GenerationConfig, Query, Task, register_task
 from cory_env.tasks.loading import check_limit, load_hub, pick_column, read_records, split_items
 
 HUB_DATASET = "stanfordnlp/imdb"
@@ -31,19 +32,13 @@ DEFAULT_REWARD_MODEL = "lvwerra/distilbert-imdb"
 MIN_REVIEW_CHARS = 200
 PROMPT_TOKENS = (2, 8)
 
-GENERATION = GenerationConfig(
-    max_new_tokens=16,
-    min_new_tokens=4,
-    temperature=1.0,
-    top_k=0,
-    top_p=1.0,
-    max_prompt_tokens=64,
-)
-"""The paper's sampling (4-16 new tokens, full distribution). 64 prompt tokens hold the
-observer's prompt (~10 template tokens + 2 x 8 query tokens + a 16-token answer)."""
+GENERATION = GenerationConfig(max_new_tokens=16, min_new_tokens=4, max_prompt_tokens=64)
+"""The paper's sampling, 4-16 new tokens from the full distribution (the temperature, top-k
+and top-p defaults of :class:`~cory_env.tasks.base.GenerationConfig`). 64 prompt tokens
+hold the observer's prompt (~10 template tokens + 2 x 8 query tokens + a 16-token answer)."""
 
 WORD_PROMPT_TOKENS = 96
-"""``max_prompt_tokens`` when queries are cut into words: 8 words can be many more tokens."""
+"""The ``max_prompt_tokens`` of queries cut into words (8 words can be many more tokens)."""
 
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
@@ -60,7 +55,7 @@ def review_openings(
     lengths: tuple[int, int] = PROMPT_TOKENS,
 ) -> list[str]:
     """The first ``n`` tokens (``n`` uniform in ``lengths``, one draw per kept review) of each
-    review longer than :data:`MIN_REVIEW_CHARS` characters, in order."""
+    review longer than ``MIN_REVIEW_CHARS`` characters, in order."""
     lo, hi = lengths
     if not 1 <= lo <= hi:
         raise ValueError(f"lengths must satisfy 1 <= min <= max, got {lengths}")
@@ -102,8 +97,6 @@ def sentiment_reward(
 ) -> RewardFn:
     """The reward of the sentiment-style tasks: a reward name or a callable; for
     ``"hf-classifier"`` the classifier is ``reward_model``."""
-    from cory_env.rewards import make_reward  # lazy: rewards imports the tasks package
-
     kwargs = dict(reward_kwargs or {})
     if reward == "hf-classifier":
         kwargs.setdefault("model", reward_model)

@@ -6,40 +6,36 @@ ones ("This movie was", "What a waste of", "I was pleasantly surprised"). Same t
 as ``imdb``. The reward defaults to ``vader-gain``: VADER's compound score of ``query +
 response`` minus that of the query alone, i.e. the sentiment the answer adds. For each
 query that is VADER on ``query + response`` (the ``imdb`` default) shifted by a constant,
-so the best answer is the same; the shift takes the opening's own sentiment (about half
-the variance of a batch's rewards) out of what a critic must learn, which is what lets
-PPO raise the reward within the default CPU run (with plain ``vader`` it did not).
-``reward="vader"`` gives the unshifted score. Generation is cheaper
-than the paper's: 4-8 new tokens per turn (half of ``imdb``'s 4-16), enough for a
-sentiment-bearing continuation.
+so the best answer is the same; the shift takes the opening's own sentiment out of what a
+critic must learn, which leaves the answer's own effect to explain.
+``reward="vader"`` gives the unshifted score.
+Generation is cheaper than the paper's: 4-8 new tokens per turn (``imdb`` takes 4-16),
+enough for a sentiment-bearing continuation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
-from cory_env.tasks.base import GenerationConfig, RewardFn, Task, register_task
+from cory_env.rewards import RewardFn
+from cory_env.tasks.base import Task, register_task
 from cory_env.tasks.imdb import DEFAULT_REWARD_MODEL, review_task
+from cory_env.tasks.imdb import GENERATION as IMDB_GENERATION
 from cory_env.tasks.loading import check_limit
 
 DATA_FILE = "sentiment_openings.txt"
 
-GENERATION = GenerationConfig(
-    max_new_tokens=8,
-    min_new_tokens=4,
-    temperature=1.0,
-    top_k=0,
-    top_p=1.0,
-    max_prompt_tokens=64,
-)
-"""4-8 new tokens, full-distribution sampling; 64 prompt tokens hold the observer's prompt."""
+GENERATION = replace(IMDB_GENERATION, max_new_tokens=8)
+"""``imdb``'s sampling with 4-8 new tokens instead of 4-16; 64 prompt tokens hold the
+observer's prompt."""
 
 
 def load_openings() -> list[str]:
     """The embedded review openings, one per line, in file order."""
-    text = resources.files("cory_env.tasks").joinpath("data", DATA_FILE).read_text("utf-8")
+    text = resources.files("cory_env.tasks").joinpath("data").joinpath(DATA_FILE).read_text("utf-8")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

@@ -46,9 +46,8 @@ def update_learner(tmp: Path, world: distributed.World, update: bool = True, mod
     config = small_config(tmp, mode=mode)
     (agent,) = build_agents(config, tiny_model(), tiny_tokenizer(), n=1, world=world)
     optimizer = torch.optim.SGD(agent.trainable_parameters(), lr=0.5)
-    learner = PPOLearner.build(agent, optimizer=optimizer, config=LearnerConfig(
-        batch_size=8, mini_batch_size=mini_batch_size, ppo_epochs=2, seed=0, max_tokens_per_microbatch=budget))
-    learner.world = world
+    learner = PPOLearner.build(agent, optimizer=optimizer, world=world, config=LearnerConfig(
+        mini_batch_size=mini_batch_size, ppo_epochs=2, seed=0, max_tokens_per_microbatch=budget))
     batch, scores = fixed_batch()
     if update:
         learner.stats = learner.update(batch, scores)
