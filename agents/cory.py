@@ -39,16 +39,10 @@ from agents.run.budget import pioneer_budget
 from agents.run.config import TrainConfig
 from agents.run.episode_batch import EpisodeBatch
 from agents.run.evaluate import collapse_stats
+from agents.run.generation import generation_of
 from agents.run.metrics import model_key, seat_key
 from agents.run.rollout import Turns
-from agents.run.setup import (
-    build_agents,
-    build_run,
-    build_task,
-    generation_of,
-    load_models,
-    value_heads,
-)
+from agents.run.setup import build_agents, build_run, build_task, load_models, value_heads
 from agents.run.trainer import Trainer
 from agents.run.validate import learner_names
 from cory_env import seat_prefix
@@ -67,20 +61,33 @@ class CoryTrainer(Trainer):
     models = MODELS[:2]
     """The models of the default two-agent game (an instance holds its own K)."""
 
-    def __init__(self, config: TrainConfig, *, model=None, tokenizer=None,
-                 task: Task | None = None):
+    def __init__(
+        self, config: TrainConfig, *, model=None, tokenizer=None, task: Task | None = None
+    ):
         super().__init__(config)
         num_agents = config.num_agents
         self.models = MODELS[:num_agents]
         models, tokenizer = load_models(config, model, tokenizer, world=self.world)
         names = learner_names(config)
-        agents = build_agents(config, models, tokenizer, n=num_agents,
-                              value_heads=value_heads(names), world=self.world)
+        agents = build_agents(
+            config,
+            models,
+            tokenizer,
+            n=num_agents,
+            value_heads=value_heads(names),
+            world=self.world,
+        )
         task = build_task(config, task)
         answer_length = generation_of(config, task).max_new_tokens
         self.learners = self.build_learners(names, agents, answer_length)
-        self.run = build_run(config, tokenizer, task, samples_per_query=self._group_size(),
-                             num_agents=num_agents, world=self.world)
+        self.run = build_run(
+            config,
+            tokenizer,
+            task,
+            samples_per_query=self._group_size(),
+            num_agents=num_agents,
+            world=self.world,
+        )
         self.roles = RoleAssignment([self.learners[m] for m in self.models])
         if not config.role_exchange:
             self.schedule = make_schedule("never")
@@ -118,18 +125,32 @@ class CoryTrainer(Trainer):
         metrics = self._learn_seats(episodes, roles, seated, rounds)
         swapped = self.roles.maybe_swap(self.schedule, iteration)
         kl = float(np.mean([metrics[model_key(m, "kl")] for m in self.models]))
-        metrics.update(self.run_metrics(episodes, kl, max_new, rounds, t0, t_rollout,
-                                        swapped=swapped, num_swaps=self.roles.num_swaps))
+        metrics.update(
+            self.run_metrics(
+                episodes,
+                kl,
+                max_new,
+                rounds,
+                t0,
+                t_rollout,
+                swapped=swapped,
+                num_swaps=self.roles.num_swaps,
+            )
+        )
         self.samples = chain_samples(episodes, roles)
         return metrics
 
-    def _learn_seats(self, episodes: EpisodeBatch, roles: Sequence[str], seated: Sequence[Any],
-                     rounds: int) -> dict[str, float]:
+    def _learn_seats(
+        self, episodes: EpisodeBatch, roles: Sequence[str], seated: Sequence[Any], rounds: int
+    ) -> dict[str, float]:
         """Each seat's learner updated on its side of ``episodes`` (an observer's micro-batches
         within the pioneer's token budget with ``observer_token_budget``); the seats' and the
         models' metrics."""
-        budget = (pioneer_budget(episodes.turns[0], seated[0].config.mini_batch_size)
-                  if self.config.observer_token_budget else None)
+        budget = (
+            pioneer_budget(episodes.turns[0], seated[0].config.mini_batch_size)
+            if self.config.observer_token_budget
+            else None
+        )
         metrics: dict[str, float] = {}
         for j, (role, learner) in enumerate(zip(roles, seated, strict=True)):
             # observers within the pioneer's memory
@@ -149,8 +170,9 @@ class CoryTrainer(Trainer):
             self.schedule.load_state_dict(state["schedule"])
 
 
-def seat_metrics(role: str, model: str, seat: int, turns: Turns,
-                 stats: dict[str, float]) -> dict[str, float]:
+def seat_metrics(
+    role: str, model: str, seat: int, turns: Turns, stats: dict[str, float]
+) -> dict[str, float]:
     """One seat's metrics: its learner's ``stats`` under the seat, and the score, KL and seat
     of the ``model`` that played it, the seat's score, answer length and collapse signs."""
     assert turns.scores is not None, "rollout_chain scores every turn"
@@ -179,8 +201,7 @@ def chain_samples(episodes: EpisodeBatch, roles: Sequence[str]) -> list[dict[str
     for i, q in enumerate(episodes.queries):
         row: dict[str, Any] = {"query": str(q)}
         row.update({seat_prefix(r): episodes.turns[j].texts[i] for j, r in enumerate(roles)})
-        row.update({f"{seat_prefix(r)}_score": float(scores[j][i])
-                    for j, r in enumerate(roles)})
+        row.update({f"{seat_prefix(r)}_score": float(scores[j][i]) for j, r in enumerate(roles)})
         row["reward"] = float(received[i])
         rows.append(row)
     return rows

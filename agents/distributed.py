@@ -43,9 +43,29 @@ import torch
 if TYPE_CHECKING:
     from torch.distributed.tensor import DTensor
 
-__all__ = ["SINGLE", "Shard", "World", "all_finished", "clip_grad_norm", "fsdp_requested", "full_state", "gather",
-           "gather_rows", "is_sharded", "leave", "load_full_state", "main_first", "process_device", "reduce_sum",
-           "refuse_deepspeed", "shard", "share", "sharded_checkpoints_requested", "sum_gradients", "world"]
+__all__ = [
+    "SINGLE",
+    "Shard",
+    "World",
+    "all_finished",
+    "clip_grad_norm",
+    "fsdp_requested",
+    "full_state",
+    "gather",
+    "gather_rows",
+    "is_sharded",
+    "leave",
+    "load_full_state",
+    "main_first",
+    "process_device",
+    "reduce_sum",
+    "refuse_deepspeed",
+    "shard",
+    "share",
+    "sharded_checkpoints_requested",
+    "sum_gradients",
+    "world",
+]
 
 T = TypeVar("T")
 S = TypeVar("S", torch.Tensor, Sequence)
@@ -110,8 +130,13 @@ def world() -> World:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return SINGLE
     state = _state()
-    return World(state.num_processes, state.process_index, state.distributed_type.name, fsdp_requested(),
-                 sharded_checkpoints_requested())
+    return World(
+        state.num_processes,
+        state.process_index,
+        state.distributed_type.name,
+        fsdp_requested(),
+        sharded_checkpoints_requested(),
+    )
 
 
 @contextlib.contextmanager
@@ -148,7 +173,10 @@ def sharded_checkpoints_requested() -> bool:
     """Whether the launcher asked for FSDP with sharded checkpoints (a config's
     ``fsdp_state_dict_type: SHARDED_STATE_DICT``, which ``accelerate launch`` passes on as
     ``FSDP_STATE_DICT_TYPE``)."""
-    return fsdp_requested() and os.environ.get("FSDP_STATE_DICT_TYPE", "").upper() == "SHARDED_STATE_DICT"
+    return (
+        fsdp_requested()
+        and os.environ.get("FSDP_STATE_DICT_TYPE", "").upper() == "SHARDED_STATE_DICT"
+    )
 
 
 def _env_flag(name: str) -> bool:
@@ -230,8 +258,12 @@ def sum_gradients(params: Sequence[torch.nn.Parameter], w: World) -> None:
     params = [p for p in params if not is_sharded(p)]
     if not w.parallel or not params:
         return
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
-                      for p in params])
+    flat = torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+            for p in params
+        ]
+    )
     flat = reduce_sum(flat, w)
     offset = 0
     for p in params:
@@ -286,6 +318,7 @@ def full_state(tree: Any, w: World) -> Any:
             return Shard(x.to_local().cpu())
         full = x.full_tensor()
         return full.cpu() if w.is_main else torch.empty(0)
+
     return whole(tree)
 
 
@@ -304,8 +337,14 @@ def load_full_state(optimizer: torch.optim.Optimizer, w: World = SINGLE) -> None
                 if not torch.is_tensor(v) or is_sharded(v):
                     continue
                 if w.sharded_checkpoints and v.shape == p.to_local().shape and v.dim():
-                    state[k] = DTensor.from_local(v.to(p.to_local().device, p.dtype), p.device_mesh, p.placements,
-                                                  run_check=False, shape=p.shape, stride=p.stride())
+                    state[k] = DTensor.from_local(
+                        v.to(p.to_local().device, p.dtype),
+                        p.device_mesh,
+                        p.placements,
+                        run_check=False,
+                        shape=p.shape,
+                        stride=p.stride(),
+                    )
                 elif not w.sharded_checkpoints and v.shape == p.shape:
                     state[k] = distribute_tensor(v.to(p.dtype), p.device_mesh, p.placements)
 

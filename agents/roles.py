@@ -128,7 +128,9 @@ def make_schedule(
             return RandomPermutation(**kwargs)
         if name.isdigit():
             return make_schedule(int(name))
-        raise ValueError(f"unknown swap schedule {spec!r}; use 'periodic', 'random', 'never' or a period")
+        raise ValueError(
+            f"unknown swap schedule {spec!r}; use 'periodic', 'random', 'never' or a period"
+        )
     if isinstance(spec, SwapSchedule):
         return spec
     raise TypeError(f"cannot make a swap schedule from {spec!r}")
@@ -243,5 +245,7 @@ class RoleAssignment:
         self._num_swaps = int(state.get("num_swaps", 0))
 
     def __repr__(self) -> str:
-        seats = ", ".join(f"{seat_prefix(r)}=learners[{i}]" for r, i in zip(self.roles, self._order))
+        seats = ", ".join(
+            f"{seat_prefix(r)}=learners[{i}]" for r, i in zip(self.roles, self._order)
+        )
         return f"RoleAssignment({seats}, num_swaps={self._num_swaps})"

@@ -17,8 +17,9 @@ import numpy as np
 
 from agents.run.config import TrainConfig
 from agents.run.evaluate import collapse_stats
+from agents.run.generation import generation_of
 from agents.run.metrics import model_key
-from agents.run.setup import build_agents, build_run, build_task, generation_of, load, value_heads
+from agents.run.setup import build_agents, build_run, build_task, load, value_heads
 from agents.run.trainer import Trainer
 from cory_env.tasks.base import Task
 
@@ -30,17 +31,31 @@ class SingleAgentTrainer(Trainer):
 
     models = (POLICY,)
 
-    def __init__(self, config: TrainConfig, *, model=None, tokenizer=None,
-                 task: Task | None = None):
+    def __init__(
+        self, config: TrainConfig, *, model=None, tokenizer=None, task: Task | None = None
+    ):
         super().__init__(config)
         model, tokenizer = load(config, model, tokenizer, world=self.world)
-        (agent,) = build_agents(config, model, tokenizer, n=1,
-                                value_heads=value_heads([config.learner]), world=self.world)
+        (agent,) = build_agents(
+            config,
+            model,
+            tokenizer,
+            n=1,
+            value_heads=value_heads([config.learner]),
+            world=self.world,
+        )
         task = build_task(config, task)
-        self.learners = self.build_learners([config.learner], [agent],
-                                            generation_of(config, task).max_new_tokens)
-        self.run = build_run(config, tokenizer, task, num_agents=1, world=self.world,
-                             samples_per_query=self.learner.samples_per_query)
+        self.learners = self.build_learners(
+            [config.learner], [agent], generation_of(config, task).max_new_tokens
+        )
+        self.run = build_run(
+            config,
+            tokenizer,
+            task,
+            num_agents=1,
+            world=self.world,
+            samples_per_query=self.learner.samples_per_query,
+        )
 
     @property
     def learner(self):
@@ -55,8 +70,10 @@ class SingleAgentTrainer(Trainer):
         t_rollout = time.perf_counter() - t0
         stats = self.learn(self.learner, episodes, 0, rounds)
         (turns,) = episodes.turns
-        self.samples = [{"query": str(q), "pioneer": a, "pioneer_score": float(s)}
-                        for q, a, s in zip(episodes.queries, turns.texts, turns.scores)]
+        self.samples = [
+            {"query": str(q), "pioneer": a, "pioneer_score": float(s)}
+            for q, a, s in zip(episodes.queries, turns.texts, turns.scores)
+        ]
         kl = stats.get("objective/kl", float("nan"))
         policy: dict[str, Any] = {
             **stats,
@@ -65,5 +82,7 @@ class SingleAgentTrainer(Trainer):
             "length": float(np.mean([len(r) for r in turns.responses])),
             **collapse_stats(turns.texts),
         }
-        return {**{model_key(POLICY, k): v for k, v in policy.items()},
-                **self.run_metrics(episodes, kl, max_new, rounds, t0, t_rollout)}
+        return {
+            **{model_key(POLICY, k): v for k, v in policy.items()},
+            **self.run_metrics(episodes, kl, max_new, rounds, t0, t_rollout),
+        }

@@ -1,13 +1,10 @@
 """stable-baselines3 PPO on the single-agent Gymnasium view: bring your own algorithm.
 
-:class:`LMActorCriticPolicy` is an SB3 ``ActorCriticPolicy`` whose actor *is* a Hugging
-Face causal LM: the logits at the last real position of the observation (found from its
-``attention_mask``) are the Categorical action distribution over the vocabulary, and a
-linear value head on the final hidden state at that position gives the value (zero at
-start, and LoRA adapters on every linear layer: both from :mod:`agents.policy.construction`,
-as :class:`agents.policy.agent.LLMAgent`'s). SB3's
-features extractor and MLP are not used; SB3's own ``PPO`` class collects the rollouts
-(one env step = one token) and runs its clipped-surrogate update unchanged.
+The policy is :class:`baselines.sb3_policy.LMActorCriticPolicy`, an SB3 ``ActorCriticPolicy``
+whose actor *is* a Hugging Face causal LM (next-token logits as the action distribution, a
+linear value head on the final hidden state); LoRA adapters, when asked for, are
+:class:`agents.policy.agent.LLMAgent`'s. SB3's own ``PPO`` class collects the rollouts (one
+env step = one token) and runs its clipped-surrogate update unchanged.
 
 What this is: **plain SB3 PPO on the task reward** of the pioneer role
 (:class:`cory_env.wrappers.PioneerEnv`), with SB3's per-step GAE, advantage
@@ -24,7 +21,6 @@ prefixes of another one (steps of the same episode) share its forward pass. See
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -32,181 +28,37 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.distributions import CategoricalDistribution, Distribution
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from agents.policy.construction import hidden_size, with_lora, zero_value_head
-from agents.policy.loading import autocast
+from agents.policy.construction import with_lora
+from baselines.sb3_policy import LMActorCriticPolicy, device_of
 from cory_env.wrappers import PioneerEnv
 
-Obs = dict[str, torch.Tensor]
+__all__ = [
+    "EpisodeLog",
+    "LMActorCriticPolicy",
+    "evaluate_sb3_ppo",
+    "make_sb3_ppo",
+    "save_sb3_ppo",
+    "train_sb3_ppo",
+]
 
-
-class LMActorCriticPolicy(ActorCriticPolicy):
-    """An SB3 actor-critic whose policy is a causal LM's next-token distribution.
-
-    Built by SB3 as ``policy_class(observation_space, action_space, lr_schedule, **policy_kwargs)``;
-    pass ``policy_kwargs={"lm": model}`` (an ``nn.Module`` returning ``.logits``, e.g. a
-    Hugging Face ``*ForCausalLM``, possibly a PEFT model). The optimiser holds the LM's
-    trainable parameters (all of them, or only a LoRA adapter's) plus the value head, at
-    ``lr_schedule(1)``; SB3 updates the learning rate from the schedule as it trains.
-
-    The observation must be ``{"input_ids": (B, L), "attention_mask": (B, L)}``,
-    right-padded; its tensors are cast to ``long`` whatever SB3 hands over (int tensors
-    from the env and SB3 2.x's buffers, float ones where a buffer or wrapper converts).
-    """
-
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        lr_schedule,
-        lm: nn.Module,
-        dtype: str = "fp32",
-        share_prefixes: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        if not isinstance(action_space, spaces.Discrete):
-            raise TypeError(f"the action space must be Discrete (token ids), got {action_space}")
-        if not isinstance(observation_space, spaces.Dict) or {"input_ids", "attention_mask"} - set(
-            observation_space.spaces
-        ):
-            raise TypeError("the observation space must be a Dict with input_ids and attention_mask")
-        super().__init__(observation_space, action_space, lr_schedule, **kwargs)  # _build: no-op
-        self.lm = lm
-        self.dtype = dtype
-        self.value_head = zero_value_head(hidden_size(lm)).to(_device_of(lm))  # as LLMAgent's
-        self.share_prefixes = share_prefixes
-        self._gather_logits = True  # logits_to_keep=(R, K) positions; off if the model lacks it
-        self.optimizer = self.optimizer_class(
-            [p for p in self.parameters() if p.requires_grad], lr=lr_schedule(1), **self.optimizer_kwargs
-        )
-
-    def _build(self, lr_schedule) -> None:
-        """SB3's MLP extractor / action net / optimiser are replaced by the LM (``__init__``)."""
-
-    def set_training_mode(self, mode: bool) -> None:
-        """As SB3's, but the LM stays in eval mode: dropout off, so a rollout's log-probs are
-        reproduced exactly in the update (ratio 1 before the first step), as in RLHF."""
-        super().set_training_mode(mode)
-        self.lm.eval()
-
-    # --- the LM as actor and critic
-
-    def lm_outputs(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(B, V)`` (float32) at each observation's last real token and the values ``(B,)``.
-
-        Observations that are prefixes of another one in the batch (earlier steps of the same
-        episode, as in SB3's update mini-batches) are read off that one's forward pass: a
-        causal LM's outputs at a position depend only on the tokens up to it.
-        """
-        ids, mask = obs["input_ids"].long(), obs["attention_mask"].long()
-        if ids.dim() == 1:
-            ids, mask = ids[None], mask[None]
-        positions = torch.arange(mask.shape[1], device=mask.device)
-        last = (mask * positions).argmax(dim=1)  # 0 for an all-padding row
-        root, slot = _prefix_roots(ids, last) if self.share_prefixes else (None, None)
-        if root is None:  # every row runs
-            root = torch.arange(len(ids), device=ids.device)
-            slot = torch.zeros_like(root)
-            run = root
-        else:
-            run, root = torch.unique(root, return_inverse=True)  # root: row -> index into run
-        ids, mask, run_last = ids[run], mask[run], last[run]
-        width = int(run_last.max()) + 1
-        ids, mask = ids[:, :width], mask[:, :width].clone()
-        mask[:, 0] = torch.where(mask.sum(1) == 0, 1, mask[:, 0])  # no fully-masked rows
-        logits = None
-        if self._gather_logits:  # project only the needed positions onto the vocabulary
-            keep = run_last[:, None].repeat(1, int(slot.max()) + 1)  # (R, K) positions
-            keep[root, slot] = last
-            with contextlib.suppress(TypeError):  # TypeError: the model takes no logits_to_keep
-                logits, hidden = self._run_lm(ids, mask, keep=keep)
-            if logits is None or logits.shape[:2] != keep.shape or hidden.shape[:2] != keep.shape:
-                self._gather_logits, logits = False, None
-            else:
-                logits, hidden = logits[root, slot], hidden[root, slot]
-        if logits is None:
-            logits, hidden = self._run_lm(ids, mask)
-            logits, hidden = logits[root, last], hidden[root, last]
-        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
-        return logits.float(), values
-
-    def _run_lm(self, ids: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor | None = None):
-        """The LM's logits and the input of its output layer (the final hidden states)."""
-        captured: list[torch.Tensor] = []
-        head = self.lm.get_output_embeddings()
-        hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-        extra = {} if keep is None else {"logits_to_keep": keep}
-        try:
-            with autocast(self.dtype, ids.device):
-                out = self.lm(input_ids=ids, attention_mask=mask, use_cache=False, **extra)
-        finally:
-            hook.remove()
-        return out.logits, captured[-1]
-
-    def _dist(self, logits: torch.Tensor) -> Distribution:
-        assert isinstance(self.action_dist, CategoricalDistribution)
-        return self.action_dist.proba_distribution(action_logits=logits)
-
-    # --- what SB3 calls
-
-    def forward(self, obs: Obs, deterministic: bool = False):
-        logits, values = self.lm_outputs(obs)
-        dist = self._dist(logits)
-        actions = dist.get_actions(deterministic=deterministic)
-        return actions, values[:, None], dist.log_prob(actions)
-
-    def evaluate_actions(self, obs: Obs, actions: torch.Tensor):
-        logits, values = self.lm_outputs(obs)
-        dist = self._dist(logits)
-        return values[:, None], dist.log_prob(actions.long().flatten()), dist.entropy()
-
-    def get_distribution(self, obs: Obs) -> Distribution:
-        return self._dist(self.lm_outputs(obs)[0])
-
-    def predict_values(self, obs: Obs) -> torch.Tensor:
-        return self.lm_outputs(obs)[1][:, None]
-
-    def _predict(self, observation: Obs, deterministic: bool = False) -> torch.Tensor:
-        return self.get_distribution(observation).get_actions(deterministic=deterministic)
-
-
-def _prefix_roots(ids: torch.Tensor, last: torch.Tensor, max_rows: int = 1024):
-    """For each row, the row whose forward pass gives its outputs and its slot there.
-
-    ``root[i]`` is the longest row (ties: the smallest index) of which row ``i`` is a
-    prefix, itself included; ``slot[i]`` numbers the rows sharing a root. ``(None, None)``
-    when every row is its own root or the batch is too large to compare all pairs.
-    """
-    n, width = last + 1, int(last.max()) + 1
-    if len(ids) < 2 or len(ids) > max_rows:
-        return None, None
-    ids = ids[:, :width]
-    inside = torch.arange(width, device=ids.device)[None, :] < n[:, None]  # (B, W) row i's tokens
-    same = ((ids[:, None, :] == ids[None, :, :]) | ~inside[:, None, :]).all(-1)  # j starts with i
-    extends = same & (n[None, :] >= n[:, None])
-    rows = torch.arange(len(ids), device=ids.device)
-    key = torch.where(extends, n[None, :] * len(ids) + (len(ids) - 1 - rows)[None, :], -1)
-    root = key.argmax(dim=1)
-    if bool((root == rows).all()):
-        return None, None
-    order = torch.argsort(root, stable=True)
-    counts = torch.bincount(root, minlength=len(ids))
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.empty_like(root)
-    slot[order] = rows - starts[root[order]]
-    return root, slot
-
-
-def _device_of(lm: nn.Module) -> torch.device:
-    return next(lm.parameters()).device
+# SB3 ``PPO`` arguments that follow the paper where SB3 has a counterpart.
+_PAPER_DEFAULTS: dict[str, Any] = dict(
+    gamma=1.0,
+    gae_lambda=0.95,
+    clip_range=0.2,
+    clip_range_vf=0.2,
+    vf_coef=0.1,
+    ent_coef=0.0,
+    max_grad_norm=1.0,
+    verbose=0,
+)
 
 
 def make_sb3_ppo(
@@ -231,31 +83,59 @@ def make_sb3_ppo(
 
     ``max_new_tokens=None``: the task's default. ``n_steps`` tokens per env per rollout,
     ``n_envs`` envs (a ``DummyVecEnv`` with ``Monitor``, so ``ep_info_buffer`` holds episode
-    rewards), mini-batches of ``batch_size`` tokens, ``n_epochs`` passes. ``lora_r``: train a LoRA adapter, the same modules as ``LLMAgent``'s (wraps
-    ``model`` with PEFT) instead of all weights. Defaults follow the paper where SB3 has a
-    counterpart: gamma 1, GAE lambda 0.95, clip 0.2, value clip 0.2, vf_coef 0.1, grad
-    norm 1; ``ppo_kwargs`` overrides any ``PPO`` argument. ``env_kwargs`` go to
-    ``PioneerEnv`` (e.g. ``observer_policy``, ``reward_fn``, ``max_prompt_tokens``).
+    rewards), mini-batches of ``batch_size`` tokens, ``n_epochs`` passes. ``lora_r``: train a
+    LoRA adapter, the same modules as ``LLMAgent``'s (wraps ``model`` with PEFT) instead of
+    all weights. Defaults follow the paper where SB3 has a counterpart: gamma 1, GAE lambda
+    0.95, clip 0.2, value clip 0.2, vf_coef 0.1, grad norm 1; ``ppo_kwargs`` overrides any
+    ``PPO`` argument. ``env_kwargs`` go to ``PioneerEnv`` (e.g. ``observer_policy``,
+    ``reward_fn``, ``max_prompt_tokens``).
     """
     if lora_r:
         model = with_lora(model, r=lora_r, alpha=lora_alpha or 2 * lora_r, seed=seed)
-    device = _device_of(model)
-    env_kwargs = {"task": task, "tokenizer": tokenizer, "max_new_tokens": max_new_tokens,
-                  "info_texts": True, **env_kwargs}  # the texts in infos: evaluate_sb3_ppo reads them
-    venv = make_vec_env(PioneerEnv, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
+    venv = _pioneer_venv(tokenizer, task, max_new_tokens, n_envs, seed, env_kwargs)
     kwargs: dict[str, Any] = dict(
-        n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, learning_rate=learning_rate,
-        gamma=1.0, gae_lambda=0.95, clip_range=0.2, clip_range_vf=0.2, vf_coef=0.1,
-        ent_coef=0.0, max_grad_norm=1.0, seed=seed, device=device, verbose=0,
+        _PAPER_DEFAULTS,
+        n_steps=n_steps,
+        batch_size=batch_size,
+        n_epochs=n_epochs,
+        learning_rate=learning_rate,
+        seed=seed,
+        device=device_of(model),
     )
     kwargs.update(ppo_kwargs or {})
     policy_kwargs = {"lm": model, "dtype": dtype, **kwargs.pop("policy_kwargs", {})}
     algo = PPO(LMActorCriticPolicy, venv, policy_kwargs=policy_kwargs, **kwargs)
-    if not kwargs["verbose"] and kwargs.get("tensorboard_log") is None:
-        # SB3's default logger makes an empty $TMPDIR/SB3-<time> folder per learn(): with
-        # nothing to print or write, an in-memory one (EpisodeLog still reads its values).
-        algo.set_logger(Logger(folder=None, output_formats=[]))
+    _quiet_logger(algo, kwargs)
     return algo
+
+
+def _pioneer_venv(
+    tokenizer: Any,
+    task: Any,
+    max_new_tokens: int | None,
+    n_envs: int,
+    seed: int,
+    env_kwargs: dict[str, Any],
+) -> VecEnv:
+    """``n_envs`` monitored ``PioneerEnv``s with the texts in their infos (for evaluation)."""
+    env_kwargs = {
+        "task": task,
+        "tokenizer": tokenizer,
+        "max_new_tokens": max_new_tokens,
+        "info_texts": True,  # evaluate_sb3_ppo reads the texts
+        **env_kwargs,
+    }
+    return make_vec_env(PioneerEnv, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
+
+
+def _quiet_logger(algo: PPO, kwargs: dict[str, Any]) -> None:
+    """An in-memory logger when nothing is printed or written.
+
+    SB3's default logger makes an empty ``$TMPDIR/SB3-<time>`` folder per ``learn()``;
+    :class:`EpisodeLog` still reads the values of the in-memory one.
+    """
+    if not kwargs["verbose"] and kwargs.get("tensorboard_log") is None:
+        algo.set_logger(Logger(folder=None, output_formats=[]))
 
 
 class EpisodeLog(BaseCallback):
@@ -282,12 +162,14 @@ class EpisodeLog(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
-        self.rows.append({
-            "timesteps": float(self.num_timesteps),
-            "episodes": float(len(self._returns)),
-            "ep_rew_mean": float(np.mean(self._returns)) if self._returns else float("nan"),
-            "ep_len_mean": float(np.mean(self._lengths)) if self._lengths else float("nan"),
-        })
+        self.rows.append(
+            {
+                "timesteps": float(self.num_timesteps),
+                "episodes": float(len(self._returns)),
+                "ep_rew_mean": float(np.mean(self._returns)) if self._returns else float("nan"),
+                "ep_len_mean": float(np.mean(self._lengths)) if self._lengths else float("nan"),
+            }
+        )
         self._returns, self._lengths, self._open = [], [], True
 
     def _on_rollout_start(self) -> None:
@@ -301,8 +183,13 @@ class EpisodeLog(BaseCallback):
         if not self._open:
             return
         row = self.rows[-1]
-        row.update({k: float(v) for k, v in self.model.logger.name_to_value.items()
-                    if k.startswith("train/")})
+        row.update(
+            {
+                k: float(v)
+                for k, v in self.model.logger.name_to_value.items()
+                if k.startswith("train/")
+            }
+        )
         row["time_s"] = time.perf_counter() - self._t0
         self._open = False
         if self.on_row is not None:
@@ -329,7 +216,9 @@ def train_sb3_ppo(
     return algo, log.rows
 
 
-def evaluate_sb3_ppo(algo: PPO, n_episodes: int = 8, deterministic: bool = False) -> list[dict[str, Any]]:
+def evaluate_sb3_ppo(
+    algo: PPO, n_episodes: int = 8, deterministic: bool = False
+) -> list[dict[str, Any]]:
     """Play ``n_episodes`` fresh episodes of ``algo``'s env with the policy (no learning); one
     dict per episode: ``query``, ``text``, ``reward``, ``tokens``. The env is reset before
     and after, so ``algo.learn(..., reset_num_timesteps=False)`` can continue."""
@@ -340,8 +229,14 @@ def evaluate_sb3_ppo(algo: PPO, n_episodes: int = 8, deterministic: bool = False
         obs, rewards, dones, infos = venv.step(actions)
         for reward, done, info in zip(rewards, dones, infos, strict=True):
             if done and len(done_eps) < n_episodes:
-                done_eps.append({"query": str(info.get("query", "")), "text": info.get("pioneer_text", ""),
-                                 "reward": float(reward), "tokens": int(info.get("pioneer_tokens", 0))})
+                done_eps.append(
+                    {
+                        "query": str(info.get("query", "")),
+                        "text": info.get("pioneer_text", ""),
+                        "reward": float(reward),
+                        "tokens": int(info.get("pioneer_tokens", 0)),
+                    }
+                )
     algo._last_obs = venv.reset()  # a later learn() starts from fresh episodes
     algo._last_episode_starts = np.ones((venv.num_envs,), dtype=bool)
     return done_eps
@@ -359,8 +254,20 @@ def save_sb3_ppo(algo: PPO, path: str | Path, tokenizer: Any = None) -> Path:
     if tokenizer is not None:
         tokenizer.save_pretrained(path / "model")
     torch.save(policy.value_head.state_dict(), path / "value_head.pt")
-    (path / "sb3_ppo.json").write_text(json.dumps(
-        {"num_timesteps": int(algo.num_timesteps), "n_steps": algo.n_steps, "n_envs": algo.n_envs,
-         "batch_size": algo.batch_size, "n_epochs": algo.n_epochs, "gamma": algo.gamma,
-         "gae_lambda": algo.gae_lambda, "vf_coef": algo.vf_coef, "dtype": policy.dtype}, indent=2))
+    (path / "sb3_ppo.json").write_text(
+        json.dumps(
+            {
+                "num_timesteps": int(algo.num_timesteps),
+                "n_steps": algo.n_steps,
+                "n_envs": algo.n_envs,
+                "batch_size": algo.batch_size,
+                "n_epochs": algo.n_epochs,
+                "gamma": algo.gamma,
+                "gae_lambda": algo.gae_lambda,
+                "vf_coef": algo.vf_coef,
+                "dtype": policy.dtype,
+            },
+            indent=2,
+        )
+    )
     return path

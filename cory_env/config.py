@@ -54,7 +54,9 @@ def load_tokenizer(tokenizer: Any) -> Any:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(str(tokenizer))
-    if not (callable(tokenizer) and hasattr(tokenizer, "batch_decode") and hasattr(tokenizer, "__len__")):
+    if not (
+        callable(tokenizer) and hasattr(tokenizer, "batch_decode") and hasattr(tokenizer, "__len__")
+    ):
         raise TypeError(
             f"tokenizer must be a Hugging Face tokenizer or a path/hub id, got {type(tokenizer).__name__}"
         )
@@ -71,9 +73,17 @@ def positive_int(value: Any, name: str) -> int:
 
 
 def make_config(
-    *, task: str | Task, tokenizer: Any, max_new_tokens: int | None, reward_mode: str,
-    reward_fn: Any, max_prompt_tokens: int | None, split: str,
-    task_kwargs: dict[str, Any] | None, num_agents: int, info_texts: bool,
+    *,
+    task: str | Task,
+    tokenizer: Any,
+    max_new_tokens: int | None,
+    reward_mode: str,
+    reward_fn: Any,
+    max_prompt_tokens: int | None,
+    split: str,
+    task_kwargs: dict[str, Any] | None,
+    num_agents: int,
+    info_texts: bool,
 ) -> EnvConfig:
     """Resolve the env's keyword arguments into an :class:`EnvConfig`; lengths left at None
     come from the task's generation defaults. The arguments' own defaults are those of

@@ -82,14 +82,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 
 from cory_env.config import EnvConfig, setup_env
-from cory_env.state import (
-    PIONEER,
-    Episodes,
-    agent_names,
-    check_token,
-    draw_query,
-    forced_query,
-)
+from cory_env.state import PIONEER, Episodes, agent_names, check_token, draw_query, forced_query
 from cory_env.tasks.base import Query, Task
 
 
@@ -129,7 +122,11 @@ def env(**kwargs: Any) -> AECEnv:
 class CoryTextEnv(AECEnv):
     """The raw CORY AEC environment (see the module docstring)."""
 
-    metadata = {"render_modes": ["human", "ansi"], "name": "cory_text_v0", "is_parallelizable": False}
+    metadata = {
+        "render_modes": ["human", "ansi"],
+        "name": "cory_text_v0",
+        "is_parallelizable": False,
+    }
 
     def __init__(
         self,
@@ -147,13 +144,24 @@ class CoryTextEnv(AECEnv):
     ) -> None:
         super().__init__()
         setup_env(
-            self, render_mode, task=task, tokenizer=tokenizer, max_new_tokens=max_new_tokens,
-            reward_mode=reward_mode, reward_fn=reward_fn, max_prompt_tokens=max_prompt_tokens,
-            split=split, task_kwargs=task_kwargs, num_agents=num_agents, info_texts=info_texts,
+            self,
+            render_mode,
+            task=task,
+            tokenizer=tokenizer,
+            max_new_tokens=max_new_tokens,
+            reward_mode=reward_mode,
+            reward_fn=reward_fn,
+            max_prompt_tokens=max_prompt_tokens,
+            split=split,
+            task_kwargs=task_kwargs,
+            num_agents=num_agents,
+            info_texts=info_texts,
         )
         self.possible_agents = list(agent_names(self.config.num_agents))
         self.observation_spaces = {a: observation_space(self.config) for a in self.possible_agents}
-        self.action_spaces = {a: spaces.Discrete(self.config.vocab_size) for a in self.possible_agents}
+        self.action_spaces = {
+            a: spaces.Discrete(self.config.vocab_size) for a in self.possible_agents
+        }
         self._episodes = Episodes(self.config, 1)
         self.np_random, self.np_random_seed = seeding.np_random(None)
         self.agents: list[str] = []
@@ -230,7 +238,9 @@ class CoryTextEnv(AECEnv):
 
     def render(self) -> str | None:
         if self.render_mode is None:
-            gymnasium.logger.warn("You are calling render method without specifying any render mode.")
+            gymnasium.logger.warn(
+                "You are calling render method without specifying any render mode."
+            )
             return None
         text = "" if self._episodes.phase is None else self._episodes.render(0)
         if self.render_mode == "human":  # as PettingZoo's text envs: print, return None
@@ -259,8 +269,10 @@ class CoryTextEnv(AECEnv):
         """The episode as text: ``query``, ``answer`` (gold, ``""`` if none) and each role's
         answer so far by its name (the texts the numeric infos leave out)."""
         q = self.query
-        out: dict[str, Any] = {"query": "" if q is None else str(q),
-                               "answer": "" if q is None or q.answer is None else q.answer}
+        out: dict[str, Any] = {
+            "query": "" if q is None else str(q),
+            "answer": "" if q is None or q.answer is None else q.answer,
+        }
         if self._episodes.phase is not None:
             out.update({a: self.text(a) for a in self.possible_agents})
         return out

@@ -38,8 +38,10 @@ class Registry(Generic[T]):
         if not isinstance(name, str) or not name:
             raise ValueError(f"a {self.kind} name must be a non-empty string, got {name!r}")
         if name in self._items and not replace:
-            raise ValueError(f"a {self.kind} named {name!r} is already registered "
-                             "(pass replace=True to replace it)")
+            raise ValueError(
+                f"a {self.kind} named {name!r} is already registered "
+                "(pass replace=True to replace it)"
+            )
         self._items[name] = factory
 
     def unregister(self, name: str) -> None:
@@ -52,8 +54,9 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except (KeyError, TypeError):
-            raise ValueError(f"unknown {self.kind} {name!r}; available: "
-                             f"{', '.join(self.names()) or 'none'}") from None
+            raise ValueError(
+                f"unknown {self.kind} {name!r}; available: {', '.join(self.names()) or 'none'}"
+            ) from None
 
     def names(self) -> list[str]:
         """The registered names, sorted."""

@@ -85,7 +85,9 @@ def score(reward_fn: RewardFn, queries: Sequence[str], responses: Sequence[str])
     return arr
 
 
-def combine(r_pioneer: np.ndarray, r_observer: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+def combine(
+    r_pioneer: np.ndarray, r_observer: np.ndarray, mode: str
+) -> tuple[np.ndarray, np.ndarray]:
     """What (pioneer, observer) receive under ``mode``, from their individual rewards."""
     if mode == "cooperative":
         total = np.asarray(r_pioneer, np.float32) + np.asarray(r_observer, np.float32)
@@ -139,7 +141,10 @@ def vader_reward() -> RewardFn:
 
     def vader(queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         return np.array(
-            [analyzer.polarity_scores(q + r)["compound"] for q, r in zip(queries, responses, strict=True)],
+            [
+                analyzer.polarity_scores(q + r)["compound"]
+                for q, r in zip(queries, responses, strict=True)
+            ],
             dtype=np.float32,
         )
 
@@ -160,8 +165,11 @@ def vader_gain_reward() -> RewardFn:
 
     def vader_gain(queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         return np.array(
-            [analyzer.polarity_scores(q + r)["compound"] - analyzer.polarity_scores(q)["compound"]
-             for q, r in zip(queries, responses, strict=True)],
+            [
+                analyzer.polarity_scores(q + r)["compound"]
+                - analyzer.polarity_scores(q)["compound"]
+                for q, r in zip(queries, responses, strict=True)
+            ],
             dtype=np.float32,
         )
 

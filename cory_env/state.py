@@ -7,12 +7,12 @@ rewards and infos for the same queries and actions by construction.
 Per role the tokens live in one ``(B, L)`` buffer, ``L = max_prompt_tokens +
 max_new_tokens``: the role's prompt, then its answer, then padding. A step writes one
 token per active episode; texts are decoded only when a turn ends (and on active
-episodes after each step when the task has stop strings).
+episodes after each step when the task has stop strings). The checks on queries, turn
+lengths and actions live in :mod:`cory_env.inputs` and are importable from here too.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,7 +20,24 @@ import numpy as np
 
 from cory_env import rewards
 from cory_env.config import EnvConfig, positive_int
-from cory_env.tasks.base import Query, Task
+from cory_env.inputs import check_token, check_tokens, draw_query, forced_query, turn_limits
+from cory_env.tasks.base import Query
+
+__all__ = [
+    "AGENTS",
+    "FINISH",
+    "OBSERVER",
+    "PIONEER",
+    "PIONEER_TURN",
+    "Episodes",
+    "agent_names",
+    "check_token",
+    "check_tokens",
+    "draw_query",
+    "forced_query",
+    "seat_prefix",
+    "turn_limits",
+]
 
 
 def agent_names(num_agents: int = 2) -> tuple[str, ...]:
@@ -46,74 +63,6 @@ the last observer), then ``K``: done."""
 FINISH = ("", "eos", "stop", "length")
 """Why a turn ended, by the code in infos' ``<role>_finish`` (code 0, not ended yet)."""
 _EOS, _STOP, _LENGTH = 1, 2, 3
-
-
-def draw_query(task: Task, split: str, rng: np.random.Generator) -> Query:
-    """One query of ``split``, drawn uniformly with ``rng``."""
-    pool = task.queries(split)
-    return task.lookup(pool[int(rng.integers(len(pool)))])
-
-
-def forced_query(task: Task, text: Any, answer: Any = None) -> Query:
-    """The query given in reset options, with its gold answer (given, or looked up)."""
-    if not isinstance(text, str):
-        raise TypeError(f"a query must be a str, got {type(text).__name__}")
-    return Query(text, answer) if answer is not None else task.lookup(text)
-
-
-def turn_limits(cfg: EnvConfig, value: Any) -> np.ndarray:
-    """This episode's ``max_new_tokens`` per role (reset option: one int for every role, or
-    one per role in chain order), each within the env's bound."""
-    k = cfg.num_agents
-    if value is None:
-        return np.full(k, cfg.max_new_tokens, np.int64)
-    scalar = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    values = [value] * k if scalar else list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
-    if len(values) != k:
-        raise ValueError(f"options['max_new_tokens'] needs one int or {k} (one per role), got {value!r}")
-    limits = np.array([positive_int(v, "options['max_new_tokens']") for v in values], np.int64)
-    if limits.max() > cfg.max_new_tokens:
-        raise ValueError(
-            f"options['max_new_tokens']={value} exceeds the env's max_new_tokens={cfg.max_new_tokens} "
-            "(the observation length is fixed at construction)"
-        )
-    return limits
-
-
-def check_token(action: Any, vocab_size: int) -> int:
-    """One action as a token id, or a clear TypeError / ValueError."""
-    if isinstance(action, np.ndarray) and action.size == 1:
-        action = action.reshape(())
-    if isinstance(action, (bool, np.bool_)) or action is None:
-        raise TypeError(f"action must be an integer token id in [0, {vocab_size}), got {action!r}")
-    try:
-        token = operator.index(action)
-    except TypeError:
-        raise TypeError(
-            f"action must be an integer token id in [0, {vocab_size}), "
-            f"got {type(action).__name__} {action!r}"
-        ) from None
-    if not 0 <= token < vocab_size:
-        raise ValueError(f"action {token} is out of range: token ids are in [0, {vocab_size})")
-    return token
-
-
-def check_tokens(actions: Any, active: np.ndarray, vocab_size: int) -> np.ndarray:
-    """A (B,) int64 array of actions; only the entries of active episodes are range-checked."""
-    arr = np.asarray(actions)
-    if arr.shape != active.shape:
-        raise ValueError(f"expected {active.size} actions (one per env), got shape {arr.shape}")
-    if arr.dtype.kind not in "iu":
-        raise TypeError(
-            f"actions must be integer token ids in [0, {vocab_size}), got dtype {arr.dtype}"
-        )
-    live = arr[active]
-    if live.size and (live.min() < 0 or live.max() >= vocab_size):
-        i = int(np.flatnonzero(active & ((arr < 0) | (arr >= vocab_size)))[0])
-        raise ValueError(
-            f"action {arr[i]} of env {i} is out of range: token ids are in [0, {vocab_size})"
-        )
-    return arr.astype(np.int64, copy=False)
 
 
 class Episodes:
@@ -212,8 +161,14 @@ class Episodes:
         new_len = self.resp_len[r, idx] + 1
         self.ids[r, idx, pos] = tok  # beyond the current length: undone below on failure
         try:
-            eos = tok == cfg.eos_token_id if cfg.eos_token_id is not None else np.zeros(idx.size, bool)
-            stop = self._stop_hits(r, idx, new_len) if cfg.stop_strings else np.zeros(idx.size, bool)
+            eos = (
+                tok == cfg.eos_token_id
+                if cfg.eos_token_id is not None
+                else np.zeros(idx.size, bool)
+            )
+            stop = (
+                self._stop_hits(r, idx, new_len) if cfg.stop_strings else np.zeros(idx.size, bool)
+            )
             ended = eos | stop | (new_len >= self.limits[r])
             commit = None
             if ended.all():
@@ -242,7 +197,9 @@ class Episodes:
         """The answers as text: special tokens skipped, cut at the first stop string."""
         eos = self.cfg.eos_token_id
         seqs = [r[:-1] if len(r) and r[-1] == eos else r for r in self.responses(role, lens)]
-        texts = self.cfg.tokenizer.batch_decode([s.tolist() for s in seqs], skip_special_tokens=True)
+        texts = self.cfg.tokenizer.batch_decode(
+            [s.tolist() for s in seqs], skip_special_tokens=True
+        )
         return [self._cut(t) for t in texts]
 
     def text(self, role: int) -> list[str]:
@@ -258,7 +215,9 @@ class Episodes:
         lens = self.resp_len[role].copy()
         lens[idx] = new_len
         resp = self.responses(role, lens)
-        texts = self.cfg.tokenizer.batch_decode([resp[i].tolist() for i in idx], skip_special_tokens=True)
+        texts = self.cfg.tokenizer.batch_decode(
+            [resp[i].tolist() for i in idx], skip_special_tokens=True
+        )
         return np.array([any(s in t for s in self.cfg.stop_strings) for t in texts], bool)
 
     # -- turn ends: compute first, return a commit closure ------------------------------------
@@ -268,7 +227,9 @@ class Episodes:
         cfg, nxt = self.cfg, r + 1
         answers = self.decode(r, lens)
         earlier = self._answered(r) + [answers]
-        prompts = [cfg.task.chain_prompt(q, [a[i] for a in earlier]) for i, q in enumerate(self.queries)]
+        prompts = [
+            cfg.task.chain_prompt(q, [a[i] for a in earlier]) for i, q in enumerate(self.queries)
+        ]
         encoded = cfg.tokenizer(prompts, add_special_tokens=True)["input_ids"]
         keep = cfg.max_prompt_tokens
 
@@ -290,7 +251,9 @@ class Episodes:
         cfg, b, k = self.cfg, self.num_envs, self.k
         answers = self.decode(k - 1, lens)
         texts = [*self._answered(k - 1), answers]
-        scores = rewards.score(cfg.task.reward_fn, self.queries * k, [t for role in texts for t in role])
+        scores = rewards.score(
+            cfg.task.reward_fn, self.queries * k, [t for role in texts for t in role]
+        )
         own = scores.reshape(k, b)
         received = rewards.combine_all(own, cfg.reward_mode)
 
@@ -330,25 +293,40 @@ class Episodes:
         for r, p in enumerate(self.prefixes):
             ended = phase > r
             if r > 0:
-                arrays[f"{p}_prompt_tokens"] = self.prompt_len[r].copy() if phase >= r else np.zeros(b, np.int64)
+                arrays[f"{p}_prompt_tokens"] = (
+                    self.prompt_len[r].copy() if phase >= r else np.zeros(b, np.int64)
+                )
                 arrays[f"{p}_prompt_truncated"] = self.truncated[r].copy()
             arrays[f"{p}_tokens"] = self.resp_len[r].copy() if ended else np.zeros(b, np.int64)
-            arrays[f"{p}_finish"] = self.finish[r].astype(np.int64) if ended else np.zeros(b, np.int64)
+            arrays[f"{p}_finish"] = (
+                self.finish[r].astype(np.int64) if ended else np.zeros(b, np.int64)
+            )
             arrays[f"{p}_eos"] = (self.finish[r] == _EOS) if ended else np.zeros(b, bool)
-            arrays[f"{p}_reward"] = self.own_rewards[r].copy() if self.done else np.zeros(b, np.float32)
+            arrays[f"{p}_reward"] = (
+                self.own_rewards[r].copy() if self.done else np.zeros(b, np.float32)
+            )
         if self.cfg.info_texts:
             arrays["query"] = np.array([str(q) for q in self.queries], dtype=object)
-            arrays["answer"] = np.array(["" if q.answer is None else q.answer for q in self.queries], dtype=object)
+            arrays["answer"] = np.array(
+                ["" if q.answer is None else q.answer for q in self.queries], dtype=object
+            )
             for r, p in enumerate(self.prefixes):
                 if r > 0:
-                    arrays[f"{p}_prompt"] = np.array(self.prompts[r] if phase >= r else [""] * b, dtype=object)
-                arrays[f"{p}_text"] = np.array(self.texts[r] if phase > r else [""] * b, dtype=object)
+                    arrays[f"{p}_prompt"] = np.array(
+                        self.prompts[r] if phase >= r else [""] * b, dtype=object
+                    )
+                arrays[f"{p}_text"] = np.array(
+                    self.texts[r] if phase > r else [""] * b, dtype=object
+                )
         self.info_arrays = arrays
 
     def info(self, i: int) -> dict[str, Any]:
         """Episode ``i``'s info: a fresh dict of plain Python numbers (and strings with
         ``info_texts``)."""
-        return {k: v[i].item() if isinstance(v[i], np.generic) else v[i] for k, v in self.info_arrays.items()}
+        return {
+            k: v[i].item() if isinstance(v[i], np.generic) else v[i]
+            for k, v in self.info_arrays.items()
+        }
 
     @property
     def infos(self) -> list[dict[str, Any]]:

@@ -35,4 +35,3 @@ GSM8K_CHAIN = GSM8K_SHOT + "Question: {q}\n{answers}\nAnswer:"
 GSM8K_CHAIN_ANSWER = "Reference {i}: {a}"
 # A GSM8K turn ends when the model starts the next question.
 GSM8K_STOP = ("\nQuestion:", "\n\n")
-

@@ -57,7 +57,9 @@ class CoryTextVecEnv:
         self._rngs = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
 
     # -- the batch API --------------------------------------------------------------------------
-    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, np.ndarray]]:
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Obs, dict[str, np.ndarray]]:
         """Start B episodes. ``options``: ``{"queries": [B str], "answers": [B], "max_new_tokens":
         n or [n per role]}``."""
         b = self.num_envs
@@ -68,14 +70,24 @@ class CoryTextVecEnv:
             texts = list(options["queries"])
             answers = list(options.get("answers") or [None] * len(texts))
             if len(texts) != b or len(answers) != b:
-                raise ValueError(f"options['queries'] / ['answers'] need {b} entries, got {len(texts)} / {len(answers)}")
+                raise ValueError(
+                    f"options['queries'] / ['answers'] need {b} entries, got {len(texts)} / {len(answers)}"
+                )
             queries = [forced_query(self.task, q, a) for q, a in zip(texts, answers, strict=True)]
         else:
             queries = [draw_query(self.task, self.config.split, rng) for rng in self._rngs]
         self._episodes.start(queries, options.get("max_new_tokens"))
         return self._episodes.observation(0), self.infos
 
-    def step(self, actions: Any) -> tuple[Obs, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def step(
+        self, actions: Any
+    ) -> tuple[
+        Obs,
+        dict[str, np.ndarray],
+        dict[str, np.ndarray],
+        dict[str, np.ndarray],
+        dict[str, np.ndarray],
+    ]:
         """One token for every active episode; ``actions`` is an int array ``(B,)``."""
         ep = self._episodes
         if ep.phase is None:

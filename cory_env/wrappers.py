@@ -74,8 +74,10 @@ class _RoleEnv(gym.Env):
 
     def __init__(self, partner: Policy | None, **env_kwargs: Any) -> None:
         if env_kwargs.get("num_agents", 2) != (2 if partner is not None else 1):
-            raise ValueError("the single-agent views play the two-agent game (one role, the other "
-                             "a fixed policy); use the AEC env for chains of num_agents > 2")
+            raise ValueError(
+                "the single-agent views play the two-agent game (one role, the other "
+                "a fixed policy); use the AEC env for chains of num_agents > 2"
+            )
         self.env = CoryTextEnv(**env_kwargs)
         self.partner = partner
         self.observation_space = self.env.observation_space(self.role)
@@ -105,7 +107,11 @@ class _RoleEnv(gym.Env):
     def _play_partner(self) -> None:
         other = AGENTS[1 - AGENTS.index(self.role)]
         env = self.env
-        while self.partner is not None and env.agent_selection == other and not env.terminations[other]:
+        while (
+            self.partner is not None
+            and env.agent_selection == other
+            and not env.terminations[other]
+        ):
             env.step(self.partner(env.observe(other)))
 
     def _outcome(self) -> tuple[float, dict[str, Any]]:

@@ -82,11 +82,14 @@ from offline_tokenizer import byte_level_tokenizer  # noqa: E402
 
 ROLES = ("pioneer_0", "observer_0")
 
+
 # -- the env, as tianshou sees it --------------------------------------------------------------
 def make_env(tokenizer: Any, **env_kwargs: Any) -> PettingZooEnv:
     """The registered CORY env, as tianshou's own wrapper takes it (with the texts in its
     infos, which this example prints; the env's infos are numbers only by default)."""
-    env = pettingzoo.make("aec", "cory/CoryText-v0", tokenizer=tokenizer, info_texts=True, **env_kwargs)
+    env = pettingzoo.make(
+        "aec", "cory/CoryText-v0", tokenizer=tokenizer, info_texts=True, **env_kwargs
+    )
     return PettingZooEnv(env)
 
 

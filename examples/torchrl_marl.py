@@ -52,9 +52,16 @@ def tiny_lm(vocab_size: int, seed: int, hidden: int = 32) -> nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -70,7 +77,10 @@ class LastToken(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         shape = input_ids.shape[:-1]
-        ids, mask = input_ids.reshape(-1, input_ids.shape[-1]), attention_mask.reshape(-1, input_ids.shape[-1]).long()
+        ids, mask = (
+            input_ids.reshape(-1, input_ids.shape[-1]),
+            attention_mask.reshape(-1, input_ids.shape[-1]).long(),
+        )
         mask = mask.clone()
         mask[:, 0] = torch.where(mask.sum(1) == 0, 1, mask[:, 0])  # a seat before its turn: empty
         out = self.lm(input_ids=ids, attention_mask=mask, output_hidden_states=True)
@@ -80,7 +90,9 @@ class LastToken(nn.Module):
         return logits.reshape(*shape, -1), self.value(hidden).reshape(*shape, 1)
 
 
-def seat_modules(group: str, vocab_size: int, seed: int) -> tuple[ProbabilisticActor, ValueOperator]:
+def seat_modules(
+    group: str, vocab_size: int, seed: int
+) -> tuple[ProbabilisticActor, ValueOperator]:
     """The seat's actor (Categorical over the vocabulary) and critic, sharing one LM."""
     body = LastToken(tiny_lm(vocab_size, seed))
     obs = [(group, "observation", "input_ids"), (group, "observation", "attention_mask")]
@@ -95,8 +107,10 @@ def seat_modules(group: str, vocab_size: int, seed: int) -> tuple[ProbabilisticA
 
     actor = ProbabilisticActor(
         TensorDictModule(Logits(), in_keys=obs, out_keys=[(group, "logits")]),
-        in_keys={"logits": (group, "logits")}, out_keys=[(group, "action")],
-        distribution_class=torch.distributions.Categorical, return_log_prob=True,
+        in_keys={"logits": (group, "logits")},
+        out_keys=[(group, "action")],
+        distribution_class=torch.distributions.Categorical,
+        return_log_prob=True,
         log_prob_key=(group, "action_log_prob"),
     )
     critic = ValueOperator(Value(), in_keys=obs, out_keys=[(group, "state_value")])
@@ -105,7 +119,9 @@ def seat_modules(group: str, vocab_size: int, seed: int) -> tuple[ProbabilisticA
 
 
 def make_env(tokenizer: Any, num_agents: int, seed: int, **env_kwargs: Any) -> PettingZooWrapper:
-    env = pettingzoo.make("aec", "cory/CoryText-v0", tokenizer=tokenizer, num_agents=num_agents, **env_kwargs)
+    env = pettingzoo.make(
+        "aec", "cory/CoryText-v0", tokenizer=tokenizer, num_agents=num_agents, **env_kwargs
+    )
     return PettingZooWrapper(env=env, use_mask=True, categorical_actions=True, seed=seed)
 
 
@@ -118,7 +134,9 @@ def main(argv: list[str] | None = None, reward_fn: Any = None) -> dict[str, Any]
     p.add_argument("--max-new-tokens", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tokenizer", default=None, help="a Hugging Face tokenizer (default: a tiny offline one)")
+    p.add_argument(
+        "--tokenizer", default=None, help="a Hugging Face tokenizer (default: a tiny offline one)"
+    )
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
     if args.tokenizer:
@@ -136,20 +154,41 @@ def main(argv: list[str] | None = None, reward_fn: Any = None) -> dict[str, Any]
     policy = TensorDictSequential(*(actor for actor, _ in seats.values()))
     losses, optims, estimators = {}, {}, {}
     for g, (actor, critic) in seats.items():
-        loss = ClipPPOLoss(actor, critic, clip_epsilon=0.2, entropy_coeff=0.0, normalize_advantage=False)
-        loss.set_keys(action=(g, "action"), sample_log_prob=(g, "action_log_prob"),
-                      value=(g, "state_value"), advantage=(g, "advantage"),
-                      value_target=(g, "value_target"), reward=(g, "reward"), done=(g, "done"),
-                      terminated=(g, "terminated"))
-        estimator = GAE(gamma=1.0, lmbda=0.95, value_network=critic, deactivate_vmap=True)  # an HF LM: no vmap
-        estimator.set_keys(reward=(g, "reward"), done=(g, "done"), terminated=(g, "terminated"),
-                           value=(g, "state_value"), advantage=(g, "advantage"),
-                           value_target=(g, "value_target"))
+        loss = ClipPPOLoss(
+            actor, critic, clip_epsilon=0.2, entropy_coeff=0.0, normalize_advantage=False
+        )
+        loss.set_keys(
+            action=(g, "action"),
+            sample_log_prob=(g, "action_log_prob"),
+            value=(g, "state_value"),
+            advantage=(g, "advantage"),
+            value_target=(g, "value_target"),
+            reward=(g, "reward"),
+            done=(g, "done"),
+            terminated=(g, "terminated"),
+        )
+        estimator = GAE(
+            gamma=1.0, lmbda=0.95, value_network=critic, deactivate_vmap=True
+        )  # an HF LM: no vmap
+        estimator.set_keys(
+            reward=(g, "reward"),
+            done=(g, "done"),
+            terminated=(g, "terminated"),
+            value=(g, "state_value"),
+            advantage=(g, "advantage"),
+            value_target=(g, "value_target"),
+        )
         losses[g], estimators[g] = loss, estimator
         optims[g] = torch.optim.Adam(actor.body.parameters(), lr=args.lr)
-    before = {g: [q.detach().clone() for q in actor.body.parameters()] for g, (actor, _) in seats.items()}
-    collector = Collector(lambda: make_env(tokenizer, args.num_agents, args.seed, **env_kwargs), policy,
-                          frames_per_batch=args.frames, total_frames=args.frames * args.iterations)
+    before = {
+        g: [q.detach().clone() for q in actor.body.parameters()] for g, (actor, _) in seats.items()
+    }
+    collector = Collector(
+        lambda: make_env(tokenizer, args.num_agents, args.seed, **env_kwargs),
+        policy,
+        frames_per_batch=args.frames,
+        total_frames=args.frames * args.iterations,
+    )
     history = []
     for it, batch in enumerate(collector):
         row: dict[str, float] = {"iteration": it}
@@ -168,10 +207,16 @@ def main(argv: list[str] | None = None, reward_fn: Any = None) -> dict[str, Any]
             row[f"{g}/reward"] = float(rewards.mean()) if len(rewards) else float("nan")
         collector.update_policy_weights_()
         history.append(row)
-        print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        print(
+            "  ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+            )
+        )
     collector.shutdown()
-    change = {g: float(sum((q - b).norm() for q, b in zip(actor.body.parameters(), before[g])))
-              for g, (actor, _) in seats.items()}
+    change = {
+        g: float(sum((q - b).norm() for q, b in zip(actor.body.parameters(), before[g])))
+        for g, (actor, _) in seats.items()
+    }
     print(f"parameter change per seat: {change}; {time.perf_counter() - t0:.1f} s")
     return {"history": history, "weight_change": change, "groups": groups}
 

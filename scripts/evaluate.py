@@ -26,8 +26,9 @@ from agents.policy import LLMAgent
 from agents.policy.loading import load_model
 from agents.run.config import TrainConfig
 from agents.run.evaluate import distinct_n, pass_at_k, sequence_kl
+from agents.run.generation import generation_of
 from agents.run.rollout import rollout_alone
-from agents.run.setup import build_task, generation_of
+from agents.run.setup import build_task
 from cory_env.vector import CoryTextVecEnv
 
 
@@ -82,32 +83,52 @@ def evaluate(args: Args, policy=None, reference=None, tokenizer=None, task=None)
         raise SystemExit(f"--k must lie in 1..--samples ({args.samples}), got {args.k}")
     if policy is None:
         policy, reference, tokenizer = load(args)
-    config = TrainConfig(task=args.task, task_path=args.task_path, task_options=args.task_options,
-                         max_new_tokens=args.max_new_tokens,
-                         eval_every=0, batch_size=1, mini_batch_size=1, progress=False)
+    config = TrainConfig(
+        task=args.task,
+        task_path=args.task_path,
+        task_options=args.task_options,
+        max_new_tokens=args.max_new_tokens,
+        eval_every=0,
+        batch_size=1,
+        mini_batch_size=1,
+        progress=False,
+    )
     task = build_task(config, task)
     generation = generation_of(config, task)
     questions = list(task.queries("eval"))[: args.eval_size]
     queries = [q for q in questions for _ in range(args.samples)]
     agent = LLMAgent.full_copy(policy, tokenizer, reference=reference)
     agent.eval()
-    venv = CoryTextVecEnv(num_envs=len(queries), task=task, tokenizer=tokenizer,
-                          max_new_tokens=generation.max_new_tokens)
+    venv = CoryTextVecEnv(
+        num_envs=len(queries),
+        task=task,
+        tokenizer=tokenizer,
+        max_new_tokens=generation.max_new_tokens,
+    )
     generator = torch.Generator().manual_seed(args.seed)
-    turns = rollout_alone(venv, agent, queries, generation, generation.max_new_tokens, generator, task=task)
+    turns = rollout_alone(
+        venv, agent, queries, generation, generation.max_new_tokens, generator, task=task
+    )
     kl = sequence_kl(agent, turns, venv.pad_token_id)
     scores = turns.scores.astype(np.float64)
     result = {
-        "model": args.model, "task": args.task, "questions": len(questions), "samples": args.samples,
+        "model": args.model,
+        "task": args.task,
+        "questions": len(questions),
+        "samples": args.samples,
         "reward": float(scores.mean()),
         "reward_se": float(scores.std(ddof=1) / np.sqrt(len(scores))) if len(scores) > 1 else 0.0,
-        "kl": float(kl.mean()), "length": float(np.mean([len(r) for r in turns.responses])),
-        "distinct1": distinct_n(turns.texts, 1), "distinct2": distinct_n(turns.texts, 2),
+        "kl": float(kl.mean()),
+        "length": float(np.mean([len(r) for r in turns.responses])),
+        "distinct1": distinct_n(turns.texts, 1),
+        "distinct2": distinct_n(turns.texts, 2),
     }
     if all(q.answer is not None for q in questions):  # answer-checked: a score of 1 is correct
         correct = (scores > 0.5).reshape(len(questions), args.samples).sum(1)
         for k in args.k:
-            result[f"pass@{k}"] = float(np.mean([pass_at_k(args.samples, int(c), k) for c in correct]))
+            result[f"pass@{k}"] = float(
+                np.mean([pass_at_k(args.samples, int(c), k) for c in correct])
+            )
     return result
 
 
@@ -115,7 +136,11 @@ def main(args: Args) -> dict:
     result = evaluate(args)
     width = max(len(k) for k in result)
     for key, value in result.items():
-        print(f"{key:{width}s}  {value:.4f}" if isinstance(value, float) else f"{key:{width}s}  {value}")
+        print(
+            f"{key:{width}s}  {value:.4f}"
+            if isinstance(value, float)
+            else f"{key:{width}s}  {value}"
+        )
     out = args.out or (Path(args.model) / "evaluation.json" if Path(args.model).is_dir() else None)
     if out is not None:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")

@@ -24,16 +24,22 @@ def main(run: Positional[Path], merge: bool = False, out: Path | None = None) ->
     """List (and with ``--merge`` merge) the models of the run folder ``run``."""
     models = run / "models"
     if not models.is_dir():
-        raise SystemExit(f"{models} does not exist: pass a run folder written by run_cory.py / "
-                         "run_ppo.py (it gets models/ with its first checkpoint)")
+        raise SystemExit(
+            f"{models} does not exist: pass a run folder written by run_cory.py / "
+            "run_ppo.py (it gets models/ with its first checkpoint)"
+        )
     config = saved_config(run)
     written = []
-    for folder in sorted(p for p in models.iterdir() if p.is_dir() and not p.name.endswith("-merged")):
+    for folder in sorted(
+        p for p in models.iterdir() if p.is_dir() and not p.name.endswith("-merged")
+    ):
         adapter = folder / "adapter_config.json"
         kind = "LoRA adapter" if adapter.is_file() else "full model"
         print(f"{folder}: {kind}")
         if merge and adapter.is_file():
-            base_name = json.loads(adapter.read_text()).get("base_model_name_or_path") or config["model"]
+            base_name = (
+                json.loads(adapter.read_text()).get("base_model_name_or_path") or config["model"]
+            )
             base, _ = load_model(base_name, device="cpu")
             target = (out or models) / f"{folder.name}-merged"
             written.append(merge_adapter(folder, base, target))

@@ -25,8 +25,21 @@ STATS = ("reward", "gain", "kl", "distinct1", "distinct2", "length")
 """``gain``: the evaluation reward minus the run's own first evaluation's (the base model's,
 sampled with the run's evaluation seed): seeds sample the base model's answers differently,
 and the gain removes that offset (a paired comparison)."""
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+_T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+}
 
 
 def t_critical(dof: int) -> float:
@@ -51,10 +64,15 @@ def run_curve(rows: list[dict]) -> dict[int, dict[str, float]]:
     """Iteration -> each statistic of the run's evaluations, averaged over its models."""
     out = {}
     for row in rows:
-        models = sorted({k.split("/")[1] for k in row if k.startswith("eval/") and k.endswith("/reward")})
+        models = sorted(
+            {k.split("/")[1] for k in row if k.startswith("eval/") and k.endswith("/reward")}
+        )
         if models:
-            out[row["iteration"]] = {s: float(np.mean([row[f"eval/{m}/{s}"] for m in models]))
-                                     for s in STATS if all(f"eval/{m}/{s}" in row for m in models)}
+            out[row["iteration"]] = {
+                s: float(np.mean([row[f"eval/{m}/{s}"] for m in models]))
+                for s in STATS
+                if all(f"eval/{m}/{s}" in row for m in models)
+            }
     if out:
         first = out[min(out)].get("reward")
         for point in out.values():
@@ -96,16 +114,33 @@ def summarize(data: dict) -> dict:
     fronts, gains = {}, {}
     for method, runs in data.items():
         finals = {s: curve[max(curve)] for s, curve in runs.items() if curve}
-        entry = {"seeds": len(finals),
-                 "final": {s: dict(zip(("mean", "ci95"), mean_ci([f[s] for f in finals.values()])))
-                           for s in STATS if all(s in f for f in finals.values())}}
+        entry = {
+            "seeds": len(finals),
+            "final": {
+                s: dict(zip(("mean", "ci95"), mean_ci([f[s] for f in finals.values()])))
+                for s in STATS
+                if all(s in f for f in finals.values())
+            },
+        }
         iters = sorted({i for curve in runs.values() for i in curve})
-        entry["curve"] = {str(i): {s: dict(zip(("mean", "ci95"), mean_ci(
-            [c[i][s] for c in runs.values() if i in c and s in c[i]]))) for s in ("reward", "kl")} for i in iters}
+        entry["curve"] = {
+            str(i): {
+                s: dict(
+                    zip(
+                        ("mean", "ci95"),
+                        mean_ci([c[i][s] for c in runs.values() if i in c and s in c[i]]),
+                    )
+                )
+                for s in ("reward", "kl")
+            }
+            for i in iters
+        }
         points = [(c[i]["kl"], c[i]["reward"]) for c in runs.values() for i in c]
         fronts[method] = frontier(points)
         entry["frontier"] = fronts[method]
-        gains[method] = frontier([(c[i]["kl"], c[i]["gain"]) for c in runs.values() for i in c if "gain" in c[i]])
+        gains[method] = frontier(
+            [(c[i]["kl"], c[i]["gain"]) for c in runs.values() for i in c if "gain" in c[i]]
+        )
         entry["gain_frontier"] = gains[method]
         summary["methods"][method] = entry
     if fronts:
@@ -123,16 +158,21 @@ def summarize(data: dict) -> dict:
 
 def table(summary: dict) -> str:
     """The markdown table of final numbers."""
-    head = "| method | seeds | " + " | ".join(STATS) + " | KL at matched reward | KL at matched gain |"
+    head = (
+        "| method | seeds | " + " | ".join(STATS) + " | KL at matched reward | KL at matched gain |"
+    )
     lines = [head, "|" + "---|" * (len(STATS) + 4)]
     for method, entry in summary["methods"].items():
         cells = []
         for s in STATS:
             m = entry["final"].get(s)
             cells.append("—" if m is None else f"{m['mean']:.3f} ± {m['ci95']:.3f}")
-        lines.append(f"| {method} | {entry['seeds']} | " + " | ".join(cells)
-                     + f" | {entry.get('kl_at_matched_reward', math.nan):.3f}"
-                     + f" | {entry.get('kl_at_matched_gain', math.nan):.3f} |")
+        lines.append(
+            f"| {method} | {entry['seeds']} | "
+            + " | ".join(cells)
+            + f" | {entry.get('kl_at_matched_reward', math.nan):.3f}"
+            + f" | {entry.get('kl_at_matched_gain', math.nan):.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -158,9 +198,17 @@ def plots(summary: dict, data: dict, out: Path) -> list[Path]:
             pts = [(c[i]["kl"], c[i][stat]) for c in runs.values() for i in c if stat in c[i]]
             (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", alpha=0.4)
             front = summary["methods"][method][key]
-            ax.plot([p[0] for p in front], [p[1] for p in front], "-", color=line.get_color(), label=method)
+            ax.plot(
+                [p[0] for p in front],
+                [p[1] for p in front],
+                "-",
+                color=line.get_color(),
+                label=method,
+            )
         ax.set_xlabel("KL to reference")
-        ax.set_ylabel(f"evaluation {stat}" + (" (over the run's first evaluation)" if stat == "gain" else ""))
+        ax.set_ylabel(
+            f"evaluation {stat}" + (" (over the run's first evaluation)" if stat == "gain" else "")
+        )
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "frontier.png", dpi=110)
@@ -173,15 +221,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("sweep", type=Path)
-    p.add_argument("--methods", nargs="+", help="only these methods (their matched reward/gain is "
-                   "then among them alone)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        help="only these methods (their matched reward/gain is then among them alone)",
+    )
     p.add_argument("--out", type=Path, help="the report folder (default: SWEEP/report)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     data = load_sweep(args.sweep)
     if args.methods:
         data = {m: data[m] for m in args.methods if m in data}
     if not data:
-        raise SystemExit(f"no runs under {args.sweep} (expected SWEEP/<method>/seed_<s>/metrics.jsonl)")
+        raise SystemExit(
+            f"no runs under {args.sweep} (expected SWEEP/<method>/seed_<s>/metrics.jsonl)"
+        )
     out = args.out or args.sweep / "report"
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(data)

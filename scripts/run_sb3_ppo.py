@@ -79,10 +79,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     lr = args.learning_rate or (3e-4 if args.mode == "lora" else 1.41e-5)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     algo = make_sb3_ppo(
-        model, tokenizer, task=args.task, max_new_tokens=args.max_new_tokens, n_steps=args.n_steps,
-        batch_size=args.batch_size, learning_rate=lr, seed=args.seed, n_envs=args.n_envs,
-        n_epochs=args.n_epochs, lora_r=args.lora_r if args.mode == "lora" else None,
-        lora_alpha=args.lora_alpha, dtype=args.dtype,
+        model,
+        tokenizer,
+        task=args.task,
+        max_new_tokens=args.max_new_tokens,
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        learning_rate=lr,
+        seed=args.seed,
+        n_envs=args.n_envs,
+        n_epochs=args.n_epochs,
+        lora_r=args.lora_r if args.mode == "lora" else None,
+        lora_alpha=args.lora_alpha,
+        dtype=args.dtype,
     )
     log = RunLog(out)
     log.write_config({**dataclasses.asdict(args), "learning_rate": lr})
@@ -90,9 +99,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     def on_row(row: dict) -> None:
         it = len(log.rows)
         log.log(it, {**row, "charts/reward": row["ep_rew_mean"]})
-        print(f"iter {it:3d}  tokens {int(row['timesteps']):6d}  episodes {int(row['episodes']):3d}  "
-              f"mean episode reward {row['ep_rew_mean']:+.4f}  "
-              f"approx_kl {row.get('train/approx_kl', float('nan')):.4f}  {row['time_s']:.0f}s", flush=True)
+        print(
+            f"iter {it:3d}  tokens {int(row['timesteps']):6d}  episodes {int(row['episodes']):3d}  "
+            f"mean episode reward {row['ep_rew_mean']:+.4f}  "
+            f"approx_kl {row.get('train/approx_kl', float('nan')):.4f}  {row['time_s']:.0f}s",
+            flush=True,
+        )
 
     t0 = time.perf_counter()
     algo.learn(total_timesteps=args.total_timesteps, callback=EpisodeLog(on_row))
@@ -101,11 +113,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         episodes = evaluate_sb3_ppo(algo, args.eval_episodes)
         log.log_samples(len(log.rows), episodes)
         mean = sum(e["reward"] for e in episodes) / len(episodes)
-        print(f"trained policy: mean reward {mean:+.4f} over {len(episodes)} episodes; e.g. "
-              f"{episodes[0]['query']!r} -> {episodes[0]['text']!r}")
+        print(
+            f"trained policy: mean reward {mean:+.4f} over {len(episodes)} episodes; e.g. "
+            f"{episodes[0]['query']!r} -> {episodes[0]['text']!r}"
+        )
     save_sb3_ppo(algo, out / "policy", tokenizer)
-    (out / "summary.json").write_text(json.dumps(
-        {"timesteps": int(algo.num_timesteps), "train_s": train_s, "iterations": len(log.rows)}, indent=2))
+    (out / "summary.json").write_text(
+        json.dumps(
+            {"timesteps": int(algo.num_timesteps), "train_s": train_s, "iterations": len(log.rows)},
+            indent=2,
+        )
+    )
     log.close()
     print(f"{algo.num_timesteps} tokens in {train_s:.0f}s; run folder: {out}")
     return log.rows

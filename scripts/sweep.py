@@ -48,9 +48,24 @@ def command(sweep: Path, method: str, seed: int, extra: list[str]) -> list[str]:
     script, flags = METHODS[method]
     folder = run_folder(sweep, method, seed)
     resume = ["--resume"] if folder.is_dir() and not (folder / DONE).exists() else []
-    group = ["--wandb-group", sweep.resolve().name] if "wandb" in extra and "--wandb-group" not in extra else []
-    return [sys.executable, str(ROOT / script), "--seed", str(seed), "--output-dir", str(folder),
-            "--no-progress", *flags, *extra, *group, *resume]
+    group = (
+        ["--wandb-group", sweep.resolve().name]
+        if "wandb" in extra and "--wandb-group" not in extra
+        else []
+    )
+    return [
+        sys.executable,
+        str(ROOT / script),
+        "--seed",
+        str(seed),
+        "--output-dir",
+        str(folder),
+        "--no-progress",
+        *flags,
+        *extra,
+        *group,
+        *resume,
+    ]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -59,7 +74,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--methods", nargs="+", default=["cory", "ppo"], choices=sorted(METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--parallel", type=int, default=1, help="runs at a time")
-    p.add_argument("--print", dest="print_only", action="store_true", help="print the commands only")
+    p.add_argument(
+        "--print", dest="print_only", action="store_true", help="print the commands only"
+    )
     args, extra = p.parse_known_args(argv)
     jobs = [(m, s) for m in args.methods for s in args.seeds]
     if args.print_only:
@@ -81,8 +98,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
             folder.parent.mkdir(parents=True, exist_ok=True)
             cmd = command(args.sweep, m, s, extra)
             log = (folder.parent / f"seed_{s}.log").open("w")
-            running.append((i, m, s, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT),
-                            time.perf_counter(), "--resume" in cmd, log))
+            running.append(
+                (
+                    i,
+                    m,
+                    s,
+                    subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT),
+                    time.perf_counter(),
+                    "--resume" in cmd,
+                    log,
+                )
+            )
         for job in list(running):
             i, m, s, proc, started, resumed, log = job
             if proc.poll() is None:
@@ -94,11 +120,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if ok:
                 (folder / DONE).write_text("ok\n")
             how = "resumed, " if resumed else ""
-            status = "done" if ok else f"failed (exit {proc.returncode}; see {folder.parent / f'seed_{s}.log'})"
-            print(f"[{i}/{len(jobs)}] {m} seed {s}: {how}{status} in {time.perf_counter() - started:.1f} s",
-                  flush=True)
-            results.append({"method": m, "seed": s, "status": "done" if ok else "failed",
-                            "resumed": resumed, "returncode": proc.returncode})
+            status = (
+                "done"
+                if ok
+                else f"failed (exit {proc.returncode}; see {folder.parent / f'seed_{s}.log'})"
+            )
+            print(
+                f"[{i}/{len(jobs)}] {m} seed {s}: {how}{status} in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+            results.append(
+                {
+                    "method": m,
+                    "seed": s,
+                    "status": "done" if ok else "failed",
+                    "resumed": resumed,
+                    "returncode": proc.returncode,
+                }
+            )
         time.sleep(0.2)
     print(f"sweep {args.sweep}: {len(jobs)} runs in {time.perf_counter() - t0:.1f} s")
     return results

@@ -13,7 +13,10 @@ from agents.rl.adam import default_adam, fuses
 
 def _params(seed: int = 0) -> list[torch.nn.Parameter]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(shape, generator=g)) for shape in ((64, 32), (32,), (7, 5, 3))]
+    return [
+        torch.nn.Parameter(torch.randn(shape, generator=g))
+        for shape in ((64, 32), (32,), (7, 5, 3))
+    ]
 
 
 def test_the_fused_adam_takes_the_per_parameter_adams_steps():
@@ -38,13 +41,21 @@ def test_the_fused_kernel_only_for_floating_cpu_tensors():
     assert not fuses([])
     assert not fuses([torch.zeros(3, dtype=torch.int64)])
     assert not fuses([torch.nn.Parameter(torch.zeros(3, device="meta"))])
-    assert default_adam([torch.nn.Parameter(torch.zeros(3, device="meta"))], 1e-3).param_groups[0]["fused"] is None
+    assert (
+        default_adam([torch.nn.Parameter(torch.zeros(3, device="meta"))], 1e-3).param_groups[0][
+            "fused"
+        ]
+        is None
+    )
 
 
 def test_a_learner_on_the_cpu_is_built_with_the_fused_adam_and_keeps_it_through_its_state():
     agent = LLMAgent.lora(tiny_model(), tiny_tokenizer(), r=4, alpha=8)
     learner = PPOLearner(agent, LearnerConfig(learning_rate=1e-3))
     assert learner.optimizer.param_groups[0]["fused"] is True
-    other = PPOLearner(LLMAgent.lora(tiny_model(), tiny_tokenizer(), r=4, alpha=8), LearnerConfig(learning_rate=1e-3))
+    other = PPOLearner(
+        LLMAgent.lora(tiny_model(), tiny_tokenizer(), r=4, alpha=8),
+        LearnerConfig(learning_rate=1e-3),
+    )
     other.load_state_dict(learner.state_dict())
     assert other.optimizer.param_groups[0]["fused"] is True

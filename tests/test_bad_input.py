@@ -17,7 +17,9 @@ def aec(tokenizer, **kw):
 
 
 def vec(tokenizer, **kw):
-    venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer, info_texts=True, **kw)
+    venv = CoryTextVecEnv(
+        num_envs=2, task=make_test_task(), tokenizer=tokenizer, info_texts=True, **kw
+    )
     venv.reset(options={"queries": ["I loved", "The plot was"]})
     return venv
 
@@ -58,7 +60,9 @@ def test_out_of_range_action(tokenizer, action):
 @pytest.mark.parametrize("action", [3.0, "5", [1, 2], True, np.float32(2), None])
 def test_non_integer_action(tokenizer, action):
     env = aec(tokenizer)
-    with pytest.raises(TypeError, match=r"integer token id in \[0, 320\)|token id in \[0, 320\), got None"):
+    with pytest.raises(
+        TypeError, match=r"integer token id in \[0, 320\)|token id in \[0, 320\), got None"
+    ):
         env.step(action)
     assert_aec_works(env)
 
@@ -72,7 +76,9 @@ def test_integer_like_actions_are_accepted(tokenizer):
 
 def test_vector_bad_actions(tokenizer):
     venv = vec(tokenizer)
-    with pytest.raises(ValueError, match=r"action 320 of env 1 is out of range: token ids are in \[0, 320\)"):
+    with pytest.raises(
+        ValueError, match=r"action 320 of env 1 is out of range: token ids are in \[0, 320\)"
+    ):
         venv.step([FILM, 320])
     with pytest.raises(TypeError, match=r"integer token ids in \[0, 320\), got dtype float64"):
         venv.step([1.0, 2.0])
@@ -158,7 +164,9 @@ class FlakyReward:
         return out
 
 
-@pytest.mark.parametrize(("mode", "match"), [("raise", "raised ZeroDivisionError: boom"), ("nan", "non-finite")])
+@pytest.mark.parametrize(
+    ("mode", "match"), [("raise", "raised ZeroDivisionError: boom"), ("nan", "non-finite")]
+)
 def test_reward_failure_is_atomic_aec(tokenizer, mode, match):
     reward = FlakyReward()
     env = aec(tokenizer, reward_fn=reward)

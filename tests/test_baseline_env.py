@@ -30,8 +30,13 @@ def text_length(queries, responses):
 
 @pytest.mark.parametrize("mode", ["cooperative", "independent"])
 def test_a_one_agent_chain_pays_the_pioneer_its_task_score(mode):
-    venv = CoryTextVecEnv(num_envs=3, task=make_test_task(), tokenizer=tiny_tokenizer(),
-                          num_agents=1, reward_mode=mode)
+    venv = CoryTextVecEnv(
+        num_envs=3,
+        task=make_test_task(),
+        tokenizer=tiny_tokenizer(),
+        num_agents=1,
+        reward_mode=mode,
+    )
     assert venv.possible_agents == ["pioneer_0"]
     venv.reset(options={"queries": QUERIES})
     # episode 0: " film film!"; 1: " the!"; 2: " the" (then EOS where the others still write)
@@ -76,12 +81,16 @@ def test_the_one_agent_rollout_draws_the_pioneer_turns_random_numbers():
 
 
 def test_the_baseline_plays_every_episode_to_its_end(tmp_path):
-    cfg = small_config(tmp_path, iterations=2, batch_size=3, mini_batch_size=3, eval_every=1,
-                       eval_size=1)
-    trainer = SingleAgentTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer(),
-                                 task=make_test_task())
+    cfg = small_config(
+        tmp_path, iterations=2, batch_size=3, mini_batch_size=3, eval_every=1, eval_size=1
+    )
+    trainer = SingleAgentTrainer(
+        cfg, model=tiny_model(), tokenizer=tiny_tokenizer(), task=make_test_task()
+    )
     run = trainer.run
-    assert run.venv.possible_agents == ["pioneer_0"] and run.eval_venv.possible_agents == ["pioneer_0"]
+    assert run.venv.possible_agents == ["pioneer_0"] and run.eval_venv.possible_agents == [
+        "pioneer_0"
+    ]
     metrics = trainer.step(0)
     assert run.venv.agent_selection is None  # nothing rolled out and abandoned
     texts = [s["pioneer"] for s in trainer.samples]
@@ -89,8 +98,14 @@ def test_the_baseline_plays_every_episode_to_its_end(tmp_path):
     assert [s["pioneer_score"] for s in trainer.samples] == scores.tolist()
     assert metrics["charts/reward"] == pytest.approx(float(scores.mean()))
     assert metrics["policy/score"] == metrics["charts/reward"]
-    stats, turns = evaluate_alone(trainer.learner.agent, run.eval_venv, run.eval_queries,
-                                  run.generation, run.generation.max_new_tokens, seed=0,
-                                  pad_id=run.pad_id)
+    stats, turns = evaluate_alone(
+        trainer.learner.agent,
+        run.eval_venv,
+        run.eval_queries,
+        run.generation,
+        run.generation.max_new_tokens,
+        seed=0,
+        pad_id=run.pad_id,
+    )
     assert run.eval_venv.agent_selection is None
     assert stats["reward"] == pytest.approx(float(film_reward(None, turns.texts).mean()))

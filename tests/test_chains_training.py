@@ -21,7 +21,9 @@ from agents.run import setup
 
 TIMING = ("charts/rollout_s", "charts/iteration_s")
 DIAGNOSTICS = ("distinct1", "distinct2", "repeat_fraction")
-REFERENCE = json.loads((Path(__file__).parent / "data" / "cory_k2_reference.json").read_text())["cases"]
+REFERENCE = json.loads((Path(__file__).parent / "data" / "cory_k2_reference.json").read_text())[
+    "cases"
+]
 
 
 def without_timing(rows):
@@ -60,8 +62,9 @@ def test_two_agents_reproduce_the_recorded_two_agent_run(tmp_path, mode):
 
 
 def three(tmp_path, **kw):
-    return small_config(tmp_path, **{"num_agents": 3, "iterations": 4, "swap_period": 2,
-                                     "eval_every": 2, **kw})
+    return small_config(
+        tmp_path, **{"num_agents": 3, "iterations": 4, "swap_period": 2, "eval_every": 2, **kw}
+    )
 
 
 def test_three_models_train_rotate_keep_their_optimisers_and_resume(tmp_path):
@@ -70,23 +73,33 @@ def test_three_models_train_rotate_keep_their_optimisers_and_resume(tmp_path):
     before = {m: params(lr) for m, lr in trainer.learners.items()}
     rows = trainer.train()
     for m, lr in trainer.learners.items():  # every model's weights changed
-        assert any(not torch.equal(a, b) for a, b in zip(before[m], lr.agent.trainable_parameters()))
+        assert any(
+            not torch.equal(a, b) for a, b in zip(before[m], lr.agent.trainable_parameters())
+        )
         steps = {float(s["step"]) for s in lr.optimizer.state_dict()["state"].values()}
-        assert steps == {16.0}  # 4 iterations x 2 epochs x 2 mini-batches: no state lost at rotations
+        assert steps == {
+            16.0
+        }  # 4 iterations x 2 epochs x 2 mini-batches: no state lost at rotations
     # seats: a b c for iterations 0-1, then each model one seat along: c a b for 2-3
     assert [rows[0][f"model_{m}/role"] for m in "abc"] == [0.0, 1.0, 2.0]
     assert [rows[2][f"model_{m}/role"] for m in "abc"] == [1.0, 2.0, 0.0]
     assert trainer.roles.pioneer is trainer.learners["model_b"]  # two rotations: b, c, a
-    for key in ("pioneer/ppo/loss/total", "observer/ppo/loss/total", "observer_1/ppo/loss/total",
-                "eval/model_c/reward"):
+    for key in (
+        "pioneer/ppo/loss/total",
+        "observer/ppo/loss/total",
+        "observer_1/ppo/loss/total",
+        "eval/model_c/reward",
+    ):
         assert key in rows[0]
     assert rows[0]["charts/reward"] == pytest.approx(
-        rows[0]["pioneer/score"] + rows[0]["observer/score"] + rows[0]["observer_1/score"], abs=1e-5)
+        rows[0]["pioneer/score"] + rows[0]["observer/score"] + rows[0]["observer_1/score"], abs=1e-5
+    )
     # resume reproduces the uninterrupted run
     config = three(tmp_path / "b")
     CoryTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer()).train(stop_after=3)
-    resumed = CoryTrainer(dataclasses.replace(config, resume=True), model=tiny_model(),
-                          tokenizer=tiny_tokenizer()).train()
+    resumed = CoryTrainer(
+        dataclasses.replace(config, resume=True), model=tiny_model(), tokenizer=tiny_tokenizer()
+    ).train()
     assert without_timing(resumed) == without_timing(rows)
 
 
@@ -98,8 +111,9 @@ def test_a_random_permutation_schedule_deals_seats_and_resumes(tmp_path):
     assert len(set(seats)) > 1  # the seats were dealt anew
     config_b = three(tmp_path / "b", role_schedule="random", swap_period=1)
     CoryTrainer(config_b, model=tiny_model(), tokenizer=tiny_tokenizer()).train(stop_after=2)
-    resumed = CoryTrainer(dataclasses.replace(config_b, resume=True), model=tiny_model(),
-                          tokenizer=tiny_tokenizer()).train()
+    resumed = CoryTrainer(
+        dataclasses.replace(config_b, resume=True), model=tiny_model(), tokenizer=tiny_tokenizer()
+    ).train()
     assert without_timing(resumed) == without_timing(full)
 
 
@@ -107,24 +121,38 @@ def wider_model(seed: int = 1) -> LlamaForCausalLM:
     """A tiny Llama twice as wide as the tests' model, over the same tokenizer."""
     torch.manual_seed(seed)
     tok = tiny_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=1,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-                      tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_models_of_different_widths_train_together(tmp_path, mode):
     small, wide = tiny_model(), wider_model()
-    trainer = CoryTrainer(small_config(tmp_path, mode=mode, iterations=2), model=[small, wide],
-                          tokenizer=tiny_tokenizer())
+    trainer = CoryTrainer(
+        small_config(tmp_path, mode=mode, iterations=2),
+        model=[small, wide],
+        tokenizer=tiny_tokenizer(),
+    )
     a, b = trainer.learners["model_a"].agent, trainer.learners["model_b"].agent
     assert a.value_head.in_features == 32 and b.value_head.in_features == 64
     before = {m: params(lr) for m, lr in trainer.learners.items()}
     rows = trainer.train()
     for m, lr in trainer.learners.items():
-        assert any(not torch.equal(x, y) for x, y in zip(before[m], lr.agent.trainable_parameters()))
+        assert any(
+            not torch.equal(x, y) for x, y in zip(before[m], lr.agent.trainable_parameters())
+        )
     assert "eval/model_b/kl" in rows[-1]
 
 
@@ -134,8 +162,11 @@ def test_a_tokenizer_mismatch_is_refused_before_any_weights_load(tmp_path, monke
         tiny_tokenizer(vocab).save_pretrained(tmp_path / name)
     monkeypatch.setattr(setup, "load_model", lambda *a, **k: pytest.fail("weights were loaded"))
     config = small_config(tmp_path, models=f"{tmp_path / 'm320'},{tmp_path / 'm300'}")
-    with pytest.raises(ValueError, match=r"share a tokenizer.*m320.*m300.*vocabulary size 320 vs 300"):
+    with pytest.raises(
+        ValueError, match=r"share a tokenizer.*m320.*m300.*vocabulary size 320 vs 300"
+    ):
         CoryTrainer(config)
+
     class Stub:  # the same vocabulary, another EOS id
         eos_token_id, pad_token_id, bos_token_id, unk_token_id = 5, 0, None, None
 
@@ -150,13 +181,22 @@ def test_a_tokenizer_mismatch_is_refused_before_any_weights_load(tmp_path, monke
 
 
 def test_per_seat_generation_settings(tmp_path):
-    config = small_config(tmp_path, num_agents=3, iterations=1, eval_every=0,
-                          seat_max_new_tokens=[2, 3, 6], seat_top_k=[1, 0, 0])
+    config = small_config(
+        tmp_path,
+        num_agents=3,
+        iterations=1,
+        eval_every=0,
+        seat_max_new_tokens=[2, 3, 6],
+        seat_top_k=[1, 0, 0],
+    )
     trainer = CoryTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer())
     assert [g.max_new_tokens for g in trainer.run.seats] == [2, 3, 6]
     assert [g.top_k for g in trainer.run.seats] == [1, 0, 0]
     trainer.step(0)
-    lengths = [[len(r) for r in trainer.run.venv.response_ids(role)] for role in trainer.run.venv.possible_agents]
+    lengths = [
+        [len(r) for r in trainer.run.venv.response_ids(role)]
+        for role in trainer.run.venv.possible_agents
+    ]
     assert max(lengths[0]) <= 2 and max(lengths[1]) <= 3 and max(lengths[2]) <= 6
     assert max(lengths[2]) > 3  # the last observer was allowed its longer answer
     with pytest.raises(ValueError, match="seat_max_new_tokens needs 3 values"):

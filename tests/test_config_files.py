@@ -45,14 +45,16 @@ def test_help_shows_every_flag_in_its_group_in_order(capsys):
         parse("", ["--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    heads = [re.search(rf"(?m)^\W*{re.escape(title)} options\W*$", text).start() for title in FLAG_GROUPS]
+    heads = [
+        re.search(rf"(?m)^\W*{re.escape(title)} options\W*$", text).start() for title in FLAG_GROUPS
+    ]
     assert heads == sorted(heads)
     ends = [*heads[1:], len(text)]
     for (title, names), start, end in zip(FLAG_GROUPS.items(), heads, ends, strict=True):
         section = text[start:end]
         for name in names:
             assert re.search(rf"--{name.replace('_', '-')}\b", section), (title, name)
-    assert "--config" in text[heads[list(FLAG_GROUPS).index("run and logging")]:]
+    assert "--config" in text[heads[list(FLAG_GROUPS).index("run and logging")] :]
     assert "--rloo-k INT, --group-size INT" in text
 
 
@@ -66,30 +68,93 @@ def test_a_preset_is_shown_as_the_defaults(capsys):
 def test_the_presets_are_the_papers_settings_from_yaml_files():
     assert sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) == sorted(PRESETS)
     assert PRESETS["imdb-gpt2-large"] == dict(
-        model="gpt2-large", task="imdb", reward="hf-classifier",
-        reward_model="lvwerra/distilbert-imdb", iterations=100, batch_size=256,
-        mini_batch_size=256, ppo_epochs=4, learning_rate=1.41e-5, init_kl_coef=0.3,
-        adap_kl_ctrl=True, gamma=1.0, lam=0.95, cliprange=0.2, cliprange_value=0.2,
-        vf_coef=0.1, min_new_tokens=4, max_new_tokens=16, swap_period=5, mode="full",
-        device="cuda", dtype="bf16", eval_every=5, eval_size=256,
+        model="gpt2-large",
+        task="imdb",
+        reward="hf-classifier",
+        reward_model="lvwerra/distilbert-imdb",
+        iterations=100,
+        batch_size=256,
+        mini_batch_size=256,
+        ppo_epochs=4,
+        learning_rate=1.41e-5,
+        init_kl_coef=0.3,
+        adap_kl_ctrl=True,
+        gamma=1.0,
+        lam=0.95,
+        cliprange=0.2,
+        cliprange_value=0.2,
+        vf_coef=0.1,
+        min_new_tokens=4,
+        max_new_tokens=16,
+        swap_period=5,
+        mode="full",
+        device="cuda",
+        dtype="bf16",
+        eval_every=5,
+        eval_size=256,
     )
     assert PRESETS["gsm8k-llama2"] == dict(
-        model="meta-llama/Llama-2-7b-chat-hf", task="gsm8k", iterations=100, batch_size=32,
-        mini_batch_size=2, gradient_accumulation_steps=16, ppo_epochs=4, learning_rate=1e-4,
-        init_kl_coef=0.01, adap_kl_ctrl=False, gamma=1.0, lam=0.95, cliprange=0.2,
-        cliprange_value=0.2, vf_coef=0.1, max_new_tokens=256, swap_period=5, mode="lora",
-        load_in_4bit=True, device="cuda", dtype="bf16", eval_every=5, eval_size=128,
+        model="meta-llama/Llama-2-7b-chat-hf",
+        task="gsm8k",
+        iterations=100,
+        batch_size=32,
+        mini_batch_size=2,
+        gradient_accumulation_steps=16,
+        ppo_epochs=4,
+        learning_rate=1e-4,
+        init_kl_coef=0.01,
+        adap_kl_ctrl=False,
+        gamma=1.0,
+        lam=0.95,
+        cliprange=0.2,
+        cliprange_value=0.2,
+        vf_coef=0.1,
+        max_new_tokens=256,
+        swap_period=5,
+        mode="lora",
+        load_in_4bit=True,
+        device="cuda",
+        dtype="bf16",
+        eval_every=5,
+        eval_size=128,
     )
 
 
-@pytest.mark.parametrize("argv", [
-    [],
-    ["--preset", "imdb-gpt2-large", "--batch-size", "8", "--mini-batch-size", "8"],
-    ["--learner", "grpo", "--group-size", "3", "--num-agents", "3", "--seat-temperature", "0.5",
-     "1", "0.7", "--seat-max-new-tokens", "4", "8", "8", "--log-with", "tensorboard", "wandb",
-     "--learning-rate", "3e-4", "--target-kl", "0.1", "--task-options", "max_steps=1",
-     "--whiten-rewards", "--output-dir", "somewhere"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--preset", "imdb-gpt2-large", "--batch-size", "8", "--mini-batch-size", "8"],
+        [
+            "--learner",
+            "grpo",
+            "--group-size",
+            "3",
+            "--num-agents",
+            "3",
+            "--seat-temperature",
+            "0.5",
+            "1",
+            "0.7",
+            "--seat-max-new-tokens",
+            "4",
+            "8",
+            "8",
+            "--log-with",
+            "tensorboard",
+            "wandb",
+            "--learning-rate",
+            "3e-4",
+            "--target-kl",
+            "0.1",
+            "--task-options",
+            "max_steps=1",
+            "--whiten-rewards",
+            "--output-dir",
+            "somewhere",
+        ],
+    ],
+)
 def test_a_runs_saved_config_is_a_config_file_of_the_same_config(tmp_path, argv):
     config = parse("", argv)
     path = save_as_the_run_does(config, tmp_path / "run")
@@ -98,14 +163,23 @@ def test_a_runs_saved_config_is_a_config_file_of_the_same_config(tmp_path, argv)
 
 def test_flags_override_the_file_and_the_file_the_preset(tmp_path):
     path = tmp_path / "my.yaml"
-    path.write_text("preset: imdb-gpt2-large\niterations: 3\nlearning_rate: 3e-4  # text to YAML\n"
-                    "batch_size: 8\nmini_batch_size: 8\nlog_with: [tensorboard, wandb]\n")
+    path.write_text(
+        "preset: imdb-gpt2-large\niterations: 3\nlearning_rate: 3e-4  # text to YAML\n"
+        "batch_size: 8\nmini_batch_size: 8\nlog_with: [tensorboard, wandb]\n"
+    )
     cfg = parse("", ["--config", str(path), "--iterations", "5"])
-    assert cfg == replace(TrainConfig(**PRESETS["imdb-gpt2-large"], preset="imdb-gpt2-large"),
-                          iterations=5, learning_rate=3e-4, batch_size=8, mini_batch_size=8,
-                          log_with=("tensorboard", "wandb"))
+    assert cfg == replace(
+        TrainConfig(**PRESETS["imdb-gpt2-large"], preset="imdb-gpt2-large"),
+        iterations=5,
+        learning_rate=3e-4,
+        batch_size=8,
+        mini_batch_size=8,
+        log_with=("tensorboard", "wandb"),
+    )
     other = parse("", ["--config", str(path), "--preset", "none"])
-    assert other.model == "smollm2-135m-instruct" and other.iterations == 3 and other.preset == "none"
+    assert (
+        other.model == "smollm2-135m-instruct" and other.iterations == 3 and other.preset == "none"
+    )
 
 
 def test_a_json_config_file(tmp_path):
@@ -114,16 +188,22 @@ def test_a_json_config_file(tmp_path):
     assert parse("", ["--config", str(path)]) == TrainConfig(iterations=2)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("iterations: 2\nbogus: 1\n", "unknown key 'bogus'"),
-    ("iterations: ten\n", "iterations must be an integer, got 'ten'"),
-    ("iterations: 0\n", "iterations must be an integer >= 1, got 0"),
-    ("mode: half\n", "mode must be one of 'lora', 'full', got 'half'"),
-    ("progress: 1\n", "progress must be true or false, got 1"),
-    ("log_with: [tensorboard, mlflow]\n", "log_with must be a list of (one of 'tensorboard', 'wandb')"),
-    ("- iterations\n", "a settings file holds one mapping of setting: value, got list"),
-    ("iterations: [\n", "not valid YAML (line"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("iterations: 2\nbogus: 1\n", "unknown key 'bogus'"),
+        ("iterations: ten\n", "iterations must be an integer, got 'ten'"),
+        ("iterations: 0\n", "iterations must be an integer >= 1, got 0"),
+        ("mode: half\n", "mode must be one of 'lora', 'full', got 'half'"),
+        ("progress: 1\n", "progress must be true or false, got 1"),
+        (
+            "log_with: [tensorboard, mlflow]\n",
+            "log_with must be a list of (one of 'tensorboard', 'wandb')",
+        ),
+        ("- iterations\n", "a settings file holds one mapping of setting: value, got list"),
+        ("iterations: [\n", "not valid YAML (line"),
+    ],
+)
 def test_a_bad_config_file_is_one_line_naming_the_file_and_the_key(tmp_path, capsys, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -132,7 +212,9 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_the_key(tmp_path, cap
 
 
 def test_a_missing_config_file_and_an_unknown_preset_in_one(tmp_path, capsys):
-    assert "cannot read the settings file" in usage_error(capsys, ["--config", str(tmp_path / "no.yaml")])
+    assert "cannot read the settings file" in usage_error(
+        capsys, ["--config", str(tmp_path / "no.yaml")]
+    )
     path = tmp_path / "p.yaml"
     path.write_text("preset: gpt5\n")
     assert f"{path}: unknown preset 'gpt5'" in usage_error(capsys, ["--config", str(path)])

@@ -39,9 +39,14 @@ def test_a_two_process_cory_run_shards_the_batch_keeps_one_model_and_writes_one_
     ranks = launch(tmp_path, "cory", "--iterations", "2")
     assert [r["world"][:2] for r in ranks] == [(2, 0), (2, 1)]
     # the ranks saw the same global batches and rolled out disjoint halves of them
-    single = CoryTrainer(small_config(tmp_path / "single", iterations=2), model=tiny_model(),
-                         tokenizer=tiny_tokenizer())
-    for it, ((all0, mine0), (all1, mine1)) in enumerate(zip(ranks[0]["shards"], ranks[1]["shards"])):
+    single = CoryTrainer(
+        small_config(tmp_path / "single", iterations=2),
+        model=tiny_model(),
+        tokenizer=tiny_tokenizer(),
+    )
+    for it, ((all0, mine0), (all1, mine1)) in enumerate(
+        zip(ranks[0]["shards"], ranks[1]["shards"])
+    ):
         assert all0 == all1
         assert mine0 + mine1 == all0 and len(mine0) == len(mine1) == len(all0) // 2
         assert all0 == [str(q) for q in single.run.sample_queries()[0]], it
@@ -64,8 +69,9 @@ def test_a_two_process_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_pa
     whole = launch(tmp_path / "whole", "ppo", "--iterations", "3")
     launch(tmp_path / "cut", "ppo", "--iterations", "3", "--stop-after", "2")
     resumed = launch(tmp_path / "cut", "ppo", "--iterations", "3", "--resume")
-    assert untimed(read_jsonl(tmp_path / "cut" / "run" / "metrics.jsonl")) == \
-        untimed(read_jsonl(tmp_path / "whole" / "run" / "metrics.jsonl"))
+    assert untimed(read_jsonl(tmp_path / "cut" / "run" / "metrics.jsonl")) == untimed(
+        read_jsonl(tmp_path / "whole" / "run" / "metrics.jsonl")
+    )
     torch.testing.assert_close(resumed[1]["params"], whole[1]["params"], rtol=0, atol=0)
 
 
@@ -74,5 +80,8 @@ def test_resuming_with_another_world_size_is_refused(tmp_path):
     with pytest.raises(Exception, match="was run by 2 process"):
         from baselines.ppo import SingleAgentTrainer
 
-        SingleAgentTrainer(small_config(tmp_path, iterations=2, resume=True), model=tiny_model(),
-                   tokenizer=tiny_tokenizer()).train()
+        SingleAgentTrainer(
+            small_config(tmp_path, iterations=2, resume=True),
+            model=tiny_model(),
+            tokenizer=tiny_tokenizer(),
+        ).train()

@@ -17,7 +17,9 @@ from cory_env import FINISH, CoryTextEnv
 @pytest.mark.filterwarnings("ignore:Observation is not a NumPy array")  # a dict, by design
 @pytest.mark.filterwarnings("ignore:Observation space for each agent probably")
 def test_api_test(tokenizer):
-    env = pettingzoo.make("aec", "cory/CoryText-v0", task=make_test_task(), tokenizer=tokenizer, info_texts=True)
+    env = pettingzoo.make(
+        "aec", "cory/CoryText-v0", task=make_test_task(), tokenizer=tokenizer, info_texts=True
+    )
     assert isinstance(env.unwrapped, CoryTextEnv)
     api_test(env, num_cycles=50)
 
@@ -30,7 +32,13 @@ def test_seed_test(tokenizer):
 
 
 def test_spaces_are_cached_and_observation_layout(tokenizer):
-    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, max_new_tokens=4, max_prompt_tokens=10)
+    env = CoryTextEnv(
+        task=make_test_task(),
+        tokenizer=tokenizer,
+        info_texts=True,
+        max_new_tokens=4,
+        max_prompt_tokens=10,
+    )
     length = 14
     for agent in env.possible_agents:
         assert env.observation_space(agent) is env.observation_space(agent)
@@ -57,7 +65,9 @@ def test_spaces_are_cached_and_observation_layout(tokenizer):
     ("mode", "expected"), [("cooperative", (2.25, 2.25)), ("independent", (2.0, 0.25))]
 )
 def test_rewards_by_mode(tokenizer, mode, expected):
-    env = cory_env.env(task=make_test_task(), tokenizer=tokenizer, info_texts=True, reward_mode=mode)
+    env = cory_env.env(
+        task=make_test_task(), tokenizer=tokenizer, info_texts=True, reward_mode=mode
+    )
     env.reset(options={"query": "The plot was"})
     play(env, [FILM, FILM, EOS], [BANG, EOS])
     assert all(env.terminations.values()) and not any(env.truncations.values())
@@ -116,7 +126,13 @@ def test_stop_strings_end_the_turn_and_cut_the_text(tokenizer):
 
 
 def test_observer_prompt_is_left_truncated(tokenizer):
-    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, max_prompt_tokens=8, max_new_tokens=4)
+    env = CoryTextEnv(
+        task=make_test_task(),
+        tokenizer=tokenizer,
+        info_texts=True,
+        max_prompt_tokens=8,
+        max_new_tokens=4,
+    )
     env.reset(options={"query": "I loved"})
     play(env, [FILM] * 4, [])
     info = env.infos["observer_0"]
@@ -133,7 +149,13 @@ def test_forced_query_carries_the_gold_answer(tokenizer):
         seen.extend((str(q), q.answer) for q in queries)
         return np.zeros(len(queries), np.float32)
 
-    env = CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, reward_fn=reward, max_new_tokens=1)
+    env = CoryTextEnv(
+        task=make_test_task(),
+        tokenizer=tokenizer,
+        info_texts=True,
+        reward_fn=reward,
+        max_new_tokens=1,
+    )
     env.reset(options={"query": "This movie was"})  # a task query: answer looked up
     play(env, [EOS], [EOS])
     env.reset(options={"query": "Two plus two", "answer": "4"})
@@ -159,14 +181,19 @@ def test_seeded_reset_draws_queries_reproducibly(tokenizer):
 
 
 def test_render_ansi(tokenizer):
-    env = cory_env.env(task=make_test_task(), tokenizer=tokenizer, info_texts=True, render_mode="ansi")
+    env = cory_env.env(
+        task=make_test_task(), tokenizer=tokenizer, info_texts=True, render_mode="ansi"
+    )
     env.reset(options={"query": "The plot was"})
     play(env, [FILM, EOS], [BANG, EOS])
     text = env.render()
     assert "The plot was" in text and "' film'" in text and "'!'" in text
     assert "pioneer_0 1.25" in text
     with pytest.warns(UserWarning, match="without specifying any render mode"):
-        assert CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True).render() is None
+        assert (
+            CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True).render()
+            is None
+        )
 
 
 def test_tokenizer_is_required_and_loads_from_a_path(tokenizer, tmp_path):
@@ -179,8 +206,12 @@ def test_tokenizer_is_required_and_loads_from_a_path(tokenizer, tmp_path):
 
 def test_bad_construction_arguments(tokenizer):
     with pytest.raises(ValueError, match="reward_mode"):
-        CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, reward_mode="selfish")
+        CoryTextEnv(
+            task=make_test_task(), tokenizer=tokenizer, info_texts=True, reward_mode="selfish"
+        )
     with pytest.raises(ValueError, match="render_mode"):
-        CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, render_mode="rgb_array")
+        CoryTextEnv(
+            task=make_test_task(), tokenizer=tokenizer, info_texts=True, render_mode="rgb_array"
+        )
     with pytest.raises(ValueError, match="split"):
         CoryTextEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, split="test")

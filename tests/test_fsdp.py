@@ -31,9 +31,13 @@ def test_an_fsdp_update_shards_the_weights_and_equals_the_single_process_update(
     ranks = launch(tmp_path / "fsdp", "update", "--mode", "full", config=CONFIG)
     assert [(r["world"][:2], r["fsdp"]) for r in ranks] == [((2, 0), True), ((2, 1), True)]
     value_head = 33  # hidden 32 + bias: the one parameter left whole
-    assert ranks[0]["held"] == ranks[1]["held"] == (ranks[0]["numel"] - value_head) // 2 + value_head
+    assert (
+        ranks[0]["held"] == ranks[1]["held"] == (ranks[0]["numel"] - value_head) // 2 + value_head
+    )
     single = update_learner(tmp_path / "single", SINGLE, mode="full")
-    initial = flat_trainable(update_learner(tmp_path / "initial", SINGLE, update=False, mode="full"))
+    initial = flat_trainable(
+        update_learner(tmp_path / "initial", SINGLE, update=False, mode="full")
+    )
     expected = flat_trainable(single)
     assert (expected - initial).abs().max() > 1e-2
     torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)
@@ -43,16 +47,20 @@ def test_an_fsdp_update_shards_the_weights_and_equals_the_single_process_update(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options, settings", [
-    # a 12-token budget cuts some shares of 2 rows (5-7 tokens each) in two and leaves others
-    # whole: the process with fewer pieces runs weightless ones
-    (("--budget", "12"), dict(budget=12)),
-    # mini-batches of 7 and 1 rows: for the 1-row one, a process holds no row
-    (("--mini-batch-size", "7"), dict(mini_batch_size=7)),
-    (("--mini-batch-size", "7", "--budget", "12"), dict(mini_batch_size=7, budget=12)),
-])
-def test_processes_with_fewer_pieces_run_weightless_ones_and_the_update_is_unchanged(tmp_path, options,
-                                                                                     settings):
+@pytest.mark.parametrize(
+    "options, settings",
+    [
+        # a 12-token budget cuts some shares of 2 rows (5-7 tokens each) in two and leaves others
+        # whole: the process with fewer pieces runs weightless ones
+        (("--budget", "12"), dict(budget=12)),
+        # mini-batches of 7 and 1 rows: for the 1-row one, a process holds no row
+        (("--mini-batch-size", "7"), dict(mini_batch_size=7)),
+        (("--mini-batch-size", "7", "--budget", "12"), dict(mini_batch_size=7, budget=12)),
+    ],
+)
+def test_processes_with_fewer_pieces_run_weightless_ones_and_the_update_is_unchanged(
+    tmp_path, options, settings
+):
     ranks = launch(tmp_path / "fsdp", "update", "--mode", "full", *options, config=CONFIG)
     expected = flat_trainable(update_learner(tmp_path / "single", SINGLE, mode="full", **settings))
     torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)
@@ -63,15 +71,21 @@ def test_processes_with_fewer_pieces_run_weightless_ones_and_the_update_is_uncha
 def test_an_fsdp_cory_run_equals_the_unsharded_run_and_exports_loadable_models(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    sharded = launch(tmp_path / "fsdp", "cory", "--mode", "full", "--iterations", "2", config=CONFIG)
+    sharded = launch(
+        tmp_path / "fsdp", "cory", "--mode", "full", "--iterations", "2", config=CONFIG
+    )
     plain = launch(tmp_path / "ddp", "cory", "--mode", "full", "--iterations", "2")
     assert sharded[0]["fsdp"] and not plain[0]["fsdp"]
     for m in ("model_a", "model_b"):
         torch.testing.assert_close(sharded[0]["params"][m], sharded[1]["params"][m], rtol=0, atol=0)
-        torch.testing.assert_close(sharded[0]["params"][m], plain[0]["params"][m], rtol=0, atol=1e-4)
+        torch.testing.assert_close(
+            sharded[0]["params"][m], plain[0]["params"][m], rtol=0, atol=1e-4
+        )
     rows, expected = untimed(sharded[0]["rows"]), untimed(plain[0]["rows"])
     assert [sorted(r) for r in rows] == [sorted(r) for r in expected]
-    for row, want in zip(rows, expected):  # the rollouts are the same tokens, so the rewards are equal
+    for row, want in zip(
+        rows, expected
+    ):  # the rollouts are the same tokens, so the rewards are equal
         for key in ("charts/reward", "eval/model_a/reward", "eval/model_b/reward", "charts/kl"):
             if key in want:
                 assert row[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
@@ -80,7 +94,9 @@ def test_an_fsdp_cory_run_equals_the_unsharded_run_and_exports_loadable_models(t
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter_000001", "iter_000002"]
     exported = AutoModelForCausalLM.from_pretrained(run / "models" / "model_a")
     weights = torch.cat([p.detach().flatten() for p in exported.parameters()])
-    torch.testing.assert_close(weights, sharded[0]["params"]["model_a"][: len(weights)], rtol=0, atol=0)
+    torch.testing.assert_close(
+        weights, sharded[0]["params"]["model_a"][: len(weights)], rtol=0, atol=0
+    )
 
 
 @pytest.mark.slow
@@ -89,8 +105,9 @@ def test_an_fsdp_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
     whole = launch(tmp_path / "whole", *args, config=CONFIG)
     launch(tmp_path / "cut", *args, "--stop-after", "2", config=CONFIG)
     resumed = launch(tmp_path / "cut", *args, "--resume", config=CONFIG)
-    assert untimed(read_jsonl(tmp_path / "cut" / "run" / "metrics.jsonl")) == \
-        untimed(read_jsonl(tmp_path / "whole" / "run" / "metrics.jsonl"))
+    assert untimed(read_jsonl(tmp_path / "cut" / "run" / "metrics.jsonl")) == untimed(
+        read_jsonl(tmp_path / "whole" / "run" / "metrics.jsonl")
+    )
     torch.testing.assert_close(resumed[1]["params"], whole[1]["params"], rtol=0, atol=0)
 
 
@@ -107,13 +124,22 @@ def test_a_sharded_checkpoint_holds_each_processs_shards_and_resumes_to_the_same
     whole = launch(tmp_path / "whole", *args, config=CONFIG)  # the config's FULL_STATE_DICT
     launch(tmp_path / "cut", *args, "--stop-after", "2", config=CONFIG, launcher=sharded)
     ckpt = tmp_path / "cut" / "run" / "checkpoints" / "iter_000002"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["state.json", "tensors.rank1.safetensors",
-                                                      "tensors.safetensors"]
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "state.json",
+        "tensors.rank1.safetensors",
+        "tensors.safetensors",
+    ]
     meta = json.loads((ckpt / "state.json").read_text())
     names = shard_names(meta["state"])
-    assert meta["processes"] == 2 and any("/optimizer/" in n for n in names) and any("/model/" in n for n in names)
-    with safe_open(str(ckpt / "tensors.safetensors"), "pt") as f0, \
-            safe_open(str(ckpt / "tensors.rank1.safetensors"), "pt") as f1:
+    assert (
+        meta["processes"] == 2
+        and any("/optimizer/" in n for n in names)
+        and any("/model/" in n for n in names)
+    )
+    with (
+        safe_open(str(ckpt / "tensors.safetensors"), "pt") as f0,
+        safe_open(str(ckpt / "tensors.rank1.safetensors"), "pt") as f1,
+    ):
         assert set(f1.keys()) == set(names) <= set(f0.keys())
         # the shards are halves: rank 0's and rank 1's rows make each whole tensor
         for n in names:
@@ -122,8 +148,9 @@ def test_a_sharded_checkpoint_holds_each_processs_shards_and_resumes_to_the_same
     with pytest.raises(CheckpointError, match="written by 2 processes.*resume it with 2"):
         load_checkpoint(ckpt, SINGLE)
     resumed = launch(tmp_path / "cut", *args, "--resume", config=CONFIG, launcher=sharded)
-    assert untimed(read_jsonl(tmp_path / "cut" / "run" / "metrics.jsonl")) == \
-        untimed(read_jsonl(tmp_path / "whole" / "run" / "metrics.jsonl"))
+    assert untimed(read_jsonl(tmp_path / "cut" / "run" / "metrics.jsonl")) == untimed(
+        read_jsonl(tmp_path / "whole" / "run" / "metrics.jsonl")
+    )
     for m in ("model_a", "model_b"):
         torch.testing.assert_close(resumed[1]["params"][m], whole[1]["params"][m], rtol=0, atol=0)
 
@@ -135,13 +162,21 @@ def test_with_cpu_ram_efficient_loading_only_the_main_process_reads_the_weights(
     tiny_tokenizer().save_pretrained(folder)
     args = ("cory", "--mode", "full", "--iterations", "2", "--model", str(folder))
     efficient = launch(tmp_path / "efficient", *args, config=CONFIG)  # the config's setting: true
-    everywhere = launch(tmp_path / "everywhere", *args, config=CONFIG,
-                        launcher=("--fsdp_cpu_ram_efficient_loading", "false"))
+    everywhere = launch(
+        tmp_path / "everywhere",
+        *args,
+        config=CONFIG,
+        launcher=("--fsdp_cpu_ram_efficient_loading", "false"),
+    )
     assert [r["loaded"] for r in efficient] == ["weights", "meta"]
     assert [r["loaded"] for r in everywhere] == ["weights", "weights"]
     for m in ("model_a", "model_b"):  # rank 1's shards came from rank 0: the same run
-        torch.testing.assert_close(efficient[1]["params"][m], everywhere[1]["params"][m], rtol=0, atol=0)
-        torch.testing.assert_close(efficient[0]["params"][m], efficient[1]["params"][m], rtol=0, atol=0)
+        torch.testing.assert_close(
+            efficient[1]["params"][m], everywhere[1]["params"][m], rtol=0, atol=0
+        )
+        torch.testing.assert_close(
+            efficient[0]["params"][m], efficient[1]["params"][m], rtol=0, atol=0
+        )
     assert untimed(efficient[0]["rows"]) == untimed(everywhere[0]["rows"])
 
 

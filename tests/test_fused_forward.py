@@ -51,7 +51,9 @@ def test_the_fused_update_equals_the_separate_pass_with_one_forward_fewer(name):
     fused, fused_stats, fused_calls = updated(name, True)
     plain, plain_stats, plain_calls = updated(name, False)
     assert fused_calls == plain_calls - 1
-    (fresh,) = build_agents(small_config(Path("/tmp/cory-fused")), tiny_model(), tiny_tokenizer(), n=1)
+    (fresh,) = build_agents(
+        small_config(Path("/tmp/cory-fused")), tiny_model(), tiny_tokenizer(), n=1
+    )
     start = torch.cat([p.detach().flatten() for p in fresh.trainable_parameters()])
     assert (flat(plain) - start).abs().max() > 1e-3  # the update moved the weights
     torch.testing.assert_close(flat(fused), flat(plain), rtol=1e-5, atol=1e-6)
@@ -106,14 +108,21 @@ BUDGET = 20
 
 
 @pytest.mark.parametrize("name, mode", [("ppo", "lora"), ("rloo", "lora"), ("ppo", "full")])
-def test_a_mini_batch_cut_by_the_token_budget_fuses_its_first_piece_and_the_update_is_unchanged(name, mode):
+def test_a_mini_batch_cut_by_the_token_budget_fuses_its_first_piece_and_the_update_is_unchanged(
+    name, mode
+):
     """The whole batch is one mini-batch, cut in pieces: the first piece's forward gives its
     rows' old log-probs, the no-grad pass runs on the other rows only."""
     batch, _ = fixed_batch()
-    fused, fused_stats, fused_rows = updated(name, True, mode, rows=True, max_tokens_per_microbatch=BUDGET)
-    plain, plain_stats, plain_rows = updated(name, False, mode, rows=True, max_tokens_per_microbatch=BUDGET)
-    first = micro_batches(batch, first_minibatch(fused.config, torch.Generator().manual_seed(0), len(batch)),
-                          BUDGET)
+    fused, fused_stats, fused_rows = updated(
+        name, True, mode, rows=True, max_tokens_per_microbatch=BUDGET
+    )
+    plain, plain_stats, plain_rows = updated(
+        name, False, mode, rows=True, max_tokens_per_microbatch=BUDGET
+    )
+    first = micro_batches(
+        batch, first_minibatch(fused.config, torch.Generator().manual_seed(0), len(batch)), BUDGET
+    )
     assert len(first) > 2 and 1 < len(first[0]) < len(batch)
     assert fused_rows == plain_rows - len(first[0])
     torch.testing.assert_close(flat(fused), flat(plain), rtol=1e-5, atol=1e-6)
@@ -134,14 +143,20 @@ def test_a_learner_that_picks_its_rows_keeps_the_separate_pass_under_a_budget_th
 def test_the_fused_rows_are_the_first_mini_batch_where_it_is_known_before_the_update():
     batch, _ = fixed_batch()
     gen = torch.Generator().manual_seed(0)
-    small, whole = LearnerConfig(mini_batch_size=4, seed=0), LearnerConfig(mini_batch_size=8, seed=0)
+    small, whole = (
+        LearnerConfig(mini_batch_size=4, seed=0),
+        LearnerConfig(mini_batch_size=8, seed=0),
+    )
     state = gen.get_state()
     rows = fused_rows(small, gen, batch, every_row=True)
     assert torch.equal(rows, first_minibatch(small, torch.Generator().manual_seed(0), len(batch)))
     assert torch.equal(gen.get_state(), state)  # read, not advanced
     assert fused_rows(small, gen, batch, every_row=False) is None  # its own rows: not known yet
     assert torch.equal(fused_rows(whole, gen, batch, every_row=False), torch.arange(len(batch)))
-    assert fused_rows(LearnerConfig(mini_batch_size=8, kl_penalty="full"), gen, batch, every_row=True) is None
+    assert (
+        fused_rows(LearnerConfig(mini_batch_size=8, kl_penalty="full"), gen, batch, every_row=True)
+        is None
+    )
     cut = LearnerConfig(mini_batch_size=8, max_tokens_per_microbatch=BUDGET)
     first = micro_batches(batch, first_minibatch(cut, gen, len(batch)), BUDGET)[0]
     assert torch.equal(fused_rows(cut, gen, batch, every_row=True), first)

@@ -56,7 +56,10 @@ def test_advantages_equal_hand_computed_values_for_each_scale():
     torch.testing.assert_close(group_advantages(r, 4, "none"), centred)
     # a uniform group gets 0 under every scale (no NaN from its zero std)
     for scale in ("group", "batch", "none"):
-        assert group_advantages(torch.tensor([2.0, 2.0, 1.0, 3.0]), 2, scale)[:2].tolist() == [0.0, 0.0]
+        assert group_advantages(torch.tensor([2.0, 2.0, 1.0, 3.0]), 2, scale)[:2].tolist() == [
+            0.0,
+            0.0,
+        ]
     with pytest.raises(ValueError, match="scale_rewards"):
         group_advantages(r, 4, "std")
     with pytest.raises(ValueError, match="multiple"):
@@ -70,11 +73,19 @@ def test_uniform_groups_are_those_of_equal_rewards():
 
 def test_each_loss_aggregation_equals_its_formula_on_unequal_lengths():
     loss = torch.tensor([[1.0, 9.0, 9.0, 9.0], [2.0, 4.0, 6.0, 9.0], [5.0, 9.0, 9.0, 9.0]])
-    mask = torch.tensor([[1.0, 0, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0]])  # lengths 1, 3 and an empty row
+    mask = torch.tensor(
+        [[1.0, 0, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0]]
+    )  # lengths 1, 3 and an empty row
     assert float(aggregate_loss(loss, mask, "token-mean")) == pytest.approx((1 + 2 + 4 + 6) / 4)
-    assert float(aggregate_loss(loss, mask, "seq-mean-token-mean")) == pytest.approx((1 / 1 + 12 / 3) / 2)
-    assert float(aggregate_loss(loss, mask, "seq-mean-token-sum-norm", 8)) == pytest.approx((1 + 12) / (2 * 8))
-    assert float(aggregate_loss(loss, mask, "seq-mean-token-sum-norm")) == pytest.approx((1 + 12) / (2 * 4))
+    assert float(aggregate_loss(loss, mask, "seq-mean-token-mean")) == pytest.approx(
+        (1 / 1 + 12 / 3) / 2
+    )
+    assert float(aggregate_loss(loss, mask, "seq-mean-token-sum-norm", 8)) == pytest.approx(
+        (1 + 12) / (2 * 8)
+    )
+    assert float(aggregate_loss(loss, mask, "seq-mean-token-sum-norm")) == pytest.approx(
+        (1 + 12) / (2 * 4)
+    )
     assert float(aggregate_loss(loss, torch.zeros_like(mask), "token-mean")) == 0.0
     with pytest.raises(ValueError, match="loss_aggregation"):
         aggregate_loss(loss, mask, "sum")
@@ -95,12 +106,16 @@ def test_clip_higher_clips_at_the_two_asymmetric_bounds_and_not_elsewhere():
     loss, grad, stats = surrogate_grad(ratios, 2.0, cliprange_low=0.2, cliprange_high=0.3)
     torch.testing.assert_close(loss, torch.tensor([-1.4, -1.7, -2.0, -2.5, -2.6]))
     torch.testing.assert_close(grad, torch.tensor([-1.4, -1.7, -2.0, -2.5, 0.0]))
-    assert float(stats["clipfrac_high"]) == pytest.approx(1 / 5) and float(stats["clipfrac_low"]) == 0
+    assert (
+        float(stats["clipfrac_high"]) == pytest.approx(1 / 5) and float(stats["clipfrac_low"]) == 0
+    )
     # A < 0: only r < 1 - eps_low = 0.8 is clipped
     loss, grad, stats = surrogate_grad(ratios, -2.0, cliprange_low=0.2, cliprange_high=0.3)
     torch.testing.assert_close(loss, torch.tensor([1.6, 1.7, 2.0, 2.5, 2.7]))
     torch.testing.assert_close(grad, torch.tensor([0.0, 1.7, 2.0, 2.5, 2.7]))
-    assert float(stats["clipfrac_low"]) == pytest.approx(1 / 5) and float(stats["clipfrac_high"]) == 0
+    assert (
+        float(stats["clipfrac_low"]) == pytest.approx(1 / 5) and float(stats["clipfrac_high"]) == 0
+    )
     # symmetric by default: 1.25 and 1.35 are both beyond 1.2
     _, grad, _ = surrogate_grad(ratios, 2.0, cliprange_low=0.2)
     assert grad[3:].tolist() == [0.0, 0.0] and bool((grad[:3] != 0).all())
@@ -132,7 +147,9 @@ def test_sequence_ratio_is_exp_mean_log_ratio_with_gspos_gradient():
     hand.backward()
     torch.testing.assert_close(logp.grad, ref.grad)
     assert float(stats["seq_ratio"]) == pytest.approx(float(s.detach().mean()))
-    assert float(s[1].detach()) > 1 + eps_high and float(ref.grad[1].abs().sum()) == 0  # clipped as a whole
+    assert (
+        float(s[1].detach()) > 1 + eps_high and float(ref.grad[1].abs().sum()) == 0
+    )  # clipped as a whole
 
 
 def test_kl_loss_estimators_by_hand():
@@ -159,7 +176,10 @@ def test_uniform_groups_are_counted_and_contribute_no_gradient():
     kept = moved_agent()
     stats = sgd_learner(kept).update(make_batch(), SCORES)
     assert stats["grpo/uniform_groups"] == 0.5 and stats["grpo/trained_fraction"] == 1.0
-    assert any(not torch.equal(p, q) for p, q in zip(kept.trainable_parameters(), full.trainable_parameters()))
+    assert any(
+        not torch.equal(p, q)
+        for p, q in zip(kept.trainable_parameters(), full.trainable_parameters())
+    )
     # all groups uniform: no step at all
     none = moved_agent()
     before = [p.detach().clone() for p in none.trainable_parameters()]
@@ -172,7 +192,10 @@ def test_mask_truncated_removes_exactly_the_truncated_rows():
     learner = sgd_learner(moved_agent(), mask_truncated=True)
     seen: list[int] = []
     loss = learner.loss
-    learner.loss = lambda sub, idx, ro, targets: (seen.extend(idx.tolist()), loss(sub, idx, ro, targets))[1]
+    learner.loss = lambda sub, idx, ro, targets: (
+        seen.extend(idx.tolist()),
+        loss(sub, idx, ro, targets),
+    )[1]
     flags = np.array([0, 1, 0, 0, 0, 0, 1, 0], bool)
     stats = learner.update(make_batch(), SCORES, truncated=flags)
     assert sorted(set(seen)) == [0, 2, 3, 4, 5, 7] and len(seen) == 2 * 6  # 2 epochs
@@ -207,26 +230,43 @@ def test_kl_in_the_loss_or_in_the_reward():
     loss_mode = sgd_learner(moved_agent(), kl_beta=0.1)
     stats = loss_mode.update(batch, SCORES)
     assert stats["objective/kl_coef"] == 0.0 and stats["grpo/policy/kl"] > 0  # k3 >= 0
-    assert stats["grpo/loss/total"] == pytest.approx(stats["grpo/loss/policy"] + 0.1 * stats["grpo/loss/kl"])
+    assert stats["grpo/loss/total"] == pytest.approx(
+        stats["grpo/loss/policy"] + 0.1 * stats["grpo/loss/kl"]
+    )
     assert stats["grpo/reward/mean"] == pytest.approx(float(SCORES.mean()))
-    reward_mode = GRPOLearner(moved_agent(), cfg(adap_kl_ctrl=False), 4, kl_beta=0.5, kl_in="reward")
+    reward_mode = GRPOLearner(
+        moved_agent(), cfg(adap_kl_ctrl=False), 4, kl_beta=0.5, kl_in="reward"
+    )
     stats = reward_mode.update(batch, SCORES)
     assert stats["objective/kl_coef"] == 0.5 and abs(stats["objective/kl"]) > 1e-3
-    assert stats["grpo/reward/mean"] == pytest.approx(stats["ppo/mean_scores"] - 0.5 * stats["objective/kl"], abs=1e-5)
+    assert stats["grpo/reward/mean"] == pytest.approx(
+        stats["ppo/mean_scores"] - 0.5 * stats["objective/kl"], abs=1e-5
+    )
 
 
 def test_built_from_the_registry_with_options_and_validated():
     agent = BigramAgent()
-    learner = make_learner("grpo", agent, config=cfg(), group_size=2, loss_aggregation="token-mean",
-                           ppo_epochs=1)
+    learner = make_learner(
+        "grpo", agent, config=cfg(), group_size=2, loss_aggregation="token-mean", ppo_epochs=1
+    )
     assert isinstance(learner, GRPOLearner) and isinstance(learner, Learner)
     assert learner.samples_per_query == 2 and learner.config.ppo_epochs == 1
-    assert learner.options.loss_aggregation == "token-mean" and learner.options.scale_rewards == "group"
+    assert (
+        learner.options.loss_aggregation == "token-mean"
+        and learner.options.scale_rewards == "group"
+    )
     opts = GRPOOptions(scale_rewards="none")
     assert make_learner("grpo", agent, options=opts, mask_truncated=True).options == GRPOOptions(
-        scale_rewards="none", mask_truncated=True)
-    for bad in ({"kl_beta": -1.0}, {"dual_clip": 1.0}, {"cliprange_high": 0.0}, {"kl_in": "both"},
-                {"importance_sampling": "group"}, {"kl_estimator": "k4"}):
+        scale_rewards="none", mask_truncated=True
+    )
+    for bad in (
+        {"kl_beta": -1.0},
+        {"dual_clip": 1.0},
+        {"cliprange_high": 0.0},
+        {"kl_in": "both"},
+        {"importance_sampling": "group"},
+        {"kl_estimator": "k4"},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             GRPOLearner(agent, cfg(), 4, **bad)
     with pytest.raises(ValueError, match="group_size >= 2"):
@@ -260,17 +300,28 @@ def test_state_is_plain_and_reproduces_the_next_update():
         GRPOLearner(moved_agent(), cfg(), 2).load_state_dict(saved)
 
 
-@pytest.mark.parametrize("variant", [{}, {"scale_rewards": "none", "loss_aggregation": "seq-mean-token-sum-norm"},
-                                     {"loss_aggregation": "token-mean", "cliprange_high": 0.28, "kl_beta": 0.0},
-                                     {"importance_sampling": "sequence", "cliprange": 3e-2}])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"scale_rewards": "none", "loss_aggregation": "seq-mean-token-sum-norm"},
+        {"loss_aggregation": "token-mean", "cliprange_high": 0.28, "kl_beta": 0.0},
+        {"importance_sampling": "sequence", "cliprange": 3e-2},
+    ],
+)
 def test_every_variant_learns_the_rewarded_token(variant):
     """GRPO, Dr. GRPO, DAPO, GSPO: responses starting with token 3 are rewarded; each raises
     that token's probability after the prompt token 2."""
     shared = {k: variant.pop(k) for k in ("cliprange",) if k in variant}
     agent = BigramAgent()
     learner = GRPOLearner(agent, cfg(learning_rate=1e-1, **shared), 4, **variant)
-    rewarded = np.array([1.0 if r[0] == 3 else 0.0 for r in
-                         [[3, 4], [5], [3], [4, 5, 1], [3, 5, 4], [4], [5, 5], [3, 0]]], np.float32)
+    rewarded = np.array(
+        [
+            1.0 if r[0] == 3 else 0.0
+            for r in [[3, 4], [5], [3], [4, 5, 1], [3, 5, 4], [4], [5, 5], [3, 0]]
+        ],
+        np.float32,
+    )
     before = agent.prob(2, 3)
     for _ in range(5):
         learner.update(make_batch(), rewarded)

@@ -19,8 +19,9 @@ NUMBER = (bool, int, float)
 
 
 def registered(tokenizer, k: int, **kw):
-    return pettingzoo.make("aec", "cory/CoryText-v0", task=make_test_task(), tokenizer=tokenizer,
-                           num_agents=k, **kw)
+    return pettingzoo.make(
+        "aec", "cory/CoryText-v0", task=make_test_task(), tokenizer=tokenizer, num_agents=k, **kw
+    )
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -37,7 +38,9 @@ def test_infos_are_numbers_with_one_schema_for_every_agent_at_every_step(tokeniz
             schema = schema or types
             assert types == schema  # the same keys and types, every agent, every step
         env.step(None if term or trunc else int(rng.choice([FILM, BANG, EOS])))
-    assert {"turn", "query_tokens", "pioneer_reward", "pioneer_tokens", "pioneer_eos"} <= set(schema)
+    assert {"turn", "query_tokens", "pioneer_reward", "pioneer_tokens", "pioneer_eos"} <= set(
+        schema
+    )
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -51,8 +54,10 @@ def test_the_vector_env_infos_are_arrays_of_the_same_schema(tokenizer, k):
     while venv.agent_selection is not None:
         _, _, _, _, infos = venv.step(np.full(3, EOS))
         assert set(infos) == keys
-        assert all(isinstance(v, np.ndarray) and v.shape == (3,) and v.dtype.kind in "biuf"
-                   for v in infos.values())
+        assert all(
+            isinstance(v, np.ndarray) and v.shape == (3,) and v.dtype.kind in "biuf"
+            for v in infos.values()
+        )
 
 
 def test_info_texts_adds_the_texts_and_the_raw_env_tells_them(tokenizer):
@@ -67,8 +72,12 @@ def test_info_texts_adds_the_texts_and_the_raw_env_tells_them(tokenizer):
     plain.reset(options={"query": "I loved"})
     for t in (FILM, EOS, BANG, EOS):
         plain.step(t)
-    assert plain.unwrapped.episode() == {"query": "I loved", "answer": "", "pioneer_0": " film",
-                                         "observer_0": "!"}
+    assert plain.unwrapped.episode() == {
+        "query": "I loved",
+        "answer": "",
+        "pioneer_0": " film",
+        "observer_0": "!",
+    }
     numeric = {k: v for k, v in info.items() if not isinstance(v, str)}
     assert numeric == plain.infos["pioneer_0"]
 
@@ -86,8 +95,9 @@ def test_pettingzoos_whole_test_suite_through_the_registry(tokenizer, k, capsys)
     assert "query:" in capsys.readouterr().out  # "human" printed the episode
 
 
-torchrl = pytest.mark.skipif(importlib.util.find_spec("torchrl") is None,
-                             reason="TorchRL is in the `marl` extra")
+torchrl = pytest.mark.skipif(
+    importlib.util.find_spec("torchrl") is None, reason="TorchRL is in the `marl` extra"
+)
 
 
 @torchrl
@@ -108,8 +118,9 @@ def test_a_torchrl_collector_batch_gets_the_envs_own_rewards(tokenizer):
     from torchrl.envs.libs.pettingzoo import PettingZooWrapper
 
     def make():
-        return PettingZooWrapper(env=registered(tokenizer, 2), use_mask=True, categorical_actions=True,
-                                 seed=5)
+        return PettingZooWrapper(
+            env=registered(tokenizer, 2), use_mask=True, categorical_actions=True, seed=5
+        )
 
     collector = Collector(make, policy=None, frames_per_batch=40, total_frames=40)
     batch = next(iter(collector))
@@ -133,7 +144,9 @@ def test_the_torchrl_example_trains_every_seat_with_torchrls_own_loop():
     def length(queries, answers):  # dense: the random LMs' answers score 0 under VADER
         return np.array([len(a) / 10 for a in answers], np.float32)
 
-    result = example.main(["--iterations", "2", "--frames", "32", "--num-agents", "3"], reward_fn=length)
+    result = example.main(
+        ["--iterations", "2", "--frames", "32", "--num-agents", "3"], reward_fn=length
+    )
     assert result["groups"] == ["pioneer_0", "observer_0", "observer_1"]
     assert len(result["history"]) == 2
     assert all(change > 0 for change in result["weight_change"].values())  # every seat learned

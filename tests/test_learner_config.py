@@ -61,10 +61,13 @@ GRPO_FLAGS = {  # GRPOOptions field: (flags, the value it must hold)
 }
 
 
-@pytest.mark.parametrize(("learner_cls", "mapped", "unset"), [
-    (LearnerConfig, LEARNER_FROM_RUN, LEARNER_NOT_FROM_RUN),
-    (GRPOOptions, GRPO_FROM_RUN, GRPO_NOT_FROM_RUN),
-])
+@pytest.mark.parametrize(
+    ("learner_cls", "mapped", "unset"),
+    [
+        (LearnerConfig, LEARNER_FROM_RUN, LEARNER_NOT_FROM_RUN),
+        (GRPOOptions, GRPO_FROM_RUN, GRPO_NOT_FROM_RUN),
+    ],
+)
 def test_every_learner_field_is_mapped_or_deliberately_unset(learner_cls, mapped, unset):
     names = [f.name for f in fields(learner_cls)]
     assert sorted(mapped) + sorted(unset) == sorted([*mapped, *unset])
@@ -73,10 +76,10 @@ def test_every_learner_field_is_mapped_or_deliberately_unset(learner_cls, mapped
     assert set(mapped.values()) <= {f.name for f in fields(TrainConfig)}
 
 
-@pytest.mark.parametrize(("build", "mapped", "flags"), [
-    (learner_config, LEARNER_FROM_RUN, LEARNER_FLAGS),
-    (grpo_options, GRPO_FROM_RUN, GRPO_FLAGS),
-])
+@pytest.mark.parametrize(
+    ("build", "mapped", "flags"),
+    [(learner_config, LEARNER_FROM_RUN, LEARNER_FLAGS), (grpo_options, GRPO_FROM_RUN, GRPO_FLAGS)],
+)
 def test_each_mapped_flag_reaches_the_learners_config(build, mapped, flags):
     assert set(flags) == set(mapped)  # a new mapping needs its value here
     default = build(TrainConfig())
@@ -91,10 +94,16 @@ def test_the_run_batch_size_is_not_a_learner_setting():
     assert learner_config(TrainConfig(batch_size=5, mini_batch_size=5)).mini_batch_size == 5
 
 
-@pytest.mark.parametrize(("learners", "expected"), [
-    (dict(learner="ppo"), 1), (dict(learner="grpo"), 3), (dict(learner="rloo"), 3),
-    (dict(learner="ppo", observer_learner="grpo"), 3), (dict(learners="ppo,ppo"), 1),
-])
+@pytest.mark.parametrize(
+    ("learners", "expected"),
+    [
+        (dict(learner="ppo"), 1),
+        (dict(learner="grpo"), 3),
+        (dict(learner="rloo"), 3),
+        (dict(learner="ppo", observer_learner="grpo"), 3),
+        (dict(learners="ppo,ppo"), 1),
+    ],
+)
 def test_samples_per_query_asks_the_learners(learners, expected):
     assert samples_per_query(TrainConfig(group_size=3, **learners)) == expected
 

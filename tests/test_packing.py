@@ -17,10 +17,18 @@ from agents.rl import TokenBatch
 
 def batch(tok, n: int = 6, seed: int = 0) -> TokenBatch:
     g = torch.Generator().manual_seed(seed)
-    queries = [torch.randint(1, len(tok), (int(torch.randint(2, 9, (1,), generator=g)),), generator=g).tolist()
-               for _ in range(n)]
-    responses = [torch.randint(1, len(tok), (int(torch.randint(1, 6, (1,), generator=g)),), generator=g).tolist()
-                 for _ in range(n)]
+    queries = [
+        torch.randint(
+            1, len(tok), (int(torch.randint(2, 9, (1,), generator=g)),), generator=g
+        ).tolist()
+        for _ in range(n)
+    ]
+    responses = [
+        torch.randint(
+            1, len(tok), (int(torch.randint(1, 6, (1,), generator=g)),), generator=g
+        ).tolist()
+        for _ in range(n)
+    ]
     return TokenBatch.from_lists(queries, responses, tok.pad_token_id)
 
 
@@ -72,7 +80,10 @@ def agents_for(mode: str):
     packed.load_state_dict(padded.state_dict())
     with torch.no_grad():  # a value head that is not zero, so its gradient is compared too
         for a in (padded, packed):
-            for p, v in zip(a.value_head.parameters(), (torch.full_like(q, 0.1) for q in a.value_head.parameters())):
+            for p, v in zip(
+                a.value_head.parameters(),
+                (torch.full_like(q, 0.1) for q in a.value_head.parameters()),
+            ):
                 p.copy_(v)
     return tok, padded, packed
 
@@ -92,7 +103,12 @@ def test_packed_forward_equals_the_padded_one_with_gradients(mode):
     assert packed._packs is True and padded._packs is None
     (o1, g1, r1, f1), (o2, g2, r2, f2) = outs["padded"], outs["packed"]
     tol = dict(atol=1e-5, rtol=1e-4)
-    for x, y in ((o1.logprobs, o2.logprobs), (o1.values, o2.values), (o1.entropy, o2.entropy), (r1, r2)):
+    for x, y in (
+        (o1.logprobs, o2.logprobs),
+        (o1.values, o2.values),
+        (o1.entropy, o2.entropy),
+        (r1, r2),
+    ):
         torch.testing.assert_close(x * m, y * m, **tol)
         assert (y[m == 0] == 0).all()  # padding: zeros
     torch.testing.assert_close(o1.logits, o2.logits, **tol)

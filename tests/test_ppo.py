@@ -304,7 +304,7 @@ def test_docstring_example_learner_satisfies_protocol():
     import agents.rl.learner as learner_mod
 
     doc = learner_mod.__doc__
-    example = textwrap.dedent(doc[doc.index("no critic::") + len("no critic::"):])
+    example = textwrap.dedent(doc[doc.index("no critic::") + len("no critic::") :])
     agent = BigramAgent()
     namespace = {"agent": agent, "Learner": Learner}
     try:
@@ -440,7 +440,9 @@ def test_whiten_rewards_scales_the_token_rewards_before_gae():
     learner = PPOLearner(BigramAgent(), config)
     seen = {}
     real = learner.advantages
-    learner.advantages = lambda batch, ro: seen.setdefault("targets", real(batch, seen.setdefault("ro", ro)))
+    learner.advantages = lambda batch, ro: seen.setdefault(
+        "targets", real(batch, seen.setdefault("ro", ro))
+    )
     learner.update(make_batch(), SCORES)
     ro, targets = seen["ro"], seen["targets"]
     whitened = masked_whiten(ro.rewards, ro.mask, shift_mean=False)

@@ -20,7 +20,9 @@ other CPUs' kernels."""
 
 
 def batch(tok) -> TokenBatch:
-    queries = [tok(q).input_ids for q in ["This movie was", "I loved", "The plot was", "Question:"]] * 2
+    queries = [
+        tok(q).input_ids for q in ["This movie was", "I loved", "The plot was", "Question:"]
+    ] * 2
     responses = [tok(r).input_ids for r in [" great", " this film", " boring and", " 8"]] * 2
     return TokenBatch.from_lists(queries, responses, tok.pad_token_id)
 
@@ -35,7 +37,9 @@ def test_a_bf16_base_keeps_fp32_adapters_trains_and_scores_near_fp32():
     fp32, bf16 = agent(torch.float32, "fp32"), agent(torch.bfloat16, "bf16")
     base = [p for n, p in bf16.model.named_parameters() if "lora_" not in n]
     assert base and all(p.dtype == torch.bfloat16 for p in base)
-    assert all(p.dtype == torch.float32 for p in bf16.trainable_parameters())  # adapters + value head
+    assert all(
+        p.dtype == torch.float32 for p in bf16.trainable_parameters()
+    )  # adapters + value head
     b = batch(tok)
     with torch.no_grad():
         gap = ((fp32.forward(b).logprobs - bf16.forward(b).logprobs) * b.response_mask).abs().max()
@@ -62,10 +66,14 @@ def test_4bit_loading_is_refused_where_it_cannot_work_saying_what_is_missing(mon
     from agents.run.config import PRESETS, TrainConfig
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "bitsandbytes" else real(n, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "bitsandbytes" else real(n, *a)
+    )
     with pytest.raises(ModuleNotFoundError, match=r'pip install -e "\.\[quant\]"'):
         loading.check_4bit("cuda")
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "bitsandbytes" else real(n, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: object() if n == "bitsandbytes" else real(n, *a)
+    )
     with pytest.raises(ValueError, match="needs a CUDA device"):
         loading.check_4bit("cpu")
     with pytest.raises(ValueError, match="needs --mode lora"):
@@ -73,8 +81,12 @@ def test_4bit_loading_is_refused_where_it_cannot_work_saying_what_is_missing(mon
     assert PRESETS["gsm8k-llama2"]["load_in_4bit"] is True
 
 
-@pytest.mark.parametrize("bf16_isa, amx, expected", [(False, False, False), (True, False, True), (False, True, True)])
-def test_bf16_counts_as_native_on_an_x86_cpu_with_avx512_bf16_or_amx_only(monkeypatch, bf16_isa, amx, expected):
+@pytest.mark.parametrize(
+    "bf16_isa, amx, expected", [(False, False, False), (True, False, True), (False, True, True)]
+)
+def test_bf16_counts_as_native_on_an_x86_cpu_with_avx512_bf16_or_amx_only(
+    monkeypatch, bf16_isa, amx, expected
+):
     from agents.policy import loading
 
     monkeypatch.setattr(loading.platform, "machine", lambda: "x86_64")

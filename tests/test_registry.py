@@ -30,8 +30,11 @@ def test_a_registry_gets_lists_sorted_and_counts():
 def test_a_registry_refuses_a_taken_name_unless_asked_to_replace():
     reg: Registry[int] = Registry("shape")
     reg.register("square", 4)
-    with pytest.raises(ValueError, match=r"^a shape named 'square' is already registered "
-                                         r"\(pass replace=True to replace it\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^a shape named 'square' is already registered "
+        r"\(pass replace=True to replace it\)$",
+    ):
         reg.register("square", 5)
     assert reg.get("square") == 4  # the refusal changed nothing
     reg.register("square", 5, replace=True)
@@ -48,7 +51,9 @@ def test_an_unknown_name_is_refused_listing_the_known_ones():
     reg.register("circle", 0)
     with pytest.raises(ValueError, match=r"^unknown shape 'square'; available: circle, triangle$"):
         reg.get("square")
-    with pytest.raises(ValueError, match=r"^unknown shape \['square'\]; available: circle, triangle$"):
+    with pytest.raises(
+        ValueError, match=r"^unknown shape \['square'\]; available: circle, triangle$"
+    ):
         reg.get(["square"])  # an unhashable name is unknown too, not a TypeError
 
 
@@ -75,8 +80,12 @@ def test_unregister_removes_a_name_and_refuses_an_unknown_one():
 
 
 def _tiny_task(name: str = "tiny", answer: str = "2") -> Task:
-    return Task(name=name, train_queries=[Query("1+1", answer=answer)], eval_queries=[],
-                reward_fn=make_reward("answer-match"))
+    return Task(
+        name=name,
+        train_queries=[Query("1+1", answer=answer)],
+        eval_queries=[],
+        reward_fn=make_reward("answer-match"),
+    )
 
 
 def test_register_task_refuses_a_builtin_name_and_keeps_the_builtin():
@@ -132,9 +141,12 @@ def test_register_reward_adds_and_replaces_a_reward_when_asked():
     assert "tiny-length" not in available_rewards()
     register_reward("tiny-length", length)
     try:
-        np.testing.assert_array_equal(score(make_reward("tiny-length"), ["q", "q"], ["ab", "abc"]), [2, 3])
         np.testing.assert_array_equal(
-            score(make_reward("tiny-length", scale=0.5), ["q"], ["abcd"]), [2])
+            score(make_reward("tiny-length"), ["q", "q"], ["ab", "abc"]), [2, 3]
+        )
+        np.testing.assert_array_equal(
+            score(make_reward("tiny-length", scale=0.5), ["q"], ["abcd"]), [2]
+        )
         with pytest.raises(ValueError, match="a reward named 'tiny-length' is already registered"):
             register_reward("tiny-length", lambda: length(10.0))
         register_reward("tiny-length", lambda: length(10.0), replace=True)

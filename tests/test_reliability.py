@@ -88,13 +88,17 @@ def test_an_infinite_gradient_skips_only_that_step():
     assert steps == {7.0}  # the skipped step left the optimiser's state alone
 
 
-def test_consecutive_nonfinite_steps_stop_the_run_and_keep_the_good_checkpoints(tmp_path, monkeypatch):
+def test_consecutive_nonfinite_steps_stop_the_run_and_keep_the_good_checkpoints(
+    tmp_path, monkeypatch
+):
     config = small_config(tmp_path, iterations=4, eval_every=0, max_nonfinite_steps=3)
     cory(config).train(stop_after=2)
     saved = [p.name for p in checkpoints(tmp_path / "run" / "checkpoints")]
     assert saved == ["iter_000001", "iter_000002"]
     monkeypatch.setattr(ppo_module.PPOLearner, "loss", nan_loss)
-    with pytest.raises(DivergedError, match=r"diverged at iteration 2.*learning rate.*iter_000002.*--resume"):
+    with pytest.raises(
+        DivergedError, match=r"diverged at iteration 2.*learning rate.*iter_000002.*--resume"
+    ):
         cory(dataclasses.replace(config, resume=True)).train()
     # no checkpoint was written from the diverged iteration; the good ones are loadable
     assert [p.name for p in checkpoints(tmp_path / "run" / "checkpoints")] == saved
@@ -107,7 +111,9 @@ def test_consecutive_nonfinite_steps_stop_the_run_and_keep_the_good_checkpoints(
 
 def test_a_diverging_learning_rate_writes_no_checkpoint_and_a_lower_one_starts_over(tmp_path):
     config = small_config(tmp_path, iterations=4, eval_every=0, learning_rate=1e3)
-    with pytest.raises(DivergedError, match="run starts over: run it again with a lower --learning-rate"):
+    with pytest.raises(
+        DivergedError, match="run starts over: run it again with a lower --learning-rate"
+    ):
         cory(config).train()
     assert checkpoints(tmp_path / "run" / "checkpoints") == []  # never from suspect weights
     rows = cory(dataclasses.replace(config, learning_rate=1e-2, resume=True)).train()
@@ -172,11 +178,22 @@ def test_a_crafted_pickle_is_refused_not_executed(tmp_path, where):
 # ------------------------------------------------------------------ 3. resume checks the config
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("batch_size", 8), ("mini_batch_size", 4), ("lora_r", 8), ("seed", 1), ("mode", "full"),
-    ("task", "arith"), ("model", "other-model"), ("learner", "rloo"), ("reward_mode", "independent"),
-    ("ppo_epochs", 1), ("max_new_tokens", 6),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("batch_size", 8),
+        ("mini_batch_size", 4),
+        ("lora_r", 8),
+        ("seed", 1),
+        ("mode", "full"),
+        ("task", "arith"),
+        ("model", "other-model"),
+        ("learner", "rloo"),
+        ("reward_mode", "independent"),
+        ("ppo_epochs", 1),
+        ("max_new_tokens", 6),
+    ],
+)
 def test_resume_refuses_a_changed_fixed_setting_naming_it(tmp_path, field, value):
     config = small_config(tmp_path, iterations=2, eval_every=0)
     cory(config).train(stop_after=1)
@@ -196,8 +213,13 @@ def test_resume_applies_and_records_a_new_learning_rate(tmp_path):
     for learner in trainer.learners.values():
         assert [g["lr"] for g in learner.optimizer.param_groups] == [5e-3]
     events = [json.loads(x) for x in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
-    assert events == [{"iteration": 1, "event": "resume",
-                       "changes": {"iterations": [3, 4], "learning_rate": [0.01, 0.005]}}]
+    assert events == [
+        {
+            "iteration": 1,
+            "event": "resume",
+            "changes": {"iterations": [3, 4], "learning_rate": [0.01, 0.005]},
+        }
+    ]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["learning_rate"] == 5e-3
 
 
@@ -272,7 +294,9 @@ def test_no_duplicate_tensorboard_steps_after_resume(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("resume", [False, True])
-def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, monkeypatch, capsys, resume):
+def test_a_run_killed_before_its_first_checkpoint_starts_over(
+    tmp_path, monkeypatch, capsys, resume
+):
     config = small_config(tmp_path, iterations=2, eval_every=0, checkpoint_every=5)
     trainer = cory(config)
     monkeypatch.setattr(trainer, "step", lambda it: (_ for _ in ()).throw(RuntimeError("killed")))
@@ -282,13 +306,18 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, monkeypa
     monkeypatch.undo()
     rows = cory(dataclasses.replace(config, resume=resume)).train()
     assert [r["iteration"] for r in rows] == [0, 1]
-    assert "holds no checkpoint (its run stopped before the first one): starting that run over" in capsys.readouterr().out
+    assert (
+        "holds no checkpoint (its run stopped before the first one): starting that run over"
+        in capsys.readouterr().out
+    )
 
 
 # ------------------------------------------------------------------ 6. a full disk
 
 
-def test_a_full_disk_keeps_the_previous_checkpoint_and_removes_the_partial_one(tmp_path, monkeypatch):
+def test_a_full_disk_keeps_the_previous_checkpoint_and_removes_the_partial_one(
+    tmp_path, monkeypatch
+):
     root = tmp_path / "checkpoints"
     save_checkpoint(root, 1, {"w": torch.ones(3)})
     real = ckpt_module.save_file
@@ -298,7 +327,10 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_removes_the_partial_one(t
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ckpt_module, "save_file", full_disk)
-    with pytest.raises(CheckpointError, match=r"the disk is full.*iter_000002.*MiB free.*previous checkpoint is kept"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"the disk is full.*iter_000002.*MiB free.*previous checkpoint is kept",
+    ):
         save_checkpoint(root, 2, {"w": torch.zeros(3)})
     assert sorted(p.name for p in root.iterdir()) == ["iter_000001"]  # no .tmp left behind
     assert torch.equal(load_checkpoint(root / "iter_000001")[1]["w"], torch.ones(3))
@@ -307,13 +339,31 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_removes_the_partial_one(t
 # ------------------------------------------------------------------ 7. bad values, refused early
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("max_new_tokens", 0), ("min_new_tokens", 0), ("mini_batch_size", 32), ("cliprange", -0.2),
-    ("cliprange_value", 0.0), ("gamma", 1.5), ("gamma", -0.1), ("lam", -0.1), ("lam", 2.0),
-    ("init_kl_coef", -1.0), ("vf_coef", float("nan")), ("max_grad_norm", 0.0), ("target_kl", -1.0),
-    ("score_clip", 0.0), ("lora_r", 0), ("keep_checkpoints", 0), ("max_nonfinite_steps", 0),
-    ("num_samples", -1), ("target", float("inf")), ("horizon", 0.0),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_new_tokens", 0),
+        ("min_new_tokens", 0),
+        ("mini_batch_size", 32),
+        ("cliprange", -0.2),
+        ("cliprange_value", 0.0),
+        ("gamma", 1.5),
+        ("gamma", -0.1),
+        ("lam", -0.1),
+        ("lam", 2.0),
+        ("init_kl_coef", -1.0),
+        ("vf_coef", float("nan")),
+        ("max_grad_norm", 0.0),
+        ("target_kl", -1.0),
+        ("score_clip", 0.0),
+        ("lora_r", 0),
+        ("keep_checkpoints", 0),
+        ("max_nonfinite_steps", 0),
+        ("num_samples", -1),
+        ("target", float("inf")),
+        ("horizon", 0.0),
+    ],
+)
 def test_silently_accepted_values_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
@@ -346,12 +396,15 @@ def test_an_empty_model_folder_and_an_empty_gguf_get_clear_messages(tmp_path):
         load_model(tmp_path / "bad.gguf")
 
 
-@pytest.mark.parametrize(("kw", "error", "match"), [
-    ({"output_dir": "FILE"}, NotADirectoryError, "is a file"),
-    ({"task": "imdb", "task_path": "missing.csv"}, FileNotFoundError, "missing.csv"),
-    ({"reward": "vaderr"}, ValueError, "unknown reward 'vaderr'"),
-    ({"task": "gsm8k", "task_path": "EMPTY"}, ValueError, "EMPTY.jsonl"),
-])
+@pytest.mark.parametrize(
+    ("kw", "error", "match"),
+    [
+        ({"output_dir": "FILE"}, NotADirectoryError, "is a file"),
+        ({"task": "imdb", "task_path": "missing.csv"}, FileNotFoundError, "missing.csv"),
+        ({"reward": "vaderr"}, ValueError, "unknown reward 'vaderr'"),
+        ({"task": "gsm8k", "task_path": "EMPTY"}, ValueError, "EMPTY.jsonl"),
+    ],
+)
 def test_inputs_are_checked_before_the_model_loads(tmp_path, monkeypatch, kw, error, match):
     (tmp_path / "FILE").write_text("not a folder")
     (tmp_path / "EMPTY.jsonl").write_text("")
@@ -378,13 +431,17 @@ def test_the_cli_prints_one_line_and_keeps_the_traceback_in_the_run_folder(tmp_p
     code = run_main(main, ["--output-dir", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
-    assert err[0].startswith("error: bad input, and what to do (traceback in ") and "--debug" in err[0]
+    assert (
+        err[0].startswith("error: bad input, and what to do (traceback in ") and "--debug" in err[0]
+    )
     assert "Traceback" in (out / "error.log").read_text()
     with pytest.raises(ValueError):
         run_main(main, ["--output-dir", str(out), "--debug"])
 
 
-def test_a_deepspeed_launch_is_refused_in_one_line_before_the_run_starts(tmp_path, capsys, monkeypatch):
+def test_a_deepspeed_launch_is_refused_in_one_line_before_the_run_starts(
+    tmp_path, capsys, monkeypatch
+):
     """accelerate's DeepSpeed launcher sets ACCELERATE_USE_DEEPSPEED: without the refusal the
     run would be plain data parallelism under a ZeRO config, silently."""
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
@@ -419,14 +476,22 @@ SIGTERM_SCRIPT = textwrap.dedent("""
 
 
 def test_sigterm_stops_after_the_step_with_a_checkpoint_and_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", SIGTERM_SCRIPT, str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])})
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGTERM_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])},
+    )
     assert proc.returncode == 128 + 15, proc.stderr
     lines = [x for x in proc.stderr.splitlines() if "stopped by SIGTERM" in x]
     assert len(lines) == 1 and "after iteration 1" in lines[0] and "--resume" in lines[0]
     assert "Traceback" not in proc.stderr
-    assert [p.name for p in checkpoints(tmp_path / "run" / "checkpoints")] == ["iter_000001", "iter_000002"]
+    assert [p.name for p in checkpoints(tmp_path / "run" / "checkpoints")] == [
+        "iter_000001",
+        "iter_000002",
+    ]
     config = small_config(tmp_path, iterations=4, eval_every=0)
     resumed = cory(dataclasses.replace(config, resume=True)).train()
     full = cory(small_config(tmp_path / "full", iterations=4, eval_every=0)).train()
@@ -438,7 +503,8 @@ def test_ppo_baseline_checkpoints_in_the_same_format(tmp_path):
     SingleAgentTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer()).train(stop_after=1)
     iteration, state = load_checkpoint(tmp_path / "run" / "checkpoints" / "iter_000001")
     assert iteration == 1 and set(state["trainer"]["learners"]) == {"policy"}
-    rows = SingleAgentTrainer(dataclasses.replace(config, resume=True), model=tiny_model(),
-                      tokenizer=tiny_tokenizer()).train()
+    rows = SingleAgentTrainer(
+        dataclasses.replace(config, resume=True), model=tiny_model(), tokenizer=tiny_tokenizer()
+    ).train()
     assert [r["iteration"] for r in rows] == [0, 1]
     assert np.isfinite(rows[-1]["policy/ppo/loss/total"])

@@ -39,7 +39,10 @@ def test_vader_equals_vadersentiment_on_query_plus_response():
 
 def test_vader_signs_and_cache():
     fn = make_reward("vader")
-    pos, neg, neutral = fn(["This film"] * 3, [" is great, I loved it!", " is awful and boring.", " is 90 minutes long"])
+    pos, neg, neutral = fn(
+        ["This film"] * 3,
+        [" is great, I loved it!", " is awful and boring.", " is 90 minutes long"],
+    )
     assert pos > 0.5 and neg < -0.5 and neutral == 0.0
     assert make_reward("vader") is not fn  # a new function each time...
     assert rewards._vader_analyzer() is rewards._vader_analyzer()  # ...over one cached analyzer
@@ -50,8 +53,10 @@ def test_vader_gain_removes_the_query_own_sentiment():
     responses = [" was wonderful.", " time and money.", " is set in Paris."]
     got = score(make_reward("vader-gain"), queries, responses)
     sia = SentimentIntensityAnalyzer()
-    want = [sia.polarity_scores(q + r)["compound"] - sia.polarity_scores(q)["compound"]
-            for q, r in zip(queries, responses, strict=True)]
+    want = [
+        sia.polarity_scores(q + r)["compound"] - sia.polarity_scores(q)["compound"]
+        for q, r in zip(queries, responses, strict=True)
+    ]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     assert sia.polarity_scores("This horror movie")["compound"] < -0.5  # the opening alone
     assert got[0] > 0.5  # a positive answer gains even after a negative opening
@@ -59,8 +64,11 @@ def test_vader_gain_removes_the_query_own_sentiment():
     # same queries: the gain and the plain score differ by a per-query constant
     other = [" was awful.", " a lovely afternoon.", " is great."]
     plain, gain = make_reward("vader"), make_reward("vader-gain")
-    np.testing.assert_allclose(plain(queries, other) - gain(queries, other),
-                               plain(queries, responses) - gain(queries, responses), atol=1e-6)
+    np.testing.assert_allclose(
+        plain(queries, other) - gain(queries, other),
+        plain(queries, responses) - gain(queries, responses),
+        atol=1e-6,
+    )
 
 
 # ------------------------------------------------------------------ hf-classifier
@@ -93,7 +101,11 @@ def _logits_by_hand(model, tokenizer, texts):
 
 
 QUERIES = ["This movie was", "I loved this film", "The plot"]
-RESPONSES = [" great and the acting was wonderful.", ",", " was boring and the ending was terrible."]
+RESPONSES = [
+    " great and the acting was wonderful.",
+    ",",
+    " was boring and the ending was terrible.",
+]
 
 
 def test_hf_classifier_returns_raw_label_logit(classifier, tokenizer):

@@ -62,10 +62,14 @@ def test_the_registered_class_answers_samples_per_query_and_uses_values(scratch)
     register_learner("pairs", Pairs)
     register_learner("plain", lambda agent, **options: None)
     assert learner_samples_per_query("pairs", 8) == 2 and not learner_uses_values("pairs")
-    assert learner_samples_per_query("plain", 8) == 1 and learner_uses_values("plain")  # says nothing
+    assert learner_samples_per_query("plain", 8) == 1 and learner_uses_values(
+        "plain"
+    )  # says nothing
     # and the built learners agree with their classes
     for name, size in (("ppo", 1), ("rloo", 4), ("grpo", 4)):
-        built = make_learner(name, BigramAgent(), config=cfg(), **({} if name == "ppo" else {"group_size": 4}))
+        built = make_learner(
+            name, BigramAgent(), config=cfg(), **({} if name == "ppo" else {"group_size": 4})
+        )
         assert built.samples_per_query == size and built.uses_values == learner_uses_values(name)
         assert isinstance(built, Learner)
 
@@ -121,7 +125,15 @@ def test_an_update_with_no_row_to_learn_from_steps_only_the_schedule():
     opt = torch.optim.SGD([param], lr=0.5)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     out = skip_optimisation(opt, sched)
-    assert out == {"minibatch": {}, "grad_norm": None, "epochs": 0, "early_stop": False, "skipped": 0,
-                   "nonfinite": 0, "steps": 0, "learning_rate": 0.5}
+    assert out == {
+        "minibatch": {},
+        "grad_norm": None,
+        "epochs": 0,
+        "early_stop": False,
+        "skipped": 0,
+        "nonfinite": 0,
+        "steps": 0,
+        "learning_rate": 0.5,
+    }
     assert opt.param_groups[0]["lr"] == 0.25 and param.grad is None
     assert torch.equal(param.detach(), torch.ones(2))

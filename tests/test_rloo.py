@@ -62,8 +62,9 @@ def test_rloo_advantages_match_hand_computed_values():
     torch.testing.assert_close(adv, expected)
     torch.testing.assert_close(adv.reshape(2, 4).sum(1), torch.zeros(2))
     # group_size 2: each sample's baseline is the other one
-    torch.testing.assert_close(rloo_advantages(torch.tensor([1.0, 3.0, 5.0, 5.0]), 2),
-                               torch.tensor([-2.0, 2.0, 0.0, 0.0]))
+    torch.testing.assert_close(
+        rloo_advantages(torch.tensor([1.0, 3.0, 5.0, 5.0]), 2), torch.tensor([-2.0, 2.0, 0.0, 0.0])
+    )
 
 
 @pytest.mark.parametrize("n, group_size", [(8, 1), (8, 0), (6, 4), (0, 2), (4, 2.0), (4, True)])
@@ -120,8 +121,16 @@ def test_update_changes_the_policy_but_not_the_value_head():
     assert any(not torch.equal(a, b) for a, b in zip(policy, agent.model.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(head, agent.value_head.parameters()))
     assert all(p.grad is None for p in agent.value_head.parameters())
-    for key in ("objective/kl", "objective/kl_coef", "rloo/loss/policy", "rloo/advantage/std",
-                "ppo/mean_scores", "env/reward_mean", "rloo/policy/clipfrac", "rloo/grad_norm"):
+    for key in (
+        "objective/kl",
+        "objective/kl_coef",
+        "rloo/loss/policy",
+        "rloo/advantage/std",
+        "ppo/mean_scores",
+        "env/reward_mean",
+        "rloo/policy/clipfrac",
+        "rloo/grad_norm",
+    ):
         assert key in stats and math.isfinite(stats[key]), key
     assert stats["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # policy == reference at first
     assert stats["ppo/mean_scores"] == pytest.approx(4.5 / 8)
@@ -163,7 +172,9 @@ def test_one_epoch_one_minibatch_is_reinforce_with_the_leave_one_out_baseline():
     params = list(agent.model.parameters())
     start = [p.detach().clone() for p in params]
     sgd = torch.optim.SGD(agent.trainable_parameters(), lr=1.0)
-    cfg = config(ppo_epochs=1, mini_batch_size=6, max_grad_norm=None, init_kl_coef=0.0, adap_kl_ctrl=False)
+    cfg = config(
+        ppo_epochs=1, mini_batch_size=6, max_grad_norm=None, init_kl_coef=0.0, adap_kl_ctrl=False
+    )
     RLOOLearner(agent, cfg, group_size=2, optimizer=sgd).update(batch, scores)
 
     manual = make_agent()
@@ -243,15 +254,32 @@ def test_cory_with_an_rloo_model_and_a_ppo_model_trains_swaps_and_resumes(tmp_pa
 
     # a dense reward: the tiny model's answers all score 0 under VADER, and the weights
     # would then move on float noise alone
-    register_reward("test-length", lambda: lambda queries, responses: [len(r) / 10 for r in responses],
-                    replace=True)
+    register_reward(
+        "test-length",
+        lambda: lambda queries, responses: [len(r) / 10 for r in responses],
+        replace=True,
+    )
 
     def cfg(name: str, **kw) -> TrainConfig:
         return TrainConfig(
-            task="sentiment", iterations=2, batch_size=2, mini_batch_size=2, ppo_epochs=2,
-            learning_rate=1e-2, max_new_tokens=3, min_new_tokens=2, swap_period=1, eval_every=0,
-            output_dir=str(tmp_path / name), progress=False, mode="full",
-            learner="rloo", observer_learner="ppo", group_size=2, reward="test-length", **kw,
+            task="sentiment",
+            iterations=2,
+            batch_size=2,
+            mini_batch_size=2,
+            ppo_epochs=2,
+            learning_rate=1e-2,
+            max_new_tokens=3,
+            min_new_tokens=2,
+            swap_period=1,
+            eval_every=0,
+            output_dir=str(tmp_path / name),
+            progress=False,
+            mode="full",
+            learner="rloo",
+            observer_learner="ppo",
+            group_size=2,
+            reward="test-length",
+            **kw,
         )
 
     def trainer(c: TrainConfig) -> CoryTrainer:
@@ -275,5 +303,7 @@ def test_cory_with_an_rloo_model_and_a_ppo_model_trains_swaps_and_resumes(tmp_pa
     rows_b = resumed.train()
     drop = lambda rs: [{k: v for k, v in r.items() if k not in timing} for r in rs]  # noqa: E731
     assert drop(rows_b) == drop(rows)
-    for p, q in zip(a.agent.trainable_parameters(), resumed.learners["model_a"].agent.trainable_parameters()):
+    for p, q in zip(
+        a.agent.trainable_parameters(), resumed.learners["model_a"].agent.trainable_parameters()
+    ):
         assert torch.equal(p, q)

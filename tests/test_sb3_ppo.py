@@ -20,8 +20,15 @@ from baselines.sb3_ppo import (  # noqa: E402
     train_sb3_ppo,
 )
 
-SMALL = dict(task="sentiment", max_new_tokens=4, n_steps=8, batch_size=8, n_envs=2, n_epochs=1,
-             learning_rate=1e-2)
+SMALL = dict(
+    task="sentiment",
+    max_new_tokens=4,
+    n_steps=8,
+    batch_size=8,
+    n_envs=2,
+    n_epochs=1,
+    learning_rate=1e-2,
+)
 
 
 def text_length(queries, responses):
@@ -66,19 +73,24 @@ def test_distribution_is_softmax_of_lm_logits_at_last_real_token():
             probs = policy.get_distribution(o).distribution.probs
             torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
         values = policy.predict_values(as_float)
-        torch.testing.assert_close(values, policy.value_head(torch.stack(hidden)), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            values, policy.value_head(torch.stack(hidden)), atol=1e-5, rtol=1e-4
+        )
 
         # forward / evaluate_actions agree with the distribution; the full-logits path too
         actions, v, logp = policy(as_int)
-        torch.testing.assert_close(logp, expected[torch.arange(2), actions].log(), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            logp, expected[torch.arange(2), actions].log(), atol=1e-5, rtol=1e-4
+        )
         v2, logp2, ent = policy.evaluate_actions(as_float, actions.float())
         torch.testing.assert_close(logp2, logp)
         torch.testing.assert_close(v2, v)
         assert ent.shape == (2,) and bool((ent > 0).all())
         assert policy._gather_logits  # logits_to_keep path taken by default
         policy._gather_logits = False
-        torch.testing.assert_close(policy.get_distribution(as_float).distribution.probs, expected,
-                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            policy.get_distribution(as_float).distribution.probs, expected, atol=1e-5, rtol=1e-4
+        )
 
 
 def test_update_reproduces_the_rollout_log_probs_and_values():
@@ -94,7 +106,8 @@ def test_update_reproduces_the_rollout_log_probs_and_values():
     policy, actions = algo.policy, data.actions.long().flatten()
     rows_run: list[int] = []
     policy.lm.register_forward_pre_hook(
-        lambda _m, _a, kw: rows_run.append(len(kw["input_ids"])), with_kwargs=True)
+        lambda _m, _a, kw: rows_run.append(len(kw["input_ids"])), with_kwargs=True
+    )
     for share in (True, False):
         policy.share_prefixes = share
         with torch.no_grad():
@@ -165,8 +178,11 @@ def test_lora_adapters_and_value_head_are_the_same_as_llm_agents():
 
     def adapted(model) -> set[str]:
         """Names of the modules carrying a LoRA adapter, adapter name stripped."""
-        return {n.split(".lora_A.")[0].removeprefix("base_model.model.")
-                for n, _ in model.named_parameters() if ".lora_A." in n}
+        return {
+            n.split(".lora_A.")[0].removeprefix("base_model.model.")
+            for n, _ in model.named_parameters()
+            if ".lora_A." in n
+        }
 
     tok = tiny_tokenizer()
     policy = make_sb3_ppo(tiny_model(), tok, lora_r=4, **SMALL).policy
@@ -174,7 +190,9 @@ def test_lora_adapters_and_value_head_are_the_same_as_llm_agents():
     ours, theirs = adapted(policy.lm), adapted(agent.model)
     assert ours == theirs
     # every linear layer of the decoder, not peft's attention-only (q/v) default
-    assert any(n.endswith("mlp.down_proj") for n in ours) and any(n.endswith("self_attn.k_proj") for n in ours)
+    assert any(n.endswith("mlp.down_proj") for n in ours) and any(
+        n.endswith("self_attn.k_proj") for n in ours
+    )
     assert not any(n.endswith("lm_head") for n in ours)
     for head in (policy.value_head, agent.value_head):  # zero-initialised, as LLMAgent's
         assert not head.weight.any() and not head.bias.any()

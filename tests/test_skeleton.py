@@ -37,8 +37,15 @@ def test_the_docs_skeleton_learner_trains_with_the_shared_statistics(seqmean):
         stats = built.update(make_batch(), SCORES)
     assert agent.prob(2, 3) > p_before  # responses starting with 3 are the rewarded ones
     # the skeleton's statistics under the learner's namespace, the shared ones as named
-    for key in ("seqmean/policy/ratio", "seqmean/epochs", "seqmean/skipped_minibatches",
-                "seqmean/learning_rate", "objective/kl", "ppo/mean_scores", "env/reward_mean"):
+    for key in (
+        "seqmean/policy/ratio",
+        "seqmean/epochs",
+        "seqmean/skipped_minibatches",
+        "seqmean/learning_rate",
+        "objective/kl",
+        "ppo/mean_scores",
+        "env/reward_mean",
+    ):
         assert key in stats
     assert stats["env/reward_mean"] == pytest.approx(float(SCORES.mean()))
     assert built.num_updates == 5

@@ -84,7 +84,13 @@ def test_imdb_prompts_and_generation(tmp_path):
         'I can make this sentence "This film was dull." more positive: This film'
     )
     g = task.generation
-    assert (g.min_new_tokens, g.max_new_tokens, g.top_k, g.top_p, g.temperature) == (4, 16, 0, 1.0, 1.0)
+    assert (g.min_new_tokens, g.max_new_tokens, g.top_k, g.top_p, g.temperature) == (
+        4,
+        16,
+        0,
+        1.0,
+        1.0,
+    )
     assert g.max_prompt_tokens == imdb_mod.WORD_PROMPT_TOKENS
 
 
@@ -137,8 +143,10 @@ def test_imdb_shared_data(shared_data):
     assert len(queries) == len(kept) and len(task.eval_queries) == round(0.1 * len(kept))
     lengths = [len(q.split()) for q in queries]
     assert min(lengths) == 2 and max(lengths) == 8  # every length of 2..8 is drawn
-    assert sorted(queries) == sorted(" ".join(r.split()[: len(q.split())]) for r, q in zip(
-        kept, imdb_mod.review_openings(reviews, seed=3), strict=True))
+    assert sorted(queries) == sorted(
+        " ".join(r.split()[: len(q.split())])
+        for r, q in zip(kept, imdb_mod.review_openings(reviews, seed=3), strict=True)
+    )
     again = make_task("imdb", path=path, seed=3)
     assert list(again.train_queries) == list(task.train_queries)
     other = make_task("imdb", path=path, seed=4)
@@ -147,7 +155,9 @@ def test_imdb_shared_data(shared_data):
 
 
 def test_imdb_tokenizer_cut(shared_data, tokenizer):
-    task = make_task("imdb", path=shared_data / "imdb" / "reviews_2000.csv", tokenizer=tokenizer, limit=200)
+    task = make_task(
+        "imdb", path=shared_data / "imdb" / "reviews_2000.csv", tokenizer=tokenizer, limit=200
+    )
     assert task.generation.max_prompt_tokens == 64
     for q in task.train_queries:
         n = len(tokenizer.encode(q, add_special_tokens=False))
@@ -168,11 +178,23 @@ def test_imdb_rewards(tmp_path, tokenizer):
 def test_imdb_hf_classifier_reward(tmp_path, tokenizer):
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    cfg = DistilBertConfig(vocab_size=len(tokenizer), dim=16, hidden_dim=32, n_layers=1, n_heads=2,
-                           id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    cfg = DistilBertConfig(
+        vocab_size=len(tokenizer),
+        dim=16,
+        hidden_dim=32,
+        n_layers=1,
+        n_heads=2,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
     clf = DistilBertForSequenceClassification(cfg)
-    task = make_task("imdb", path=_write(tmp_path / "r.csv", REVIEWS, "review"), reward="hf-classifier",
-                     reward_model=clf, reward_kwargs={"tokenizer": tokenizer})
+    task = make_task(
+        "imdb",
+        path=_write(tmp_path / "r.csv", REVIEWS, "review"),
+        reward="hf-classifier",
+        reward_model=clf,
+        reward_kwargs={"tokenizer": tokenizer},
+    )
     out = score(task.reward_fn, ["This film", "The plot"], [" is great", " is bad"])
     assert out.shape == (2,) and out[0] != out[1]
 
@@ -186,7 +208,9 @@ def test_gsm8k_shared_data(shared_data):
     task = make_task("gsm8k", path=path)
     assert len(task.train_queries) + len(task.eval_queries) == len(rows)
     assert len(task.eval_queries) == round(0.1 * len(rows))
-    gold = {r["question"].strip(): r["answer"].split("####")[-1].strip().replace(",", "") for r in rows}
+    gold = {
+        r["question"].strip(): r["answer"].split("####")[-1].strip().replace(",", "") for r in rows
+    }
     for q in [*task.train_queries, *task.eval_queries]:
         assert q.answer == gold[str(q)]
     first = make_task("gsm8k", path=path, limit=1, eval_fraction=0.0).train_queries[0]
@@ -207,9 +231,15 @@ def test_gsm8k_prompts_and_generation(tmp_path):
     g = task.generation
     assert g.max_new_tokens == 256 and g.stop_strings == templates.GSM8K_STOP
     assert g.max_prompt_tokens >= 256 + 300
-    assert make_task("gsm8k", path=path, max_new_tokens=64).generation.max_prompt_tokens == g.max_prompt_tokens - 192
+    assert (
+        make_task("gsm8k", path=path, max_new_tokens=64).generation.max_prompt_tokens
+        == g.max_prompt_tokens - 192
+    )
     q = task.train_queries[0]
-    assert score(task.reward_fn, [q, q], ["The answer is 4.", "The answer is 5."]).tolist() == [1.0, 0.0]
+    assert score(task.reward_fn, [q, q], ["The answer is 4.", "The answer is 5."]).tolist() == [
+        1.0,
+        0.0,
+    ]
 
 
 def test_gsm8k_local_files(tmp_path):
@@ -221,15 +251,18 @@ def test_gsm8k_local_files(tmp_path):
     _write_rows = {
         ".jsonl": lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in rows)),
         ".json": lambda p: p.write_text(json.dumps(rows)),
-        ".csv": lambda p: p.write_text("question,answer\n" + "".join(
-            f'"{r["question"]}","{r["answer"]}"\n' for r in rows)),
+        ".csv": lambda p: p.write_text(
+            "question,answer\n" + "".join(f'"{r["question"]}","{r["answer"]}"\n' for r in rows)
+        ),
     }
     for ext, write in _write_rows.items():
         path = tmp_path / f"g{ext}"
         write(path)
         task = make_task("gsm8k", path=path, eval_path=path)
         assert [(str(q), q.answer) for q in task.train_queries] == [
-            ("Big?", "1234"), ("Cold?", "-7"), ("Half?", "0.5")
+            ("Big?", "1234"),
+            ("Cold?", "-7"),
+            ("Half?", "0.5"),
         ]
         assert list(task.eval_queries) == list(task.train_queries)
 
@@ -291,7 +324,9 @@ def test_sentiment_task():
     sia = SentimentIntensityAnalyzer()
     q, a = "What a waste of", " a great evening, I loved it"
     (gain,) = score(task.reward_fn, [q], [a])
-    assert gain == pytest.approx(sia.polarity_scores(q + a)["compound"] - sia.polarity_scores(q)["compound"], abs=1e-6)
+    assert gain == pytest.approx(
+        sia.polarity_scores(q + a)["compound"] - sia.polarity_scores(q)["compound"], abs=1e-6
+    )
     (plain,) = score(make_task("sentiment", reward="vader").reward_fn, [q], [a])
     assert plain == pytest.approx(sia.polarity_scores(q + a)["compound"], abs=1e-6)
     assert len(make_task("sentiment", limit=20, eval_fraction=0.0).train_queries) == 20
@@ -306,19 +341,46 @@ SOLVERS = {  # an independent reading of each template: regex over the question,
     "age1": (rf"is {_N} years old\. .* is {_N} years older", lambda a, d: a + d),
     "rate1": (rf"travels {_N} miles per hour.* in {_N} hours", lambda s, h: s * h),
     "give1": (rf"had {_N} .* gave away {_N}", lambda a, b: a - b),
-    "change2": (rf"buys {_N} .* at \${_N} each and pays with a \${_N} bill", lambda n, p, b: b - n * p),
-    "age2": (rf"is {_N} years old\. .* twice as old .* is {_N} years younger", lambda a, d: 2 * a - d),
-    "read2": (rf"reads {_N} pages a day for {_N} days, then reads {_N} more", lambda p, d, e: p * d + e),
-    "bake2": (rf"bakes {_N} trays of {_N} cookies .* among {_N} friends", lambda t, c, k: t * c / k),
-    "save2": (rf"saves \${_N} every week for {_N} weeks, then spends \${_N}", lambda s, w, c: s * w - c),
-    "shop3": (rf"buys {_N} notebooks at \${_N} each and {_N} pens at \${_N} each", lambda a, p, b, q: a * p + b * q),
-    "farm3": (rf"has {_N} chickens and buys {_N} more\. .* then {_N} chicks", lambda a, b, h: (a + b) / 2 + h),
-    "factory3": (rf"makes {_N} toys an hour and works {_N} hours .* Each day {_N} .* in {_N} days",
-                 lambda r, h, b, d: (r * h - b) * d),
-    "age3": (rf"is {_N} years old\. .* is {_N} times as old .* is {_N} years younger .* in {_N} years",
-             lambda a, t, d, y: a * t - d + y),
-    "share3": (rf"has {_N} apples and picks {_N} more\. .* eats {_N} .* among {_N} friends",
-               lambda a, p, e, k: (a + p - e) / k),
+    "change2": (
+        rf"buys {_N} .* at \${_N} each and pays with a \${_N} bill",
+        lambda n, p, b: b - n * p,
+    ),
+    "age2": (
+        rf"is {_N} years old\. .* twice as old .* is {_N} years younger",
+        lambda a, d: 2 * a - d,
+    ),
+    "read2": (
+        rf"reads {_N} pages a day for {_N} days, then reads {_N} more",
+        lambda p, d, e: p * d + e,
+    ),
+    "bake2": (
+        rf"bakes {_N} trays of {_N} cookies .* among {_N} friends",
+        lambda t, c, k: t * c / k,
+    ),
+    "save2": (
+        rf"saves \${_N} every week for {_N} weeks, then spends \${_N}",
+        lambda s, w, c: s * w - c,
+    ),
+    "shop3": (
+        rf"buys {_N} notebooks at \${_N} each and {_N} pens at \${_N} each",
+        lambda a, p, b, q: a * p + b * q,
+    ),
+    "farm3": (
+        rf"has {_N} chickens and buys {_N} more\. .* then {_N} chicks",
+        lambda a, b, h: (a + b) / 2 + h,
+    ),
+    "factory3": (
+        rf"makes {_N} toys an hour and works {_N} hours .* Each day {_N} .* in {_N} days",
+        lambda r, h, b, d: (r * h - b) * d,
+    ),
+    "age3": (
+        rf"is {_N} years old\. .* is {_N} times as old .* is {_N} years younger .* in {_N} years",
+        lambda a, t, d, y: a * t - d + y,
+    ),
+    "share3": (
+        rf"has {_N} apples and picks {_N} more\. .* eats {_N} .* among {_N} friends",
+        lambda a, p, e, k: (a + p - e) / k,
+    ),
 }
 
 
@@ -340,9 +402,10 @@ def test_arith_task():
     train, evals = list(task.train_queries), list(task.eval_queries)
     assert len(train) == 300 and len(evals) == 50
     assert len(set(train) | set(evals)) == 350  # distinct, train and eval disjoint
-    assert [(str(q), q.answer) for q in make_task("arith", num_train=300, num_eval=50, seed=3).train_queries] == [
-        (str(q), q.answer) for q in train
-    ]
+    assert [
+        (str(q), q.answer)
+        for q in make_task("arith", num_train=300, num_eval=50, seed=3).train_queries
+    ] == [(str(q), q.answer) for q in train]
     assert list(make_task("arith", num_train=300, num_eval=50, seed=4).train_queries) != train
     assert task.pioneer_template == templates.GSM8K_PIONEER
     assert task.observer_template == templates.GSM8K_OBSERVER
@@ -373,10 +436,18 @@ def test_task_options_reach_the_tasks_factory_and_bad_ones_are_refused():
     from agents.run.validate import task_options
 
     assert task_options("max_steps=1, num_eval=20,flag=true,name=x,rate=0.5") == {
-        "max_steps": 1, "num_eval": 20, "flag": True, "name": "x", "rate": 0.5}
+        "max_steps": 1,
+        "num_eval": 20,
+        "flag": True,
+        "name": "x",
+        "rate": 0.5,
+    }
     task = task_data(TrainConfig(task="arith", task_options="max_steps=1,num_eval=20"))
     expected = arith_mod.arith_task(max_steps=1, num_eval=20)
-    assert list(task.queries("eval")) == list(expected.queries("eval")) and len(expected.queries("eval")) == 20
+    assert (
+        list(task.queries("eval")) == list(expected.queries("eval"))
+        and len(expected.queries("eval")) == 20
+    )
     with pytest.raises(ValueError, match="key=value"):
         TrainConfig(task="arith", task_options="max_steps")
     with pytest.raises(ValueError, match=r"does not take these options \['bogus'\]"):
@@ -413,7 +484,9 @@ def test_cory_env_modules_import_each_other_without_a_circle():
     graph = _cory_env_imports()
     assert "cory_env.tasks.base" in graph["cory_env.tasks.imdb"]
     assert "cory_env.rewards" in graph["cory_env.tasks.base"]  # tasks use rewards ...
-    assert not any(m.startswith("cory_env.tasks") for m in graph["cory_env.rewards"])  # ... not back
+    assert not any(
+        m.startswith("cory_env.tasks") for m in graph["cory_env.rewards"]
+    )  # ... not back
     done: set[str] = set()
 
     def visit(name: str, path: tuple[str, ...]) -> None:

@@ -15,14 +15,23 @@ AGENTS = ("pioneer_0", "observer_0")
 @pytest.mark.parametrize("seed", [0, 7])
 def test_equals_independent_aec_envs(tokenizer, seed, stop_strings):
     """Same seeds (env i: seed + i) and actions: same observations, texts, ids, rewards, infos."""
-    b, kw = 5, {"task": make_test_task(stop_strings=stop_strings), "tokenizer": tokenizer, "info_texts": True}
+    b, kw = (
+        5,
+        {
+            "task": make_test_task(stop_strings=stop_strings),
+            "tokenizer": tokenizer,
+            "info_texts": True,
+        },
+    )
     venv = CoryTextVecEnv(num_envs=b, **kw)
     envs = [CoryTextEnv(**kw) for _ in range(b)]
     obs, infos = venv.reset(seed=seed)
     for i, env in enumerate(envs):
         env.reset(seed=seed + i)
         assert venv.info(i) == env.infos["pioneer_0"]
-        assert {k: v[i] for k, v in infos.items()} == env.infos["pioneer_0"]  # the same schema, as arrays
+        assert {k: v[i] for k, v in infos.items()} == env.infos[
+            "pioneer_0"
+        ]  # the same schema, as arrays
     # EOS and "!" are likely, so turns end at different steps in different envs.
     rng = np.random.default_rng(seed)
     choices = np.array([EOS, BANG, FILM, THE, 40, 100, 250])
@@ -33,7 +42,9 @@ def test_equals_independent_aec_envs(tokenizer, seed, stop_strings):
             assert active[i] == (env.agent_selection == role and not env.terminations[role])
             for key in obs:
                 assert np.array_equal(obs[key][i], env.observe(role)[key])
-        actions = np.where(active, rng.choice(choices, size=b, p=[0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1]), -1)
+        actions = np.where(
+            active, rng.choice(choices, size=b, p=[0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1]), -1
+        )
         ends[role].add(int(active.sum()))
         for i in np.flatnonzero(active):
             envs[i].step(int(actions[i]))
@@ -50,7 +61,9 @@ def test_equals_independent_aec_envs(tokenizer, seed, stop_strings):
 
 
 def test_phases_are_shared_and_inactive_actions_ignored(tokenizer):
-    venv = CoryTextVecEnv(num_envs=3, task=make_test_task(), tokenizer=tokenizer, info_texts=True, max_new_tokens=3)
+    venv = CoryTextVecEnv(
+        num_envs=3, task=make_test_task(), tokenizer=tokenizer, info_texts=True, max_new_tokens=3
+    )
     queries = ["This movie was", "I loved", "The plot was"]
     obs, infos = venv.reset(options={"queries": queries})
     assert list(infos["query"]) == queries
@@ -67,7 +80,11 @@ def test_phases_are_shared_and_inactive_actions_ignored(tokenizer):
     assert not terms["pioneer_0"].any() and not rewards["pioneer_0"].any()
     obs, *_ = venv.step([-5, -5, THE])  # env 2 hits max_new_tokens: the observer phase starts
     assert venv.agent_selection == "observer_0" and venv.active.all()
-    assert [r.tolist() for r in venv.response_ids("pioneer_0")] == [[EOS], [FILM, EOS], [FILM, FILM, THE]]
+    assert [r.tolist() for r in venv.response_ids("pioneer_0")] == [
+        [EOS],
+        [FILM, EOS],
+        [FILM, FILM, THE],
+    ]
     assert venv.texts("pioneer_0") == ["", " film", " film film the"]
     for i, p in enumerate(venv.prompt_ids):
         assert obs["input_ids"][i, : len(p)].tolist() == p.tolist()
@@ -96,7 +113,9 @@ def test_observations_are_fresh_arrays(tokenizer):
 def test_reset_options(tokenizer):
     venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer, info_texts=True)
     venv.reset(options={"queries": ["A", "B"], "answers": ["1", None], "max_new_tokens": 2})
-    assert list(venv.infos["answer"]) == ["1", ""] and venv.episode_max_new_tokens == 2  # no gold answer: ""
+    assert (
+        list(venv.infos["answer"]) == ["1", ""] and venv.episode_max_new_tokens == 2
+    )  # no gold answer: ""
     venv.step([FILM, FILM])
     venv.step([FILM, FILM])
     assert venv.agent_selection == "observer_0"
@@ -110,7 +129,9 @@ def test_reset_options(tokenizer):
 
 
 def test_render_ansi(tokenizer):
-    venv = CoryTextVecEnv(num_envs=2, task=make_test_task(), tokenizer=tokenizer, info_texts=True, render_mode="ansi")
+    venv = CoryTextVecEnv(
+        num_envs=2, task=make_test_task(), tokenizer=tokenizer, info_texts=True, render_mode="ansi"
+    )
     venv.reset(options={"queries": ["This movie was", "I loved"]})
     venv.step([FILM, EOS])
     text = venv.render()

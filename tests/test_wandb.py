@@ -22,7 +22,9 @@ class FakeRun:
     def __init__(self, calls: dict, **kwargs) -> None:
         self.calls, self.step, self.finished = calls, 0, False
         calls["init"].append(kwargs)
-        self.config = types.SimpleNamespace(update=lambda c, allow_val_change: calls["config"].append(c))
+        self.config = types.SimpleNamespace(
+            update=lambda c, allow_val_change: calls["config"].append(c)
+        )
 
     def log(self, values: dict, step: int) -> None:
         self.step = step
@@ -47,7 +49,9 @@ def fake_wandb(monkeypatch):
 
 
 def train(config, stop_after=None):
-    return CoryTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer()).train(stop_after=stop_after)
+    return CoryTrainer(config, model=tiny_model(), tokenizer=tiny_tokenizer()).train(
+        stop_after=stop_after
+    )
 
 
 def test_wandb_gets_the_run_folders_metrics_config_and_samples(tmp_path, fake_wandb):
@@ -55,7 +59,12 @@ def test_wandb_gets_the_run_folders_metrics_config_and_samples(tmp_path, fake_wa
     train(config)
     out = tmp_path / "run"
     (init,) = fake_wandb["init"]
-    assert (init["mode"], init["group"], init["project"], init["name"]) == ("offline", "g1", "cory", "run")
+    assert (init["mode"], init["group"], init["project"], init["name"]) == (
+        "offline",
+        "g1",
+        "cory",
+        "run",
+    )
     assert init["dir"] == str(out) and (out / "wandb_id").read_text().strip() == init["id"]
     assert fake_wandb["config"] == [json.loads((out / "config.json").read_text())]
     assert not (out / "tensorboard").exists()  # only wandb asked for
@@ -107,11 +116,16 @@ def test_the_real_wandb_writes_an_offline_run_in_the_run_folder(tmp_path, monkey
     monkeypatch.setenv("WANDB_SILENT", "true")
     config = small_config(tmp_path, iterations=2, eval_every=0, log_with=("wandb",))
     out = tmp_path / "run" / "wandb"
-    for run_config, stop_after, count in ((config, 1, 1), (dataclasses.replace(config, resume=True), None, 2)):
+    for run_config, stop_after, count in (
+        (config, 1, 1),
+        (dataclasses.replace(config, resume=True), None, 2),
+    ):
         train(run_config, stop_after=stop_after)
         runs = sorted(out.glob("offline-run-*"))
         assert len(runs) == count
-        (log,) = runs[-1].glob("run-*.wandb")  # written out when train returns, not at the process's exit
+        (log,) = runs[-1].glob(
+            "run-*.wandb"
+        )  # written out when train returns, not at the process's exit
         assert log.stat().st_size > 1000
     run_id = (tmp_path / "run" / "wandb_id").read_text().strip()
     assert all(r.name.endswith(run_id) for r in runs)

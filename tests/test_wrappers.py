@@ -12,7 +12,9 @@ from cory_env.wrappers import FixedTextPolicy, ObserverEnv, PioneerEnv, RandomPo
 
 @pytest.mark.filterwarnings("ignore:.*Not able to test alternative render modes")
 def test_check_env_pioneer_alone(tokenizer):
-    env = PioneerEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True, render_mode="ansi")
+    env = PioneerEnv(
+        task=make_test_task(), tokenizer=tokenizer, info_texts=True, render_mode="ansi"
+    )
     check_env(env)
     env.reset(options={"query": "I loved"})
     assert "'I loved'" in env.render()
@@ -28,7 +30,9 @@ def test_check_env_with_fixed_partners(tokenizer):
 def test_pioneer_alone_gets_its_own_reward(tokenizer):
     env = PioneerEnv(task=make_test_task(), tokenizer=tokenizer, info_texts=True)
     obs, info = env.reset(options={"query": "I loved"})
-    assert info["query"] == "I loved" and obs["attention_mask"].sum() == len(tokenizer("I loved")["input_ids"])
+    assert info["query"] == "I loved" and obs["attention_mask"].sum() == len(
+        tokenizer("I loved")["input_ids"]
+    )
     assert env.step(FILM)[1:4] == (0.0, False, False)
     obs, reward, terminated, truncated, info = env.step(EOS)
     assert (reward, terminated, truncated) == (1.0, True, False)
@@ -41,7 +45,9 @@ def test_pioneer_alone_gets_its_own_reward(tokenizer):
 @pytest.mark.parametrize(("mode", "expected"), [("cooperative", 1.5), ("independent", 1.0)])
 def test_pioneer_with_fixed_observer(tokenizer, mode, expected):
     observer = FixedTextPolicy(tokenizer, "!!")
-    env = PioneerEnv(observer, task=make_test_task(), tokenizer=tokenizer, info_texts=True, reward_mode=mode)
+    env = PioneerEnv(
+        observer, task=make_test_task(), tokenizer=tokenizer, info_texts=True, reward_mode=mode
+    )
     env.reset(options={"query": "I loved"})
     env.step(FILM)
     _, reward, terminated, _, info = env.step(EOS)
@@ -74,7 +80,10 @@ def test_fixed_text_policy_restarts_each_turn(tokenizer):
         ids[n], mask[n] = out[-1], 1
     assert out == [FILM, BANG, EOS]
     # A new turn (a different prompt) starts the text again, without an explicit reset.
-    assert policy({"input_ids": prompt * 2, "attention_mask": (np.arange(10) < 3).astype(np.int8)}) == FILM
+    assert (
+        policy({"input_ids": prompt * 2, "attention_mask": (np.arange(10) < 3).astype(np.int8)})
+        == FILM
+    )
 
 
 def test_random_policy_is_reproducible():

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -40,13 +39,23 @@ from agents.policy.construction import (
     zero_value_head,
 )
 from agents.policy.construction import disable_dropout as _disable_dropout
+from agents.policy.forward import (
+    keep_positions,
+    packed_outputs,
+    packing_matches,
+    padded_outputs,
+    unflatten,
+)
 from agents.policy.loading import autocast, check_dtype, ensure_pad_token, resolve_device
-from agents.policy.packing import attention_cost, pack
+from agents.policy.packing import attention_cost
 from agents.policy.sharding import load_model_shards, load_model_state, model_shards, model_state
 from agents.rl.batch import TokenBatch
 from agents.rl.maths import logprobs_and_entropy
 
-__all__ = ["AgentOutput", "LLMAgent"]
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+__all__ = ["AgentOutput", "LLMAgent", "keep_positions"]
 
 
 @dataclass
@@ -93,9 +102,13 @@ class LLMAgent:
         if self.value_head is not None:
             self.value_head.to(self.device)
         self.training = True
-        self.keeps_logits = "logits_to_keep" in inspect.signature(hf_model(model).forward).parameters
+        self.keeps_logits = (
+            "logits_to_keep" in inspect.signature(hf_model(model).forward).parameters
+        )
         """Whether the model's forward takes ``logits_to_keep`` (project only needed positions)."""
-        self._own = getattr(model, ADAPTERS)[adapter] if adapter is not None else None
+        self._own: list[nn.Parameter] | None = (
+            getattr(model, ADAPTERS)[adapter] if adapter is not None else None
+        )
         self.packing = True
         """Score packed sequences (:mod:`agents.policy.packing`) where the model's packed
         logits match its padded ones; False: always padded."""
@@ -126,7 +139,9 @@ class LLMAgent:
         if disable_dropout:
             _disable_dropout(model)
         reference = prepare_full_copy(model, reference, dev)
-        return cls(model, tokenizer, reference=reference, value_head=value_head, dtype=dtype, device=dev)
+        return cls(
+            model, tokenizer, reference=reference, value_head=value_head, dtype=dtype, device=dev
+        )
 
     @classmethod
     def lora_agents(
@@ -151,7 +166,9 @@ class LLMAgent:
         ``value_heads``: whether each agent (or all) gets a value head."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        heads = [value_heads] * n if isinstance(value_heads, bool) else [bool(h) for h in value_heads]
+        heads = (
+            [value_heads] * n if isinstance(value_heads, bool) else [bool(h) for h in value_heads]
+        )
         if len(heads) != n:
             raise ValueError(f"value_heads has {len(heads)} entries for {n} agents")
         dev = resolve_device(device)
@@ -161,11 +178,15 @@ class LLMAgent:
             base_model, n, r=r, alpha=alpha, dropout=dropout, target_modules=target_modules
         )
         peft.to(dev)
-        return [cls(peft, tokenizer, adapter=name, value_head=head, dtype=dtype, device=dev)
-                for name, head in zip(names, heads)]
+        return [
+            cls(peft, tokenizer, adapter=name, value_head=head, dtype=dtype, device=dev)
+            for name, head in zip(names, heads)
+        ]
 
     @classmethod
-    def lora_pair(cls, base_model: nn.Module, tokenizer: Any, **kwargs: Any) -> tuple[LLMAgent, LLMAgent]:
+    def lora_pair(
+        cls, base_model: nn.Module, tokenizer: Any, **kwargs: Any
+    ) -> tuple[LLMAgent, LLMAgent]:
         """Two LoRA agents sharing one frozen base (see :meth:`lora_agents`)."""
         a, b = cls.lora_agents(base_model, tokenizer, n=2, **kwargs)
         return a, b
@@ -193,7 +214,8 @@ class LLMAgent:
     def trainable_parameters(self) -> list[nn.Parameter]:
         """LoRA: this agent's adapter and value head; full copy: the model and value head."""
         head = [] if self.value_head is None else list(self.value_head.parameters())
-        own = self._own if self.is_lora else list(self.model.parameters())  # sharding replaces them
+        # LoRA: the adapter's own; full copy: read now (sharding replaces them)
+        own = list(self.model.parameters()) if self._own is None else self._own
         return [*own, *head]
 
     def _adapter_params(self) -> dict[str, torch.Tensor]:
@@ -203,11 +225,16 @@ class LLMAgent:
     def state_dict(self) -> dict[str, Any]:
         """The trainable weights (tensors shared with the live ones, as torch's); no
         ``value_head`` entry for an agent without one."""
+        state: dict[str, Any]
         if self.is_lora:
             state = {"adapter": {k: p.detach() for k, p in self._adapter_params().items()}}
-        elif self.sharded_over is not None and self.sharded_over.sharded_checkpoints:  # this process's shards
+        elif (
+            self.sharded_over is not None and self.sharded_over.sharded_checkpoints
+        ):  # this process's shards
             state = {"model": model_shards(self.model)}
-        elif self.sharded_over is not None:  # gathered whole (a collective; empty off the main process)
+        elif (
+            self.sharded_over is not None
+        ):  # gathered whole (a collective; empty off the main process)
             state = {"model": model_state(self.model)}
         else:
             state = {"model": self.model.state_dict()}
@@ -221,16 +248,22 @@ class LLMAgent:
         if ("value_head" in state) != (self.value_head is not None):
             state_has = "has a" if "value_head" in state else "has no"
             agent_has = "has one" if self.value_head is not None else "has none"
-            raise ValueError(f"value head mismatch: the state {state_has} value head, this agent "
-                             f"{agent_has} (value heads are built only for learners that use one)")
+            raise ValueError(
+                f"value head mismatch: the state {state_has} value head, this agent "
+                f"{agent_has} (value heads are built only for learners that use one)"
+            )
         if kind not in state:
             other = "full-copy" if self.is_lora else "LoRA"
-            raise ValueError(f"cannot load a {other} agent's state into a {'LoRA' if self.is_lora else 'full-copy'} agent")
+            raise ValueError(
+                f"cannot load a {other} agent's state into a {'LoRA' if self.is_lora else 'full-copy'} agent"
+            )
         if self.is_lora:
             own = self._adapter_params()
             if set(own) != set(state["adapter"]):
                 missing, extra = set(own) - set(state["adapter"]), set(state["adapter"]) - set(own)
-                raise ValueError(f"adapter state mismatch: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}")
+                raise ValueError(
+                    f"adapter state mismatch: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
+                )
             with torch.no_grad():
                 for k, p in own.items():
                     p.copy_(state["adapter"][k])
@@ -247,9 +280,12 @@ class LLMAgent:
 
     def _activate(self) -> None:
         """Make this agent's adapter the active one (LoRA); no-op for a full copy."""
-        if self.is_lora and self.model.active_adapter != self.adapter:
-            self.model.set_adapter(self.adapter)
-            enable_adapter_grads(self.model)
+        if self.adapter is None:
+            return
+        peft = cast("PeftModel", self.model)  # a LoRA agent's model
+        if peft.active_adapter != self.adapter:
+            peft.set_adapter(self.adapter)
+            enable_adapter_grads(peft)
 
     @contextlib.contextmanager
     def policy(self, training: bool) -> Iterator[nn.Module]:
@@ -265,76 +301,44 @@ class LLMAgent:
     def _reference(self) -> Iterator[nn.Module]:
         with autocast(self.dtype, self.device):
             if not self.is_lora:
+                assert self.reference is not None, "a full-copy agent has a reference"
                 yield self.reference
                 return
             if self.model.training:
                 self.model.eval()
             try:
-                with self.model.disable_adapter():
+                with cast("PeftModel", self.model).disable_adapter():
                     yield self.model
             finally:
                 enable_adapter_grads(self.model)  # peft's re-enable froze the other adapters
 
-    def _padded(self, model: nn.Module, batch: TokenBatch, hidden: bool):
-        """``(logits (R, V), last hidden state (R, H) or None, rows (R,), cols (R,))`` at the
-        positions predicting the ``R`` real response tokens (row-major: at ``(rows, cols)``
-        of the response-aligned tensors), from the right-padded batch."""
-        pos = batch.logit_positions()
-        s = batch.input_ids.shape[1]
-        kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask}
-        if self.keeps_logits:
-            first = int(batch.query_lengths.min()) - 1  # the first position predicting a response token
-            kwargs["logits_to_keep"] = keep_positions(s - first, s, self.device)
-        out = model(input_ids=batch.input_ids, output_hidden_states=hidden, use_cache=False, **kwargs)
-        rows, cols = batch.response_mask.nonzero(as_tuple=True)
-        logits = out.logits[rows, (pos - (s - out.logits.shape[1]))[rows, cols]]
-        return logits, (out.hidden_states[-1][rows, pos[rows, cols]] if hidden else None), rows, cols
-
-    def _packed(self, model: nn.Module, batch: TokenBatch, hidden: bool):
-        """What :meth:`_padded` gives, from the packed batch (:mod:`agents.policy.packing`):
-        the output head runs on the response positions alone."""
-        p = pack(batch, self.pad_id, self._attention_cost)
-        none = keep_positions(0, 0, self.device)  # the head runs below, on the response positions
-        kwargs: dict[str, Any] = {"logits_to_keep": none} if self.keeps_logits else {}
-        out = model(input_ids=p.input_ids, position_ids=p.position_ids, output_hidden_states=True,
-                    use_cache=False, **kwargs)
-        h = out.hidden_states[-1].reshape(-1, out.hidden_states[-1].shape[-1])[p.logit_index]
-        return hf_model(model).get_output_embeddings()(h), (h if hidden else None), p.rows, p.cols
-
     def _response_outputs(self, model: nn.Module, batch: TokenBatch, hidden: bool):
         """``(logits (R, V), hidden (R, H) or None, rows, cols)`` of the real response
-        tokens (see :meth:`_padded`): packed where this model's packed logits match its
-        padded ones (checked once, on the first batch of two or more sequences), else padded."""
+        tokens (:mod:`agents.policy.forward`): packed where this model's packed logits match
+        its padded ones (checked once, on the first batch of two or more sequences), else
+        padded."""
+        keeps, dev, pad, cost = self.keeps_logits, self.device, self.pad_id, self._attention_cost
         if self.packing and self._packs is None and len(batch) > 1:
-            self._packs = self._packing_matches(model, batch)
+            self._packs = packing_matches(
+                model,
+                batch,
+                dtype=self.dtype,
+                pad_id=pad,
+                attention_cost=cost,
+                keeps_logits=keeps,
+                device=dev,
+            )
         if self.packing and self._packs:
-            return self._packed(model, batch, hidden)
-        return self._padded(model, batch, hidden)
-
-    @torch.no_grad()
-    def _packing_matches(self, model: nn.Module, batch: TokenBatch) -> bool:
-        """Whether packed and padded logits of two of ``batch``'s sequences agree (eval mode,
-        so that dropout cannot differ); warns once where they do not."""
-        probe = batch.subset([0, 1])
-        training = model.training
-        model.eval()
-        try:
-            padded = self._padded(model, probe, hidden=False)[0]
-            try:
-                packed = self._packed(model, probe, hidden=False)[0]
-            except Exception as e:  # a model that takes no position_ids, say
-                packed, why = None, f"{type(e).__name__}: {e}"
-        finally:
-            model.train(training)
-        if packed is not None:
-            gap = float((packed.float() - padded.float()).abs().max())
-            tol = (1e-3 if self.dtype == "fp32" else 5e-2) * (1.0 + float(padded.float().abs().max()))
-            if gap <= tol:
-                return True
-            why = f"packed logits differ from padded ones by {gap:.3g} (tolerance {tol:.3g})"
-        warnings.warn(f"{type(hf_model(model)).__name__}: sequences are scored padded, not packed ({why})",
-                      stacklevel=3)
-        return False
+            return packed_outputs(
+                model,
+                batch,
+                hidden,
+                pad_id=pad,
+                attention_cost=cost,
+                keeps_logits=keeps,
+                device=dev,
+            )
+        return padded_outputs(model, batch, hidden, keeps_logits=keeps, device=dev)
 
     def forward(self, batch: TokenBatch, *, with_logits: bool = False) -> AgentOutput:
         """Log-probs, values (None without a value head) and entropy of the response tokens
@@ -346,8 +350,11 @@ class LLMAgent:
         logprobs, entropy = logprobs_and_entropy(logits, batch.response_ids[rows, cols])
         shape = batch.response_ids.shape
         return AgentOutput(
-            _unflatten(logprobs, rows, cols, shape), None if values is None else _unflatten(values, rows, cols, shape),
-            _unflatten(entropy, rows, cols, shape), _unflatten(logits, rows, cols, shape) if with_logits else None)
+            unflatten(logprobs, rows, cols, shape),
+            None if values is None else unflatten(values, rows, cols, shape),
+            unflatten(entropy, rows, cols, shape),
+            unflatten(logits, rows, cols, shape) if with_logits else None,
+        )
 
     __call__ = forward
 
@@ -360,20 +367,4 @@ class LLMAgent:
         logp = logits.float().log_softmax(-1)
         if not full:
             logp = logp.gather(-1, batch.response_ids[rows, cols].unsqueeze(-1)).squeeze(-1)
-        return _unflatten(logp, rows, cols, batch.response_ids.shape)
-
-
-def keep_positions(k: int, length: int, device: torch.device) -> torch.Tensor:
-    """The last ``k`` of ``length`` positions as an index tensor, for a model's
-    ``logits_to_keep`` (``k = 0``: none, where the int 0 would keep all). Given an int, the
-    model slices its hidden states, and ``F.linear`` on that strided ``(B, k, H)`` slice runs
-    as a batched matmul over an expanded copy of the head weight: for a large vocabulary
-    several times slower than on the gathered rows an index gives, more so with bf16
-    weights."""
-    return torch.arange(length - k, length, device=device)
-
-
-def _unflatten(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """``x`` ``(R, ...)`` placed at ``(rows, cols)`` of zeros ``(N, T, ...)``."""
-    out = x.new_zeros((*shape, *x.shape[1:]))
-    return out.index_put((rows, cols), x)
+        return unflatten(logp, rows, cols, batch.response_ids.shape)

@@ -9,10 +9,14 @@ the same zero-initialised value head.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
+    from transformers import PreTrainedModel
 
 __all__ = [
     "ADAPTERS",
@@ -57,13 +61,14 @@ def disable_dropout(model: nn.Module) -> None:
         if isinstance(m, nn.Dropout):
             m.p = 0.0
         if isinstance(getattr(m, "attention_dropout", None), float):
-            m.attention_dropout = 0.0
+            # torch types Module attribute assignment as Tensor | Module, not plain values
+            m.attention_dropout = 0.0  # type: ignore[assignment]
 
 
-def hf_model(model: nn.Module) -> nn.Module:
+def hf_model(model: nn.Module) -> PreTrainedModel:
     """The transformers model inside a ``PeftModel`` (or ``model`` itself)."""
     get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
+    return cast("PreTrainedModel", get_base() if callable(get_base) else model)
 
 
 def hidden_size(model: nn.Module) -> int:
@@ -99,29 +104,31 @@ def lora_config(r: int, alpha: int, dropout: float = 0.0, targets: Any = DEFAULT
     """A causal-LM ``peft.LoraConfig``."""
     from peft import LoraConfig
 
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                      task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
 
 
-def _targets(peft: nn.Module) -> list[str] | str:
+def _targets(peft: PeftModel) -> list[str] | str | None:
     """The target modules an existing ``PeftModel``'s first adapter uses."""
-    first = next(iter(peft.peft_config.values()))
+    first = cast("LoraConfig", next(iter(peft.peft_config.values())))  # adapters of LoRA
     targets = first.target_modules
     return sorted(targets) if isinstance(targets, set) else targets
 
 
-def _wrap(model: nn.Module, config_of, targets: Any, adapter_name: str = "default") -> nn.Module:
+def _wrap(model: nn.Module, config_of, targets: Any, adapter_name: str = "default") -> PeftModel:
     """``get_peft_model`` with the base frozen; ``targets=None`` is peft's per-architecture
     default, falling back to every linear layer where peft knows none."""
     from peft import get_peft_model
 
     model.requires_grad_(False)
     try:
-        return get_peft_model(model, config_of(targets), adapter_name=adapter_name)
+        peft = get_peft_model(model, config_of(targets), adapter_name=adapter_name)
     except ValueError:
         if targets is not None:
             raise
-        return get_peft_model(model, config_of(DEFAULT_LORA_TARGETS), adapter_name=adapter_name)
+        peft = get_peft_model(model, config_of(DEFAULT_LORA_TARGETS), adapter_name=adapter_name)
+    return cast("PeftModel", peft)  # a PeftMixedModel only with mixed=True
 
 
 def add_lora_adapters(
@@ -147,7 +154,8 @@ def add_lora_adapters(
     peft = base_model if isinstance(base_model, PeftModel) else None
     registry: dict[str, list[nn.Parameter]] = getattr(peft, ADAPTERS, {}) if peft else {}
     taken = set(peft.peft_config) if peft is not None else set()
-    names, i = [], 0
+    names: list[str] = []
+    i = 0
     while len(names) < n:
         if f"agent{i}" not in taken:
             names.append(f"agent{i}")
@@ -158,6 +166,7 @@ def add_lora_adapters(
         else:
             peft.add_adapter(name, config_of(target_modules or _targets(peft)))
         registry[name] = adapter_parameters(peft, name)
+    assert peft is not None, "n >= 1 adapters were added"
     setattr(peft, ADAPTERS, registry)
     enable_adapter_grads(peft)
     return peft, names

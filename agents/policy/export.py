@@ -54,7 +54,9 @@ def export_agent(agent: Any, folder: str | Path, base_model: str | None = None) 
             agent.model.save_pretrained(str(tmp), state_dict=weights)
         agent.tokenizer.save_pretrained(str(tmp))
         if agent.value_head is not None:
-            state = {k: v.detach().cpu().contiguous() for k, v in agent.value_head.state_dict().items()}
+            state = {
+                k: v.detach().cpu().contiguous() for k, v in agent.value_head.state_dict().items()
+            }
             save_file(state, str(tmp / VALUE_HEAD))
         if folder.exists():
             shutil.rmtree(folder)

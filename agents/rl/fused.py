@@ -30,8 +30,9 @@ from .passes import Passes, rollout_pass
 __all__ = ["PolicyForward", "fused_pass", "fused_rows"]
 
 
-def fused_rows(config: LearnerConfig, generator: torch.Generator, batch: TokenBatch,
-               every_row: bool) -> torch.Tensor | None:
+def fused_rows(
+    config: LearnerConfig, generator: torch.Generator, batch: TokenBatch, every_row: bool
+) -> torch.Tensor | None:
     """The rows of ``batch`` whose forward with grad gives the old log-probs and values: the
     first mini-batch's (its first micro-batch's where the token budget cuts it), read from
     ``generator`` without advancing it; None where fusing does not apply. ``every_row``:
@@ -77,24 +78,34 @@ class PolicyForward:
         self.kept = None
 
 
-def fused_pass(agent: Any, batch: TokenBatch, rows: torch.Tensor, chunk: int, estimator: str,
-               with_values: bool, with_reference: bool) -> tuple[Passes, PolicyForward]:
+def fused_pass(
+    agent: Any,
+    batch: TokenBatch,
+    rows: torch.Tensor,
+    chunk: int,
+    estimator: str,
+    with_values: bool,
+    with_reference: bool,
+) -> tuple[Passes, PolicyForward]:
     """The opening's passes with ``rows``' forward fused: the reference's pass alone, then
     the policy's no-grad pass on the other rows, then ``rows``' forward with grad, whose
     detached outputs are their old log-probs and values (the other passes' activations and
     the fused graph are never held at once)."""
-    _, _, ref_lp, kls = rollout_pass(agent, batch, chunk, estimator, with_values, with_reference,
-                                     with_policy=False)
+    _, _, ref_lp, kls = rollout_pass(
+        agent, batch, chunk, estimator, with_values, with_reference, with_policy=False
+    )
     old_lp = torch.zeros(batch.response_ids.shape, device=batch.device)
     values = torch.zeros_like(old_lp) if with_values else None
     rest = torch.ones(len(batch), dtype=torch.bool, device=batch.device)
     rest[rows] = False
     rest = rest.nonzero().flatten()
     if len(rest):  # the other rows' old log-probs and values: the no-grad pass
-        lp, v, _, _ = rollout_pass(agent, batch.subset(rest), chunk, estimator, with_values,
-                                   with_reference=False)
+        lp, v, _, _ = rollout_pass(
+            agent, batch.subset(rest), chunk, estimator, with_values, with_reference=False
+        )
         old_lp[rest, : lp.shape[1]] = lp
         if values is not None:
+            assert v is not None  # the pass gives values where the learner has a critic
             values[rest, : v.shape[1]] = v
     out = agent.forward(batch.subset(rows))  # with grad: the first loss reuses it
     t = out.logprobs.shape[1]
@@ -102,6 +113,10 @@ def fused_pass(agent: Any, batch: TokenBatch, rows: torch.Tensor, chunk: int, es
     if values is not None:
         values[rows, :t] = out.values.detach().float()
     mask = batch.response_mask
-    passes = (zero_pad(old_lp, mask), (zero_pad(values, mask) if values is not None else None),
-              ref_lp, kls)
+    passes = (
+        zero_pad(old_lp, mask),
+        (zero_pad(values, mask) if values is not None else None),
+        ref_lp,
+        kls,
+    )
     return passes, PolicyForward(agent, (rows, out))

@@ -50,8 +50,10 @@ IMPORTANCE_SAMPLING = ("token", "sequence")
 def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     rewards = torch.as_tensor(rewards).float()
     if rewards.dim() != 1 or rewards.numel() == 0 or rewards.numel() % group_size:
-        raise ValueError(f"rewards must be (N,) with N a positive multiple of the group size "
-                         f"{group_size}, got shape {tuple(rewards.shape)}")
+        raise ValueError(
+            f"rewards must be (N,) with N a positive multiple of the group size "
+            f"{group_size}, got shape {tuple(rewards.shape)}"
+        )
     return rewards.reshape(-1, group_size)
 
 
@@ -94,14 +96,18 @@ def _token_mean(loss: torch.Tensor, mask: torch.Tensor, norm_length: float | Non
     return (loss * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def _seq_mean_token_mean(loss: torch.Tensor, mask: torch.Tensor, norm_length: float | None) -> torch.Tensor:
+def _seq_mean_token_mean(
+    loss: torch.Tensor, mask: torch.Tensor, norm_length: float | None
+) -> torch.Tensor:
     lengths = mask.sum(1)
     rows = lengths > 0
     per_row = (loss * mask).sum(1) / lengths.clamp(min=1.0)
     return (per_row * rows).sum() / rows.sum().clamp(min=1)
 
 
-def _seq_mean_token_sum_norm(loss: torch.Tensor, mask: torch.Tensor, norm_length: float | None) -> torch.Tensor:
+def _seq_mean_token_sum_norm(
+    loss: torch.Tensor, mask: torch.Tensor, norm_length: float | None
+) -> torch.Tensor:
     rows = mask.sum(1) > 0
     constant = float(norm_length) if norm_length else float(mask.shape[1])
     return (loss * mask).sum() / (rows.sum().clamp(min=1) * constant)
@@ -115,7 +121,10 @@ LOSS_AGGREGATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, float | None]
 
 
 def aggregate_loss(
-    loss: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean", norm_length: float | None = None
+    loss: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "token-mean",
+    norm_length: float | None = None,
 ) -> torch.Tensor:
     """One number from the per-token ``loss`` ``(n, T)``:
 
@@ -126,7 +135,9 @@ def aggregate_loss(
     Rows without a real token are left out of every mean; an all-padding ``mask`` gives 0.
     """
     if mode not in LOSS_AGGREGATIONS:
-        raise ValueError(f"loss_aggregation must be one of {tuple(LOSS_AGGREGATIONS)}, got {mode!r}")
+        raise ValueError(
+            f"loss_aggregation must be one of {tuple(LOSS_AGGREGATIONS)}, got {mode!r}"
+        )
     return LOSS_AGGREGATIONS[mode](zero_pad(loss, mask), mask.to(loss.dtype), norm_length)
 
 
@@ -145,12 +156,15 @@ KL_LOSS_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 }
 
 
-def kl_loss_term(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
-                 estimator: str = "k3") -> torch.Tensor:
+def kl_loss_term(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, estimator: str = "k3"
+) -> torch.Tensor:
     """Per-token KL estimate of the policy to the reference (Schulman 2020, "Approximating KL
     divergence"), differentiable in ``logprobs``; zero on padding."""
     if estimator not in KL_LOSS_ESTIMATORS:
-        raise ValueError(f"kl_estimator must be one of {tuple(KL_LOSS_ESTIMATORS)}, got {estimator!r}")
+        raise ValueError(
+            f"kl_estimator must be one of {tuple(KL_LOSS_ESTIMATORS)}, got {estimator!r}"
+        )
     lp, ref = zero_pad(logprobs, mask), zero_pad(ref_logprobs, mask)
     return zero_pad(KL_LOSS_ESTIMATORS[estimator](lp, ref), mask)
 
@@ -158,7 +172,9 @@ def kl_loss_term(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch
 # ------------------------------------------------------------------ the clipped surrogate
 
 
-def sequence_log_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def sequence_log_ratio(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """``(n,)`` GSPO's length-normalised log ratio ``mean_t (log pi - log pi_old)``."""
     log_ratio = zero_pad(logprobs - old_logprobs, mask)
     return log_ratio.sum(1) / mask.sum(1).clamp(min=1.0)

@@ -26,8 +26,10 @@ def check_group_size(n: int, group_size: int, learner: str = "RLOO") -> None:
     if isinstance(g, bool) or not isinstance(g, (int, np.integer)):
         raise ValueError(f"group_size (samples per query, --group-size) must be an int, got {g!r}")
     if g < 2:
-        raise ValueError(f"{learner} needs group_size >= 2 samples per query (--group-size) for a "
-                         f"group baseline, got group_size={g}")
+        raise ValueError(
+            f"{learner} needs group_size >= 2 samples per query (--group-size) for a "
+            f"group baseline, got group_size={g}"
+        )
     if n <= 0 or n % g:
         raise ValueError(
             f"{learner} needs the batch to hold groups of group_size={g} consecutive samples per "
@@ -40,8 +42,9 @@ class GroupLearner(LearnerBase):
 
     samples_groups = True
 
-    def __init__(self, agent: Any, config: LearnerConfig | None = None, group_size: int = 4,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, agent: Any, config: LearnerConfig | None = None, group_size: int = 4, **kwargs: Any
+    ) -> None:
         """``kwargs``: the skeleton's ``optimizer``, ``lr_scheduler`` and ``world``."""
         check_group_size(group_size, group_size, learner=self.name.upper())
         self.samples_per_query = int(group_size)
@@ -61,6 +64,8 @@ class GroupLearner(LearnerBase):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = int(state.get("group_size", self.group_size))
         if saved != self.group_size:
-            raise ValueError(f"state saved with group_size={saved}, this learner has "
-                             f"group_size={self.group_size}")
+            raise ValueError(
+                f"state saved with group_size={saved}, this learner has "
+                f"group_size={self.group_size}"
+            )
         super().load_state_dict(state)

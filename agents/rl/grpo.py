@@ -82,25 +82,39 @@ class GRPOOptions:
     """Leave answers truncated without EOS out of the loss (DAPO); default False."""
 
     def __post_init__(self) -> None:
-        for name, allowed in (("scale_rewards", REWARD_SCALES), ("loss_aggregation", LOSS_AGGREGATIONS),
-                              ("importance_sampling", IMPORTANCE_SAMPLING),
-                              ("kl_estimator", KL_LOSS_ESTIMATORS), ("kl_in", ("loss", "reward"))):
+        for name, allowed in (
+            ("scale_rewards", REWARD_SCALES),
+            ("loss_aggregation", LOSS_AGGREGATIONS),
+            ("importance_sampling", IMPORTANCE_SAMPLING),
+            ("kl_estimator", KL_LOSS_ESTIMATORS),
+            ("kl_in", ("loss", "reward")),
+        ):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}"
+                )
         if not (np.isfinite(self.kl_beta) and self.kl_beta >= 0):
             raise ValueError(f"kl_beta must be a finite number >= 0, got {self.kl_beta!r}")
-        if self.cliprange_high is not None and not (np.isfinite(self.cliprange_high) and self.cliprange_high > 0):
-            raise ValueError(f"cliprange_high must be a finite number > 0 or None, got {self.cliprange_high!r}")
+        if self.cliprange_high is not None and not (
+            np.isfinite(self.cliprange_high) and self.cliprange_high > 0
+        ):
+            raise ValueError(
+                f"cliprange_high must be a finite number > 0 or None, got {self.cliprange_high!r}"
+            )
         if self.dual_clip is not None and not (np.isfinite(self.dual_clip) and self.dual_clip > 1):
-            raise ValueError(f"dual_clip must be a finite number > 1 or None, got {self.dual_clip!r}")
+            raise ValueError(
+                f"dual_clip must be a finite number > 1 or None, got {self.dual_clip!r}"
+            )
 
 
 def truncated_rows(batch: TokenBatch, eos_token_id: int | None) -> torch.Tensor:
     """``(N,)`` bool: the answers whose last token is not EOS (exact for tasks without stop
     strings; the trainers pass the env's own flags instead)."""
     if eos_token_id is None:
-        raise ValueError("mask_truncated needs the env's truncation flags (update(..., truncated=)) "
-                         "or an agent whose tokenizer has an EOS token")
+        raise ValueError(
+            "mask_truncated needs the env's truncation flags (update(..., truncated=)) "
+            "or an agent whose tokenizer has an EOS token"
+        )
     lengths = batch.response_mask.sum(1).long()
     last = batch.response_ids.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
     return last != eos_token_id
@@ -130,14 +144,17 @@ class GRPOLearner(GroupLearner):
         names = {f.name for f in fields(GRPOOptions)}
         option_fields = {k: v for k, v in kwargs.items() if k in names}
         self.options = opts = replace(options or GRPOOptions(), **option_fields)
-        super().__init__(agent, config, group_size,
-                         **{k: v for k, v in kwargs.items() if k not in names})
+        super().__init__(
+            agent, config, group_size, **{k: v for k, v in kwargs.items() if k not in names}
+        )
         self.max_answer_length = max_answer_length
         self.uses_reference = opts.kl_beta > 0
         self.kl_in_reward = opts.kl_in == "reward"
         if self.kl_in_reward:  # as PPO's, starting at kl_beta
             cfg = self.config
-            self.kl_ctl = make_kl_controller(cfg.adap_kl_ctrl, opts.kl_beta, cfg.target, cfg.horizon)
+            self.kl_ctl = make_kl_controller(
+                cfg.adap_kl_ctrl, opts.kl_beta, cfg.target, cfg.horizon
+            )
 
     def advantages(self, batch: TokenBatch, rollout: Rollout) -> dict[str, torch.Tensor]:
         """The group advantages and the rows to train on; ``rollout.truncated`` (the env's
@@ -155,11 +172,14 @@ class GRPOLearner(GroupLearner):
         if opts.drop_uniform_groups:
             keep &= ~uniform.repeat_interleave(g)
         if opts.mask_truncated:
+            assert truncated is not None  # set above: the env's flags or the rows without EOS
             keep &= ~truncated
-        return {"advantages": adv, "rewards": rewards, "uniform": uniform, "truncated": truncated,
-                "keep": keep}
+        flags = {} if truncated is None else {"truncated": truncated}
+        return {"advantages": adv, "rewards": rewards, "uniform": uniform, "keep": keep, **flags}
 
-    def train_rows(self, batch: TokenBatch, rollout: Rollout, targets: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    def train_rows(
+        self, batch: TokenBatch, rollout: Rollout, targets: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
         keep = targets["keep"]
         return None if bool(keep.all()) else torch.nonzero(keep).squeeze(1)
 
@@ -171,8 +191,14 @@ class GRPOLearner(GroupLearner):
         out = rollout.forward(sub, idx)
         logp = out.logprobs.float()
         token_loss, ps = grpo_surrogate(
-            logp, rollout.old_logprobs[idx, :t], targets["advantages"][idx], mask, cfg.cliprange,
-            opts.cliprange_high, opts.dual_clip, opts.importance_sampling,
+            logp,
+            rollout.old_logprobs[idx, :t],
+            targets["advantages"][idx],
+            mask,
+            cfg.cliprange,
+            opts.cliprange_high,
+            opts.dual_clip,
+            opts.importance_sampling,
         )
         agg = lambda x: aggregate_loss(x, mask, opts.loss_aggregation, self.max_answer_length)  # noqa: E731
         stats = {f"policy/{k}": v for k, v in ps.items()}
@@ -180,6 +206,7 @@ class GRPOLearner(GroupLearner):
         policy = agg(token_loss)
         loss = policy
         if self.uses_reference and not self.kl_in_reward:
+            assert rollout.ref_logprobs is not None  # the reference pass ran
             kl = kl_loss_term(logp, rollout.ref_logprobs[idx, :t], mask, opts.kl_estimator)
             kl_loss = agg(kl)
             loss = policy + opts.kl_beta * kl_loss
@@ -192,9 +219,10 @@ class GRPOLearner(GroupLearner):
     ) -> dict[str, float]:
         g, rewards, adv = self.group_size, targets["rewards"], targets["advantages"]
         lengths = rollout.mask.sum(1)
-        keep, uniform, truncated = targets["keep"], targets["uniform"], targets["truncated"]
+        keep, uniform, truncated = targets["keep"], targets["uniform"], targets.get("truncated")
         stats = {} if truncated is None else {"grpo/truncated": float(truncated.float().mean())}
-        return {**stats,
+        return {
+            **stats,
             "grpo/kl_beta": self.options.kl_beta,
             "grpo/reward/mean": float(rewards.mean()),
             "grpo/reward/group_std": float(rewards.reshape(-1, g).std(1).mean()),

@@ -92,9 +92,14 @@ class Learner(Protocol):
     samples_per_query: int
     uses_values: bool
 
-    def update(self, batch: TokenBatch, scores: np.ndarray | torch.Tensor, *,
-               truncated: np.ndarray | None = None,
-               token_budget: int | None = None) -> dict[str, float]:
+    def update(
+        self,
+        batch: TokenBatch,
+        scores: np.ndarray | torch.Tensor,
+        *,
+        truncated: np.ndarray | None = None,
+        token_budget: int | None = None,
+    ) -> dict[str, float]:
         """Train on ``batch`` with per-trajectory ``scores`` ``(N,)``, the env's truncation
         flags ``(N,)`` where it gives them, and at most ``token_budget`` padded tokens per
         micro-batch where the trainer sets one (an observer within the pioneer's memory);
@@ -127,8 +132,9 @@ def available_learners() -> list[str]:
     return _REGISTRY.names()
 
 
-def make_learner(name: str, agent: Any, *, config: Any | None = None, world: Any | None = None,
-                 **options: Any) -> Learner:
+def make_learner(
+    name: str, agent: Any, *, config: Any | None = None, world: Any | None = None, **options: Any
+) -> Learner:
     """Build the learner registered as ``name`` for ``agent``: its factory gets ``config``
     (a :class:`agents.rl.config.LearnerConfig`) and ``world`` (the run's processes,
     :class:`agents.distributed.World`) where they are given, and ``options``."""

@@ -22,8 +22,14 @@ from .batch import TokenBatch
 from .config import LearnerConfig
 from .parallel import extra_pieces, reduce_stats, weightless_piece
 
-__all__ = ["MinibatchLoss", "first_minibatch", "fits_budget", "micro_batches", "optimise",
-           "skip_optimisation"]
+__all__ = [
+    "MinibatchLoss",
+    "first_minibatch",
+    "fits_budget",
+    "micro_batches",
+    "optimise",
+    "skip_optimisation",
+]
 
 MinibatchLoss = Callable[[TokenBatch, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 """``(sub_batch, idx) -> (loss, stats)``: the loss of the mini-batch ``batch.subset(idx)``
@@ -89,8 +95,9 @@ def optimise(
     return loop.result(lr, epochs, early_stop)
 
 
-def skip_optimisation(optimizer: torch.optim.Optimizer,
-                      lr_scheduler: Any | None = None) -> dict[str, Any]:
+def skip_optimisation(
+    optimizer: torch.optim.Optimizer, lr_scheduler: Any | None = None
+) -> dict[str, Any]:
     """:func:`optimise`'s result for an update with no row to learn from: no epoch, no step;
     the learning-rate scheduler still steps, so the schedule keeps counting updates."""
     lr = float(optimizer.param_groups[0]["lr"])
@@ -114,10 +121,21 @@ def _optimiser_steps(perm: torch.Tensor, config: LearnerConfig) -> Iterator[torc
 class _Loop:
     """One call of :func:`optimise`: what its steps share (the parameters) and tally."""
 
-    def __init__(self, config: LearnerConfig, optimizer: torch.optim.Optimizer, batch: TokenBatch,
-                 minibatch_loss: MinibatchLoss, world: World) -> None:
+    def __init__(
+        self,
+        config: LearnerConfig,
+        optimizer: torch.optim.Optimizer,
+        batch: TokenBatch,
+        minibatch_loss: MinibatchLoss,
+        world: World,
+    ) -> None:
         self.config, self.optimizer, self.batch, self.loss_of, self.world = (
-            config, optimizer, batch, minibatch_loss, world)
+            config,
+            optimizer,
+            batch,
+            minibatch_loss,
+            world,
+        )
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.mini_batch = min(config.mini_batch_size, len(batch))
         self.stats: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -174,8 +192,9 @@ class _Loop:
             loss = weightless_piece(self.loss_of, self.batch, idx)
         return loss, reduce_stats(stats, len(local), len(idx), self.world, self.batch.device)
 
-    def _pieces(self, micro: list[torch.Tensor], idx: torch.Tensor, step_rows: int,
-                extra: int) -> Stats:
+    def _pieces(
+        self, micro: list[torch.Tensor], idx: torch.Tensor, step_rows: int, extra: int
+    ) -> Stats:
         """Back-propagate each micro-batch's loss weighted by its share of the step's rows (a
         non-finite one is not, except under FSDP, where every process must: the caller then
         puts the gradients back); ``extra`` weightless pieces first. The stats are the
@@ -191,8 +210,8 @@ class _Loop:
             for k, v in {**stats, "loss_finite": finite}.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float().reshape(()) * len(piece)
         rows = sum(len(m) for m in micro)
-        stats = {k: v / rows for k, v in sums.items()} if rows else None
-        return reduce_stats(stats, rows, len(idx), self.world, self.batch.device)
+        means = {k: v / rows for k, v in sums.items()} if rows else None
+        return reduce_stats(means, rows, len(idx), self.world, self.batch.device)
 
     def _optimiser_step(self) -> None:
         """Sum the processes' gradients, clip them and step, unless their norm is not finite
@@ -210,18 +229,34 @@ class _Loop:
         self.steps += 1
 
     def result(self, lr: float, epochs: int, early_stop: bool) -> dict[str, Any]:
-        return self.summary(self.stats, self.grad_norms, lr, epochs, early_stop,
-                            self.refused["skipped"], self.refused["nonfinite"], self.steps)
+        return self.summary(
+            self.stats,
+            self.grad_norms,
+            lr,
+            epochs,
+            early_stop,
+            self.refused["skipped"],
+            self.refused["nonfinite"],
+            self.steps,
+        )
 
     @staticmethod
     @torch.no_grad()
-    def summary(stats: dict[str, list[torch.Tensor]], grad_norms: list[torch.Tensor], lr: float,
-                epochs: int, early_stop: bool, skipped: int, nonfinite: int,
-                steps: int) -> dict[str, Any]:
+    def summary(
+        stats: dict[str, list[torch.Tensor]],
+        grad_norms: list[torch.Tensor],
+        lr: float,
+        epochs: int,
+        early_stop: bool,
+        skipped: int,
+        nonfinite: int,
+        steps: int,
+    ) -> dict[str, Any]:
         """:func:`optimise`'s returned dict."""
         return {
-            "minibatch": {k: float(torch.stack(v).mean()) for k, v in stats.items()
-                          if k != "loss_finite"},
+            "minibatch": {
+                k: float(torch.stack(v).mean()) for k, v in stats.items() if k != "loss_finite"
+            },
             "grad_norm": float(torch.stack(grad_norms).mean()) if grad_norms else None,
             "epochs": epochs,
             "early_stop": early_stop,
@@ -248,8 +283,9 @@ def _save_grads(params: list[torch.nn.Parameter]) -> list[torch.Tensor | None]:
     return [None if p.grad is None else p.grad.clone() for p in params]
 
 
-def _restore_grads(params: list[torch.nn.Parameter],
-                   kept: list[torch.Tensor | None] | None) -> None:
+def _restore_grads(
+    params: list[torch.nn.Parameter], kept: list[torch.Tensor | None] | None
+) -> None:
     """Put back the gradients :func:`_save_grads` kept (None: nothing was back-propagated)."""
     if kept is None:
         return
@@ -281,9 +317,9 @@ def micro_batches(batch: TokenBatch, rows: torch.Tensor, budget: int | None) -> 
         return [rows]
     lengths = batch.attention_mask[rows].sum(1)
     order = torch.sort(lengths, descending=True, stable=True).indices
-    rows, lengths = rows[order], lengths[order].tolist()
+    rows, sizes = rows[order], lengths[order].tolist()
     pieces, start, longest = [], 0, 0
-    for i, n in enumerate(lengths):
+    for i, n in enumerate(sizes):
         if i > start and max(longest, n) * (i - start + 1) > budget:
             pieces.append(rows[start:i])
             start, longest = i, 0

@@ -36,8 +36,12 @@ def sharded_pass(agent: Any, batch: TokenBatch, world: World, *args: Any) -> Pas
     local = batch.subset(share(torch.arange(len(batch), device=batch.device), world))
     t_len = batch.response_ids.shape[1]
     parts = rollout_pass(agent, local, *args)
-    return tuple(None if x is None else gather_rows(F.pad(x, (0, t_len - x.shape[1])), world)
-                 for x in parts)
+    old_lp, *rest = (
+        None if x is None else gather_rows(F.pad(x, (0, t_len - x.shape[1])), world) for x in parts
+    )
+    assert old_lp is not None
+    values, ref_lp, kls = rest
+    return old_lp, values, ref_lp, kls
 
 
 def extra_pieces(pieces: int, world: World, budget: int | None) -> int:
@@ -57,16 +61,21 @@ def weightless_piece(loss_of: Callable, batch: TokenBatch, idx: torch.Tensor) ->
     return loss
 
 
-def reduce_stats(stats: dict[str, torch.Tensor] | None, rows: int, total: int, world: World,
-                 device: torch.device) -> dict[str, torch.Tensor] | None:
+def reduce_stats(
+    stats: dict[str, torch.Tensor] | None, rows: int, total: int, world: World, device: torch.device
+) -> dict[str, torch.Tensor]:
     """Each stat's mean over the mini-batch's ``total`` rows from every process's mean over
     its ``rows`` (``stats`` None: this process has none); NaN where any process's is not
     finite. On one process: ``stats`` as they are."""
     if not world.parallel:
+        assert stats is not None, "one process always holds the mini-batch's rows"
         return stats
     names = _stat_names(stats, total, world)
-    values = (torch.stack([stats[k].detach().float().reshape(()) for k in names]) * rows
-              if stats is not None else torch.zeros(len(names)))
+    values = (
+        torch.stack([stats[k].detach().float().reshape(()) for k in names]) * rows
+        if stats is not None
+        else torch.zeros(len(names))
+    )
     finite = torch.isfinite(values)
     kept = torch.where(finite, values, torch.zeros_like(values)).to(device)
     values = reduce_sum(kept, world) / total
@@ -79,5 +88,6 @@ def _stat_names(stats: dict[str, torch.Tensor] | None, total: int, world: World)
     """The stats' names, from a process that has them (one without rows of the mini-batch's
     ``total`` has none)."""
     if total >= world.size:  # every process has rows, hence the same stats
+        assert stats is not None
         return sorted(stats)
     return next(n for n in gather(sorted(stats) if stats is not None else None, world) if n)

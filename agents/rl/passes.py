@@ -26,8 +26,13 @@ Passes = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Ten
 
 @torch.no_grad()
 def rollout_pass(
-    agent: Any, batch: TokenBatch, chunk: int, estimator: str, with_values: bool = True,
-    with_reference: bool = True, with_policy: bool = True,
+    agent: Any,
+    batch: TokenBatch,
+    chunk: int,
+    estimator: str,
+    with_values: bool = True,
+    with_reference: bool = True,
+    with_policy: bool = True,
 ) -> Passes:
     """Old log-probs, values (None unless ``with_values``), ref log-probs (None unless
     ``with_reference``: then the reference never runs) and (for the ``full`` estimator, else
@@ -59,8 +64,12 @@ def rollout_pass(
         ref_lp[idx, :t] = ref.float()
     mask = batch.response_mask
     old_lp, values, ref_lp, kls = (zero_pad(x, mask) for x in (old_lp, values, ref_lp, kls))
-    return (old_lp, (values if with_values else None), (ref_lp if with_reference else None),
-            (kls if full else None))
+    return (
+        old_lp,
+        (values if with_values else None),
+        (ref_lp if with_reference else None),
+        (kls if full else None),
+    )
 
 
 @dataclass

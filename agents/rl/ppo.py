@@ -31,6 +31,7 @@ class PPOLearner(LearnerBase):
 
     def advantages(self, batch: TokenBatch, rollout: Rollout) -> dict[str, torch.Tensor]:
         cfg, mask, rewards = self.config, rollout.mask, rollout.rewards
+        assert rollout.values is not None, "PPO's rollout holds the value head's values"
         if cfg.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
         advantages, returns = compute_gae(rollout.values, rewards, mask, cfg.gamma, cfg.lam)
@@ -42,12 +43,20 @@ class PPOLearner(LearnerBase):
         cfg, t = self.config, sub.response_ids.shape[1]
         sub_mask = sub.response_mask.float()
         out = rollout.forward(sub, idx)
+        assert rollout.values is not None
         pg, ps = policy_loss(
-            out.logprobs.float(), rollout.old_logprobs[idx, :t], targets["advantages"][idx, :t],
-            sub_mask, cfg.cliprange, entropy=out.entropy,
+            out.logprobs.float(),
+            rollout.old_logprobs[idx, :t],
+            targets["advantages"][idx, :t],
+            sub_mask,
+            cfg.cliprange,
+            entropy=out.entropy,
         )
         vf, vs = value_loss(
-            out.values.float(), rollout.values[idx, :t], targets["returns"][idx, :t], sub_mask,
+            out.values.float(),
+            rollout.values[idx, :t],
+            targets["returns"][idx, :t],
+            sub_mask,
             cfg.cliprange_value,
         )
         loss = pg + cfg.vf_coef * vf
@@ -62,6 +71,7 @@ class PPOLearner(LearnerBase):
         self, batch: TokenBatch, rollout: Rollout, targets: dict[str, torch.Tensor], opt: dict
     ) -> dict[str, float]:
         mask, returns, values = rollout.mask, targets["returns"], rollout.values
+        assert values is not None
         returns_var = float(masked_var(returns, mask))
         error = opt["minibatch"]["val/error"]
         return {

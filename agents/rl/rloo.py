@@ -80,10 +80,17 @@ class RLOOLearner(GroupLearner):
         t = sub.response_ids.shape[1]
         out = rollout.forward(sub, idx)
         loss, ps = policy_loss(
-            out.logprobs.float(), rollout.old_logprobs[idx, :t], targets["advantages"][idx, :t],
-            sub.response_mask.float(), self.config.cliprange, entropy=out.entropy,
+            out.logprobs.float(),
+            rollout.old_logprobs[idx, :t],
+            targets["advantages"][idx, :t],
+            sub.response_mask.float(),
+            self.config.cliprange,
+            entropy=out.entropy,
         )
-        return loss, {**{f"policy/{name}": v for name, v in ps.items()}, "loss/policy": loss.detach()}
+        return loss, {
+            **{f"policy/{name}": v for name, v in ps.items()},
+            "loss/policy": loss.detach(),
+        }
 
     def extra_stats(
         self, batch: TokenBatch, rollout: Rollout, targets: dict[str, torch.Tensor], opt: dict

@@ -25,12 +25,12 @@ class RunningMoments:
     @torch.no_grad()
     def update(self, xs: torch.Tensor | np.ndarray | list[float]) -> tuple[float, float]:
         """Fold in a batch; returns the batch's ``(mean, unbiased std)``."""
-        xs = torch.as_tensor(xs).detach().to("cpu", torch.float64).flatten()
-        n = xs.numel()
+        values = torch.as_tensor(xs).detach().to("cpu", torch.float64).flatten()
+        n = values.numel()
         if n == 0:
             raise ValueError("RunningMoments.update: empty batch")
-        xs_var, xs_mean = torch.var_mean(xs, correction=0)
-        xs_mean, xs_var = float(xs_mean), float(xs_var)
+        var_t, mean_t = torch.var_mean(values, correction=0)
+        xs_mean, xs_var = float(mean_t), float(var_t)
         delta = xs_mean - self.mean
         tot = self.count + n
         old_sum = self.var * self.count + delta**2 * self.count * n / tot
@@ -74,8 +74,9 @@ def process_scores(
     return scores
 
 
-def per_trajectory(values: np.ndarray | torch.Tensor, n: int, device: torch.device,
-                   what: str = "scores") -> torch.Tensor:
+def per_trajectory(
+    values: np.ndarray | torch.Tensor, n: int, device: torch.device, what: str = "scores"
+) -> torch.Tensor:
     """``values`` (numpy or torch, any shape of ``n`` numbers) as ``(n,)`` float32 on
     ``device``; refused unless they are ``n`` finite numbers (``what`` names them)."""
     v = torch.as_tensor(np.asarray(values) if not torch.is_tensor(values) else values)

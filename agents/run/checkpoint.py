@@ -46,8 +46,9 @@ def checkpoint_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def save_checkpoint(root: str | Path, iteration: int, state: dict[str, Any], keep: int = 2,
-                    world: World = SINGLE) -> Path:
+def save_checkpoint(
+    root: str | Path, iteration: int, state: dict[str, Any], keep: int = 2, world: World = SINGLE
+) -> Path:
     """Write ``state`` as ``root/iter_<iteration>/`` and keep the newest ``keep`` checkpoints.
 
     Raises :class:`DivergedError` (writing nothing) when a floating-point tensor of the state
@@ -73,10 +74,13 @@ def save_checkpoint(root: str | Path, iteration: int, state: dict[str, Any], kee
     if sharded:  # each step a collective: every process hears of any process's failure
         meta["processes"] = world.size
         mine = tensors if world.is_main else {k: tensors[k] for k in shard_names(tree)}
-        steps = [lambda: _fresh(tmp) if world.is_main else None,
-                 lambda: save_file(mine, str(tmp / _tensor_file(world.rank))),
-                 lambda: _commit(tmp, final, meta) if world.is_main else None]
+        steps = [
+            lambda: _fresh(tmp) if world.is_main else None,
+            lambda: save_file(mine, str(tmp / _tensor_file(world.rank))),
+            lambda: _commit(tmp, final, meta) if world.is_main else None,
+        ]
     else:
+
         def write_all() -> None:
             _fresh(tmp)
             save_file(tensors, str(tmp / _tensor_file(0)))
@@ -128,9 +132,11 @@ def _written(iteration: int, final: Path, root: Path, write) -> str | None:
     except OSError as err:
         if err.errno == errno.ENOSPC or "No space left" in str(err):
             free = shutil.disk_usage(root if root.exists() else root.parent).free
-            return (f"the disk is full: could not write the checkpoint of iteration {iteration} to "
-                    f"{final} ({free / 2**20:.0f} MiB free there); the partial files were removed and "
-                    "the previous checkpoint is kept. Free some space, then resume with --resume")
+            return (
+                f"the disk is full: could not write the checkpoint of iteration {iteration} to "
+                f"{final} ({free / 2**20:.0f} MiB free there); the partial files were removed and "
+                "the previous checkpoint is kept. Free some space, then resume with --resume"
+            )
         return f"could not write the checkpoint {final}: {err}"
 
 
@@ -139,8 +145,14 @@ def checkpoints(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX)
-             and (p / "state.json").is_file() and (p / "tensors.safetensors").is_file()]
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and p.name.startswith(_PREFIX)
+        and (p / "state.json").is_file()
+        and (p / "tensors.safetensors").is_file()
+    ]
     return sorted(found, key=lambda p: p.name)
 
 
@@ -174,30 +186,43 @@ def load_checkpoint(path: str | Path, world: World = SINGLE) -> tuple[int, dict[
     try:
         meta = json.loads((path / "state.json").read_text())
         if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a {FORMAT} checkpoint (format {meta.get('format')!r})")
+            raise CheckpointError(
+                f"{path} is not a {FORMAT} checkpoint (format {meta.get('format')!r})"
+            )
         if "processes" not in meta:  # written whole, by one process
-            return int(meta["iteration"]), decode(meta["state"], load_file(str(path / _tensor_file(0))))
+            return int(meta["iteration"]), decode(
+                meta["state"], load_file(str(path / _tensor_file(0)))
+            )
         written_by = int(meta["processes"])
         if written_by != world.size:
             raise CheckpointError(
                 f"{path} is a sharded checkpoint written by {written_by} processes (FSDP's "
-                f"SHARDED_STATE_DICT); this run has {world.size}: resume it with {written_by} processes")
+                f"SHARDED_STATE_DICT); this run has {world.size}: resume it with {written_by} processes"
+            )
         names = set(shard_names(meta["state"]))
-        with safe_open(str(path / _tensor_file(0)), framework="pt") as f:  # what is not this process's shard
+        with safe_open(
+            str(path / _tensor_file(0)), framework="pt"
+        ) as f:  # what is not this process's shard
             tensors = {k: f.get_tensor(k) for k in f.keys() if world.is_main or k not in names}  # noqa: SIM118
         shards = tensors if world.is_main else load_file(str(path / _tensor_file(world.rank)))
     except (OSError, ValueError) as err:
         raise CheckpointError(f"cannot read the checkpoint {path}: {err}") from err
     missing = names - set(shards)
     if missing:
-        raise CheckpointError(f"{path / _tensor_file(world.rank)} lacks {len(missing)} shards "
-                              f"(e.g. {sorted(missing)[0]})")
+        raise CheckpointError(
+            f"{path / _tensor_file(world.rank)} lacks {len(missing)} shards "
+            f"(e.g. {sorted(missing)[0]})"
+        )
     return int(meta["iteration"]), decode(meta["state"], tensors, shards)
 
 
 def rng_state() -> dict[str, Any]:
     """The global RNG states (python, numpy, torch) for the checkpoint."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

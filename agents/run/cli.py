@@ -24,8 +24,10 @@ from agents.run.metrics import eval_key
 from agents.run.resume import saved_config
 from agents.run.schema import field_docs, read_settings
 
-CONFIG_FLAG_HELP = ("A YAML or JSON file of settings (``field: value``; a run's saved config.json "
-                    "is one), over the --preset's; explicit flags override it.")
+CONFIG_FLAG_HELP = (
+    "A YAML or JSON file of settings (``field: value``; a run's saved config.json "
+    "is one), over the --preset's; explicit flags override it."
+)
 """The help of ``--config``: a flag of the parser only (the file's values are the config's)."""
 
 
@@ -49,13 +51,27 @@ def _grouped_flags() -> type:
     docs, default = field_docs(TrainConfig), TrainConfig()
     groups = []
     for title, names in FLAG_GROUPS.items():
-        own = [(n, Annotated[hints[n], tyro.conf.arg(help=docs.get(n))],
-                dataclasses.field(default=getattr(default, n))) for n in names]
+        own = [
+            (
+                n,
+                Annotated[hints[n], tyro.conf.arg(help=docs.get(n))],
+                dataclasses.field(default=getattr(default, n)),
+            )
+            for n in names
+        ]
         if title == "run and logging":
-            own.insert(0, ("config", Annotated[str | None, tyro.conf.arg(help=CONFIG_FLAG_HELP)],
-                           dataclasses.field(default=None)))
+            own.insert(
+                0,
+                (
+                    "config",
+                    Annotated[str | None, tyro.conf.arg(help=CONFIG_FLAG_HELP)],
+                    dataclasses.field(default=None),
+                ),
+            )
         group = dataclasses.make_dataclass(_slug(title), own)
-        groups.append((_slug(title), Annotated[group, tyro.conf.OmitArgPrefixes, tyro.conf.arg(name=title)]))
+        groups.append(
+            (_slug(title), Annotated[group, tyro.conf.OmitArgPrefixes, tyro.conf.arg(name=title)])
+        )
     return dataclasses.make_dataclass("Flags", groups)
 
 
@@ -78,10 +94,17 @@ def parse(description: str, argv: list[str] | None = None, **defaults) -> TrainC
         default = _defaults(argv, file, defaults)
     except ValueError as err:
         _usage_error(str(err))
-    parsed = tyro.cli(_grouped_flags(), default=_as_flags(default, file), args=argv,
-                      description=description)
-    return TrainConfig(**{f.name: getattr(group, f.name) for group in vars(parsed).values()
-                          for f in dataclasses.fields(group) if f.name != "config"})
+    parsed = tyro.cli(
+        _grouped_flags(), default=_as_flags(default, file), args=argv, description=description
+    )
+    return TrainConfig(
+        **{
+            f.name: getattr(group, f.name)
+            for group in vars(parsed).values()
+            for f in dataclasses.fields(group)
+            if f.name != "config"
+        }
+    )
 
 
 def _defaults(argv: list[str], file: str | None, defaults: dict) -> TrainConfig:
@@ -93,7 +116,9 @@ def _defaults(argv: list[str], file: str | None, defaults: dict) -> TrainConfig:
     preset = given or preset
     if preset not in ("none", *PRESETS):
         where, what = ("", "--preset") if given else (f"{file}: ", "preset")
-        raise ValueError(f"{where}unknown {what} {preset!r}; choose one of: none, {', '.join(PRESETS)}")
+        raise ValueError(
+            f"{where}unknown {what} {preset!r}; choose one of: none, {', '.join(PRESETS)}"
+        )
     try:
         default = preset_config(preset, **{**defaults, **settings})
         if "--resume" in argv or (default.resume and "--no-resume" not in argv):
@@ -113,8 +138,10 @@ def _as_flags(config: TrainConfig, file: str | None) -> Any:
     groups = {}
     for f in dataclasses.fields(flags):
         group = typing.get_args(f.type)[0]
-        values = {g.name: file if g.name == "config" else getattr(config, g.name)
-                  for g in dataclasses.fields(group)}
+        values = {
+            g.name: file if g.name == "config" else getattr(config, g.name)
+            for g in dataclasses.fields(group)
+        }
         groups[f.name] = group(**values)
     return flags(**groups)
 
@@ -129,8 +156,9 @@ EXPECTED = (RunError, ValueError, TypeError, OSError, RuntimeError)
 files, failed resumes, a full disk, a diverged run, a missing CUDA device."""
 
 
-def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None,
-             output_dir: str = "runs/cory") -> int:
+def run_main(
+    main: Callable[[list[str]], Any], argv: list[str] | None = None, output_dir: str = "runs/cory"
+) -> int:
     """Run a script's ``main(argv)`` and turn the errors a user can act on into one line
     (exit code 1; a signal's stop: 128 + its number). The traceback goes to the run
     folder's ``error.log``; ``--debug`` prints it instead."""
@@ -139,7 +167,11 @@ def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None,
     try:
         w = world()
         if w.is_main:  # the world size the run has, not the one its flags asked for
-            kind = f"data-parallel, {w.kind}{', FSDP' if w.fsdp else ''}" if w.parallel else "one process"
+            kind = (
+                f"data-parallel, {w.kind}{', FSDP' if w.fsdp else ''}"
+                if w.parallel
+                else "one process"
+            )
             print(f"world size {w.size} ({kind})", flush=True)
         main(argv)
         leave(w)
@@ -163,8 +195,12 @@ def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None,
     return 0
 
 
-def train_from_cli(trainer_cls: Callable[[TrainConfig], Any], description: str,
-                   argv: list[str] | None = None, **defaults) -> list[dict]:
+def train_from_cli(
+    trainer_cls: Callable[[TrainConfig], Any],
+    description: str,
+    argv: list[str] | None = None,
+    **defaults,
+) -> list[dict]:
     """A run script's ``main``: parse ``argv`` (:func:`parse`, ``defaults`` under the flags),
     train a ``trainer_cls`` on that config, and print the summary on the main process."""
     config = parse(description, argv, **defaults)
@@ -180,9 +216,13 @@ def summarize(rows: list[dict], models, output_dir: str) -> None:
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     if evals:
         first, last = evals[0], evals[-1]
-        print(f"\nevaluation alone on held-out queries (iteration {first['iteration']} -> {last['iteration']}):")
+        print(
+            f"\nevaluation alone on held-out queries (iteration {first['iteration']} -> {last['iteration']}):"
+        )
         for m in models:
             reward, kl = eval_key(m, "reward"), eval_key(m, "kl")
-            print(f"  {m:8s} reward {first[reward]:+.4f} -> {last[reward]:+.4f}"
-                  f"   KL {first[kl]:.3f} -> {last[kl]:.3f}")
+            print(
+                f"  {m:8s} reward {first[reward]:+.4f} -> {last[reward]:+.4f}"
+                f"   KL {first[kl]:.3f} -> {last[kl]:.3f}"
+            )
     print(f"run folder: {output_dir} (metrics.csv, samples.jsonl, plots/, checkpoints/)")

@@ -169,7 +169,8 @@ class TrainConfig:
     """Advantage = (R - group mean) / group std (GRPO), / batch std (Liu et al. 2025), or
     unscaled (Dr. GRPO, Liu et al. 2025); default group."""
     loss_aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = (
-        "seq-mean-token-mean")
+        "seq-mean-token-mean"
+    )
     """Mean over all tokens (DAPO, Yu et al. 2025), per answer then over answers (GRPO), or token
     sums over the maximum answer length (Dr. GRPO); default seq-mean-token-mean."""
     cliprange_high: float | None = None
@@ -270,25 +271,88 @@ class TrainConfig:
 
 FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "model": ("model", "models", "mode", "lora_r", "lora_alpha", "load_in_4bit", "dtype", "device"),
-    "task and reward": ("task", "task_path", "task_options", "reward", "reward_model", "reward_mode"),
-    "generation": ("max_new_tokens", "min_new_tokens", "seat_max_new_tokens", "seat_temperature",
-                   "seat_top_k", "seat_top_p"),
-    "learner": ("learner", "observer_learner", "learners", "learning_rate", "mini_batch_size",
-                "gradient_accumulation_steps", "ppo_epochs", "init_kl_coef", "adap_kl_ctrl",
-                "target", "horizon", "kl_penalty", "gamma", "lam", "cliprange", "cliprange_value",
-                "vf_coef", "max_grad_norm", "ratio_threshold", "target_kl", "use_score_scaling",
-                "use_score_norm", "score_clip", "whiten_rewards"),
-    "GRPO": ("group_size", "scale_rewards", "loss_aggregation", "cliprange_high", "dual_clip",
-             "importance_sampling", "kl_beta", "kl_estimator", "kl_in", "drop_uniform_groups",
-             "refill_rounds", "mask_truncated"),
+    "task and reward": (
+        "task",
+        "task_path",
+        "task_options",
+        "reward",
+        "reward_model",
+        "reward_mode",
+    ),
+    "generation": (
+        "max_new_tokens",
+        "min_new_tokens",
+        "seat_max_new_tokens",
+        "seat_temperature",
+        "seat_top_k",
+        "seat_top_p",
+    ),
+    "learner": (
+        "learner",
+        "observer_learner",
+        "learners",
+        "learning_rate",
+        "mini_batch_size",
+        "gradient_accumulation_steps",
+        "ppo_epochs",
+        "init_kl_coef",
+        "adap_kl_ctrl",
+        "target",
+        "horizon",
+        "kl_penalty",
+        "gamma",
+        "lam",
+        "cliprange",
+        "cliprange_value",
+        "vf_coef",
+        "max_grad_norm",
+        "ratio_threshold",
+        "target_kl",
+        "use_score_scaling",
+        "use_score_norm",
+        "score_clip",
+        "whiten_rewards",
+    ),
+    "GRPO": (
+        "group_size",
+        "scale_rewards",
+        "loss_aggregation",
+        "cliprange_high",
+        "dual_clip",
+        "importance_sampling",
+        "kl_beta",
+        "kl_estimator",
+        "kl_in",
+        "drop_uniform_groups",
+        "refill_rounds",
+        "mask_truncated",
+    ),
     "CORY": ("num_agents", "swap_period", "role_exchange", "role_schedule", "knowledge_transfer"),
-    "run and logging": ("preset", "iterations", "batch_size", "seed", "output_dir", "resume",
-                        "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps",
-                        "num_samples", "progress", "log_with", "wandb_project", "wandb_group",
-                        "wandb_mode", "debug"),
+    "run and logging": (
+        "preset",
+        "iterations",
+        "batch_size",
+        "seed",
+        "output_dir",
+        "resume",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "max_nonfinite_steps",
+        "num_samples",
+        "progress",
+        "log_with",
+        "wandb_project",
+        "wandb_group",
+        "wandb_mode",
+        "debug",
+    ),
     "evaluation": ("eval_every", "eval_size"),
-    "scale-out": ("max_tokens_per_microbatch", "observer_token_budget", "activation_checkpointing",
-                  "pack_sequences"),
+    "scale-out": (
+        "max_tokens_per_microbatch",
+        "observer_token_budget",
+        "activation_checkpointing",
+        "pack_sequences",
+    ),
 }
 """The CLI's flag groups, in ``--help`` order: group title -> :class:`TrainConfig` fields (every
 field in exactly one group; tyro heads each ``<title> options``). The config itself stays flat:
@@ -301,8 +365,9 @@ RUN_RECORD = frozenset({"num_processes"})
 """Keys a run's ``config.json`` holds beside its settings (what the run recorded): skipped
 where the file is read back as settings (``--config``, ``--resume``)."""
 
-PRESETS: dict[str, dict] = {path.stem: read_settings(path, TrainConfig)
-                            for path in sorted(PRESET_DIR.glob("*.yaml"))}
+PRESETS: dict[str, dict] = {
+    path.stem: read_settings(path, TrainConfig) for path in sorted(PRESET_DIR.glob("*.yaml"))
+}
 """The paper's settings by preset name (``configs/presets/*.yaml``), used as the CLI's defaults
 when ``--preset`` is given."""
 

@@ -27,8 +27,14 @@ from agents.run.rollout import Turns, rollout_chain
 from cory_env import FINISH, seat_prefix
 from cory_env.tasks.base import GenerationConfig
 
-__all__ = ["EpisodeBatch", "dropping_seats", "informative_groups", "play_chain", "refill",
-           "truncation"]
+__all__ = [
+    "EpisodeBatch",
+    "dropping_seats",
+    "informative_groups",
+    "play_chain",
+    "refill",
+    "truncation",
+]
 
 
 @dataclass
@@ -43,28 +49,42 @@ class EpisodeBatch:
 
     def take(self, rows: np.ndarray) -> EpisodeBatch:
         """The rows ``rows``, in that order."""
+
         def pick(t: Turns) -> Turns:
-            return Turns(prompts=[t.prompts[i] for i in rows],
-                         responses=[t.responses[i] for i in rows],
-                         texts=[t.texts[i] for i in rows],
-                         scores=None if t.scores is None else t.scores[rows],
-                         rewards=None if t.rewards is None else t.rewards[rows])
-        return EpisodeBatch([self.queries[i] for i in rows], [pick(t) for t in self.turns],
-                            [f[rows] for f in self.truncated])
+            return Turns(
+                prompts=[t.prompts[i] for i in rows],
+                responses=[t.responses[i] for i in rows],
+                texts=[t.texts[i] for i in rows],
+                scores=None if t.scores is None else t.scores[rows],
+                rewards=None if t.rewards is None else t.rewards[rows],
+            )
+
+        return EpisodeBatch(
+            [self.queries[i] for i in rows],
+            [pick(t) for t in self.turns],
+            [f[rows] for f in self.truncated],
+        )
 
     @staticmethod
     def concat(parts: Sequence[EpisodeBatch]) -> EpisodeBatch:
         """The rows of ``parts`` one after the other."""
+
         def join(ts: Sequence[Turns]) -> Turns:
             cat = lambda xs: None if xs[0] is None else np.concatenate(xs)  # noqa: E731
-            return Turns(prompts=[p for t in ts for p in t.prompts],
-                         responses=[r for t in ts for r in t.responses],
-                         texts=[x for t in ts for x in t.texts],
-                         scores=cat([t.scores for t in ts]), rewards=cat([t.rewards for t in ts]))
+            return Turns(
+                prompts=[p for t in ts for p in t.prompts],
+                responses=[r for t in ts for r in t.responses],
+                texts=[x for t in ts for x in t.texts],
+                scores=cat([t.scores for t in ts]),
+                rewards=cat([t.rewards for t in ts]),
+            )
+
         seats = range(len(parts[0].turns))
-        return EpisodeBatch([q for p in parts for q in p.queries],
-                            [join([p.turns[s] for p in parts]) for s in seats],
-                            [np.concatenate([p.truncated[s] for p in parts]) for s in seats])
+        return EpisodeBatch(
+            [q for p in parts for q in p.queries],
+            [join([p.turns[s] for p in parts]) for s in seats],
+            [np.concatenate([p.truncated[s] for p in parts]) for s in seats],
+        )
 
 
 def truncation(infos: dict[str, np.ndarray], seat: str) -> np.ndarray:
@@ -90,8 +110,11 @@ def play_chain(
 
 def dropping_seats(learners: Sequence[Any]) -> list[int]:
     """The seats (indices into ``learners``) whose learner drops uniform groups."""
-    return [i for i, lr in enumerate(learners)
-            if getattr(getattr(lr, "options", None), "drop_uniform_groups", False)]
+    return [
+        i
+        for i, lr in enumerate(learners)
+        if getattr(getattr(lr, "options", None), "drop_uniform_groups", False)
+    ]
 
 
 def informative_groups(episodes: EpisodeBatch, seats: Sequence[int], group_size: int) -> np.ndarray:

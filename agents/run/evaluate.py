@@ -31,8 +31,11 @@ def repeat_fraction(texts: Sequence[str]) -> float:
 def collapse_stats(texts: Sequence[str]) -> dict[str, float]:
     """Signs of distribution collapse in a batch of answers: distinct-1/2 and the fraction of
     answers that repeat another one (the learner's ``objective/entropy`` is the third)."""
-    return {"distinct1": distinct_n(texts, 1), "distinct2": distinct_n(texts, 2),
-            "repeat_fraction": repeat_fraction(texts)}
+    return {
+        "distinct1": distinct_n(texts, 1),
+        "distinct2": distinct_n(texts, 2),
+        "repeat_fraction": repeat_fraction(texts),
+    }
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -12,8 +12,14 @@ from agents.rl.config import LearnerConfig
 from agents.rl.grpo import GRPOOptions
 from agents.run.validate import RunConfig
 
-__all__ = ["GRPO_FROM_RUN", "GRPO_NOT_FROM_RUN", "LEARNER_FROM_RUN", "LEARNER_NOT_FROM_RUN",
-           "grpo_options", "learner_config"]
+__all__ = [
+    "GRPO_FROM_RUN",
+    "GRPO_NOT_FROM_RUN",
+    "LEARNER_FROM_RUN",
+    "LEARNER_NOT_FROM_RUN",
+    "grpo_options",
+    "learner_config",
+]
 
 LEARNER_FROM_RUN: dict[str, str] = {
     "learning_rate": "learning_rate",
@@ -68,9 +74,13 @@ GRPO_NOT_FROM_RUN: dict[str, str] = {}
 
 def learner_config(config: RunConfig) -> LearnerConfig:
     """The hyper-parameters every learner of the run reads (:data:`LEARNER_FROM_RUN`)."""
-    return LearnerConfig(**{field: getattr(config, source) for field, source in LEARNER_FROM_RUN.items()})
+    return LearnerConfig(
+        **{field: getattr(config, source) for field, source in LEARNER_FROM_RUN.items()}
+    )
 
 
 def grpo_options(config: RunConfig) -> GRPOOptions:
     """The GRPO family's options of the run (:data:`GRPO_FROM_RUN`)."""
-    return GRPOOptions(**{field: getattr(config, source) for field, source in GRPO_FROM_RUN.items()})
+    return GRPOOptions(
+        **{field: getattr(config, source) for field, source in GRPO_FROM_RUN.items()}
+    )

@@ -46,8 +46,18 @@ SKIPPED = "skipped_minibatches"
 update because their mean probability ratio exceeded the learner's ``ratio_threshold``."""
 NONFINITE, STEPS = "nonfinite_steps", "optimizer_steps"
 """Learner stats: optimiser steps skipped for a non-finite loss or gradient, steps taken."""
-RUN_FILES = ("metrics.jsonl", "metrics.csv", "samples.jsonl", "events.jsonl", "config.json",
-             "tensorboard", "plots", "models", "wandb", "wandb_id")
+RUN_FILES = (
+    "metrics.jsonl",
+    "metrics.csv",
+    "samples.jsonl",
+    "events.jsonl",
+    "config.json",
+    "tensorboard",
+    "plots",
+    "models",
+    "wandb",
+    "wandb_id",
+)
 
 
 def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dict[str, Any]]:
@@ -57,24 +67,25 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
     out = Path(config.output_dir)
     w = getattr(trainer, "world", SINGLE)
     start, state, changes = _prepare(out, config, w)
-    log: RunLog | MemoryLog
-    if w.is_main:
-        log = RunLog(out, tensorboard="tensorboard" in config.log_with,
-                     purge_step=start if state is not None else None, sinks=_sinks(out, config))
-    else:  # data-parallel: one process writes the run folder
-        log = MemoryLog()
+    log = _open_log(out, config, w, start, resuming=state is not None)
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         set_rng_state(state["global_rng"])
         trainer.apply_settings(changes)
         log.log_event(start, "resume", changes={k: list(v) for k, v in changes.items()})
-    log.write_config({**to_dict(config), "num_processes": w.size})  # only now: a failed resume leaves the saved one
+    # only now: a failed resume leaves the saved config
+    log.write_config({**to_dict(config), "num_processes": w.size})
     log.truncate(start)
 
     end = config.iterations if stop_after is None else min(stop_after, config.iterations)
-    bar = tqdm(range(start, end), initial=start, total=config.iterations,
-               disable=not (config.progress and w.is_main),
-               desc=type(trainer).__name__, unit="it")
+    bar = tqdm(
+        range(start, end),
+        initial=start,
+        total=config.iterations,
+        disable=not (config.progress and w.is_main),
+        desc=type(trainer).__name__,
+        unit="it",
+    )
     streaks: dict[str, int] = {}
     with _stop_on_signals() as stop:
         for it in bar:
@@ -86,24 +97,13 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
             log.log_samples(it, trainer.samples[: config.num_samples])
             dirty = _report(bar, it, metrics, streaks, config, speak=w.is_main)
             stopping = _everyone(stop, w)
-            bar.set_postfix(reward=f"{metrics['charts/reward']:.3f}", kl=f"{metrics['charts/kl']:.3f}")
+            bar.set_postfix(
+                reward=f"{metrics['charts/reward']:.3f}", kl=f"{metrics['charts/kl']:.3f}"
+            )
             if (it + 1) % config.checkpoint_every == 0 or it + 1 == end or stopping:
-                if dirty:  # weights stepped next to non-finite steps are suspect: keep the older ones
-                    bar.write(f"iteration {it}: no checkpoint written (its update had non-finite "
-                              "steps); the previous checkpoint stays the newest")
-                else:
-                    state = {"trainer": trainer.state_dict(), "global_rng": rng_state()}
-                    if w.is_main or w.sharded_checkpoints:  # sharded: every process writes its shards
-                        save_checkpoint(checkpoint_dir(out), it + 1, state, keep=config.keep_checkpoints, world=w)
-                    _export(trainer, out)  # every process: sharded weights are gathered to the main one
-                    w.barrier()  # no process runs ahead of a checkpoint being written
+                _checkpoint(trainer, out, config, w, it, dirty, bar)
             if stopping:
-                name = signal.Signals(stopping[0]).name
-                log.log_event(it + 1, "stopped", signal=name)
-                log.close()
-                saved = "the newest clean checkpoint" if dirty else f"the checkpoint of {it + 1} iterations"
-                raise Stopped(f"stopped by {name} after iteration {it}: {saved} is in "
-                              f"{checkpoint_dir(out)}; continue with --resume", signum=stopping[0])
+                _stopped(log, out, it, dirty, stopping[0])
     if end == config.iterations and config.eval_every:
         log.log(config.iterations, trainer.evaluate())
     if w.is_main:
@@ -112,20 +112,71 @@ def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dic
     return log.rows
 
 
+def _open_log(
+    out: Path, config: TrainConfig, w: World, start: int, resuming: bool
+) -> RunLog | MemoryLog:
+    """The run's log: the run folder's files on the main process, memory on the others (a
+    data-parallel run has one writer)."""
+    if not w.is_main:
+        return MemoryLog()
+    return RunLog(
+        out,
+        tensorboard="tensorboard" in config.log_with,
+        purge_step=start if resuming else None,
+        sinks=_sinks(out, config),
+    )
+
+
+def _checkpoint(
+    trainer, out: Path, config: TrainConfig, w: World, it: int, dirty: bool, bar
+) -> None:
+    """The checkpoint and the exported models after iteration ``it``; none after an update
+    with non-finite steps (the weights its finite steps produced are suspect: the older
+    checkpoint stays the newest)."""
+    if dirty:
+        bar.write(
+            f"iteration {it}: no checkpoint written (its update had non-finite "
+            "steps); the previous checkpoint stays the newest"
+        )
+        return
+    state = {"trainer": trainer.state_dict(), "global_rng": rng_state()}
+    if w.is_main or w.sharded_checkpoints:  # sharded: every process writes its shards
+        save_checkpoint(checkpoint_dir(out), it + 1, state, keep=config.keep_checkpoints, world=w)
+    _export(trainer, out)  # every process: sharded weights are gathered to the main one
+    w.barrier()  # no process runs ahead of a checkpoint being written
+
+
+def _stopped(log: RunLog | MemoryLog, out: Path, it: int, dirty: bool, signum: int) -> None:
+    """End the run after iteration ``it`` on signal ``signum``: log it, say where to go on."""
+    name = signal.Signals(signum).name
+    log.log_event(it + 1, "stopped", signal=name)
+    log.close()
+    saved = "the newest clean checkpoint" if dirty else f"the checkpoint of {it + 1} iterations"
+    raise Stopped(
+        f"stopped by {name} after iteration {it}: {saved} is in "
+        f"{checkpoint_dir(out)}; continue with --resume",
+        signum=signum,
+    )
+
+
 def _export(trainer, out: Path) -> None:
     """The models in Hugging Face format under ``out/models/`` (with each checkpoint)."""
     if hasattr(trainer, "export_models"):
         trainer.export_models(out / "models")
 
 
-def _prepare(out: Path, config: TrainConfig, w: World = SINGLE) -> tuple[int, dict | None, dict[str, tuple]]:
+def _prepare(
+    out: Path, config: TrainConfig, w: World = SINGLE
+) -> tuple[int, dict | None, dict[str, tuple]]:
     """``(start iteration, checkpoint state or None, settings changed on resume)``."""
     latest, changes = check_output(config, w)
     w.barrier()  # every process has seen the folder before the main one may clear it
     if latest is None:
         if w.is_main and any((out / name).exists() for name in RUN_FILES):
-            tqdm.write(f"{out} holds no checkpoint (its run stopped before the first one): "
-                       "starting that run over")
+            tqdm.write(
+                f"{out} holds no checkpoint (its run stopped before the first one): "
+                "starting that run over"
+            )
             for name in RUN_FILES:
                 path = out / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -169,22 +220,36 @@ def _sinks(out: Path, config: TrainConfig) -> list[Any]:
         return []
     from agents.run.wandb_log import WandbSink
 
-    return [WandbSink(out, project=config.wandb_project, group=config.wandb_group, mode=config.wandb_mode)]
+    return [
+        WandbSink(
+            out, project=config.wandb_project, group=config.wandb_group, mode=config.wandb_mode
+        )
+    ]
 
 
-def _report(bar, it: int, metrics: dict[str, float], streaks: dict[str, int], config: TrainConfig,
-            speak: bool = True) -> bool:
+def _report(
+    bar,
+    it: int,
+    metrics: dict[str, float],
+    streaks: dict[str, int],
+    config: TrainConfig,
+    speak: bool = True,
+) -> bool:
     """One line per iteration for skipped or non-finite steps (``speak``: this process
     prints); stop a diverged learner. Returns whether any learner had a non-finite step
     this iteration."""
     skipped = {k: int(v) for k, v in metrics.items() if k.endswith("/" + SKIPPED) and v}
     if skipped and speak:
-        bar.write(f"iteration {it}: skipped mini-batches over the ratio threshold "
-                  f"({', '.join(f'{k} {v}' for k, v in skipped.items())})")
+        bar.write(
+            f"iteration {it}: skipped mini-batches over the ratio threshold "
+            f"({', '.join(f'{k} {v}' for k, v in skipped.items())})"
+        )
     bad = {k: int(v) for k, v in metrics.items() if k.endswith("/" + NONFINITE) and v}
     if bad and speak:
-        bar.write(f"iteration {it}: skipped optimiser steps with a non-finite loss or gradient, "
-                  f"weights left as they were ({', '.join(f'{k} {v}' for k, v in bad.items())})")
+        bar.write(
+            f"iteration {it}: skipped optimiser steps with a non-finite loss or gradient, "
+            f"weights left as they were ({', '.join(f'{k} {v}' for k, v in bad.items())})"
+        )
     for key, value in metrics.items():
         if not key.endswith("/" + NONFINITE):
             continue
@@ -192,9 +257,13 @@ def _report(bar, it: int, metrics: dict[str, float], streaks: dict[str, int], co
         streaks[key] = int(value) if taken else streaks.get(key, 0) + int(value)
         if streaks[key] >= config.max_nonfinite_steps:
             kept = checkpoints(checkpoint_dir(config.output_dir))
-            then = (f"the newest good checkpoint is {kept[-1]}: resume with --resume and a lower "
-                    "--learning-rate" if kept else "no checkpoint was written from a clean "
-                    "iteration, so the run starts over: run it again with a lower --learning-rate")
+            then = (
+                f"the newest good checkpoint is {kept[-1]}: resume with --resume and a lower "
+                "--learning-rate"
+                if kept
+                else "no checkpoint was written from a clean "
+                "iteration, so the run starts over: run it again with a lower --learning-rate"
+            )
             raise DivergedError(
                 f"training diverged at iteration {it}: {streaks[key]} optimiser steps in a row "
                 f"({key}) had a non-finite loss or gradient. The likely cause is a learning rate "
@@ -217,7 +286,9 @@ def _stop_on_signals() -> Iterator[list[int]]:
         if stop and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop.append(signum)
-        tqdm.write(f"{signal.Signals(signum).name}: stopping after this iteration (with a checkpoint)")
+        tqdm.write(
+            f"{signal.Signals(signum).name}: stopping after this iteration (with a checkpoint)"
+        )
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

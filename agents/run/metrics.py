@@ -23,15 +23,7 @@ from collections.abc import Iterable
 
 from cory_env import seat_prefix
 
-__all__ = [
-    "RUN",
-    "eval_key",
-    "is_model_name",
-    "model_key",
-    "models_in",
-    "run_key",
-    "seat_key",
-]
+__all__ = ["RUN", "eval_key", "is_model_name", "model_key", "models_in", "run_key", "seat_key"]
 
 RUN = "charts"
 """Prefix of the run-wide metrics."""

@@ -40,7 +40,10 @@ def plot_runs(runs: dict[str, tuple[Rows, Sequence[str]]], out_dir: str | Path) 
         for m in models
     ]
     written = []
-    for metric, ylabel, fname in (("score", "task reward", "reward.png"), ("kl", "KL to reference", "kl.png")):
+    for metric, ylabel, fname in (
+        ("score", "task reward", "reward.png"),
+        ("kl", "KL to reference", "kl.png"),
+    ):
         fig, ax = plt.subplots(figsize=(7, 4))
         for name, rows, m in curves:
             xs, ys = _series(rows, model_key(m, metric))
@@ -64,7 +67,11 @@ def plot_runs(runs: dict[str, tuple[Rows, Sequence[str]]], out_dir: str | Path) 
         _, rw = _series(rows, eval_key(m, "reward"))
         source = "eval"
         if not kl:
-            (_, kl), (_, rw), source = _series(rows, model_key(m, "kl")), _series(rows, model_key(m, "score")), "train"
+            (_, kl), (_, rw), source = (
+                _series(rows, model_key(m, "kl")),
+                _series(rows, model_key(m, "score")),
+                "train",
+            )
         ax.plot(kl, rw, "o-", label=f"{name} ({source})")
     ax.set_xlabel("KL to reference")
     ax.set_ylabel("task reward")

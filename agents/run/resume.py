@@ -15,11 +15,26 @@ from agents.run.checkpoint import checkpoint_dir, latest_checkpoint
 
 __all__ = ["CHANGEABLE", "check_output", "check_resume", "saved_config"]
 
-CHANGEABLE = frozenset({
-    "iterations", "eval_every", "checkpoint_every", "keep_checkpoints", "num_samples",
-    "progress", "debug", "resume", "learning_rate", "target", "target_kl",
-    "max_nonfinite_steps", "log_with", "wandb_project", "wandb_group", "wandb_mode",
-})
+CHANGEABLE = frozenset(
+    {
+        "iterations",
+        "eval_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "num_samples",
+        "progress",
+        "debug",
+        "resume",
+        "learning_rate",
+        "target",
+        "target_kl",
+        "max_nonfinite_steps",
+        "log_with",
+        "wandb_project",
+        "wandb_group",
+        "wandb_mode",
+    }
+)
 """Settings a resumed run may change: the schedule's length, evaluation and checkpoint
 cadence, logging (progress, TensorBoard, wandb), the learning rate and the KL targets. Everything else (model, mode, LoRA
 shape, task, reward, batch and mini-batch sizes, seed, learners, generation ...) is fixed
@@ -53,7 +68,8 @@ def check_resume(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     if fixed:
         raise ResumeError(
             "--resume cannot change these settings of the run (they are fixed for its life): "
-            + "; ".join(fixed) + ". Drop those flags to continue the run as it was, or start a "
+            + "; ".join(fixed)
+            + ". Drop those flags to continue the run as it was, or start a "
             "new run with another --output-dir"
         )
     return changed
@@ -78,11 +94,15 @@ def check_output(config: Any, world: World) -> tuple[Path | None, dict[str, tupl
     saved = saved_config(out)
     size, had = world.size, int(saved.get("num_processes", 1))
     if size != had:
-        raise ResumeError(f"{out} was run by {had} process(es) and this run has {size}: resume it "
-                          f"with {had} (each process's random stream is in the checkpoint)")
+        raise ResumeError(
+            f"{out} was run by {had} process(es) and this run has {size}: resume it "
+            f"with {had} (each process's random stream is in the checkpoint)"
+        )
     changes = check_resume(saved, asdict(config))
     done = int(latest.name.split("_")[-1])
     if config.iterations < done:
-        raise ResumeError(f"--iterations {config.iterations} is below the {done} iterations the "
-                          f"checkpoint {latest} has done: pass --iterations {done} or more")
+        raise ResumeError(
+            f"--iterations {config.iterations} is below the {done} iterations the "
+            f"checkpoint {latest} has done: pass --iterations {done} or more"
+        )
     return latest, changes

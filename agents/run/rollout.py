@@ -51,8 +51,9 @@ def act(
     role = venv.agent_selection
     if role is None:
         raise RuntimeError("the episode is over: reset the venv before act()")
-    budget = max_new_tokens or int(getattr(venv, "episode_max_new_tokens", 0)
-                                   or getattr(generation, "max_new_tokens", 16))
+    budget = max_new_tokens or int(
+        getattr(venv, "episode_max_new_tokens", 0) or getattr(generation, "max_new_tokens", 16)
+    )
     n_actions = getattr(getattr(venv, "single_action_space", None), "n", None)
     # sharded: every forward is a collective
     lockstep = getattr(agent, "sharded_over", None) or SINGLE
@@ -69,20 +70,23 @@ def act(
             if all_finished(done, lockstep, sampler.device):
                 break
             if not done and max_new_tokens is not None and sampler.step + 1 >= max_new_tokens:
-                raise RuntimeError(f"the {role} turn did not end within "
-                                   f"max_new_tokens={max_new_tokens}")
+                raise RuntimeError(
+                    f"the {role} turn did not end within max_new_tokens={max_new_tokens}"
+                )
             sampler.advance(tokens)  # once done here: decoding on with the others, tokens discarded
     return venv.response_ids(role)
 
 
-def play_turn(venv, agent, generation: GenerationConfig,
-              generator: torch.Generator | None) -> Turns:
+def play_turn(
+    venv, agent, generation: GenerationConfig, generator: torch.Generator | None
+) -> Turns:
     """Let ``agent`` play the venv's current role to the end of its turn."""
     role = venv.agent_selection
     prompts = [np.array(p, dtype=np.int64) for p in venv.prompt_ids]
     responses = act(agent, venv, generation, generator=generator)
-    return Turns(prompts=prompts, responses=[np.asarray(r) for r in responses],
-                 texts=venv.texts(role))
+    return Turns(
+        prompts=prompts, responses=[np.asarray(r) for r in responses], texts=venv.texts(role)
+    )
 
 
 def rollout_chain(
@@ -98,8 +102,10 @@ def rollout_chain(
     one length, or one per seat. Scores and rewards are the env's."""
     roles = list(venv.possible_agents)
     if len(agents) != len(roles) or len(generations) != len(roles):
-        raise ValueError(f"{len(agents)} agents / {len(generations)} generation settings for "
-                         f"the env's {len(roles)} roles {roles}")
+        raise ValueError(
+            f"{len(agents)} agents / {len(generations)} generation settings for "
+            f"the env's {len(roles)} roles {roles}"
+        )
     limits = max_new_tokens if isinstance(max_new_tokens, int) else list(max_new_tokens)
     venv.reset(options={"queries": list(queries), "max_new_tokens": limits})
     turns = []

@@ -27,8 +27,13 @@ class RunLog:
     ``sinks``: more places the same rows, samples and config go (each with ``config``,
     ``log``, ``log_samples``, ``close``: :class:`agents.run.wandb_log.WandbSink`)."""
 
-    def __init__(self, output_dir: str | Path, tensorboard: bool = True, purge_step: int | None = None,
-                 sinks: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        output_dir: str | Path,
+        tensorboard: bool = True,
+        purge_step: int | None = None,
+        sinks: Sequence[Any] = (),
+    ) -> None:
         self.dir = Path(output_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / "metrics.jsonl"
@@ -115,11 +120,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
             if n == len(lines):
-                warnings.warn(f"{path}: dropped its last line {n}, cut off mid-write ({err.msg})",
-                              stacklevel=2)
+                warnings.warn(
+                    f"{path}: dropped its last line {n}, cut off mid-write ({err.msg})",
+                    stacklevel=2,
+                )
                 continue
-            raise ValueError(f"{path}, line {n}, is not valid JSON ({err.msg}); the run log is "
-                             "damaged: repair or remove that line") from err
+            raise ValueError(
+                f"{path}, line {n}, is not valid JSON ({err.msg}); the run log is "
+                "damaged: repair or remove that line"
+            ) from err
     return rows
 
 

@@ -27,14 +27,20 @@ def field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
     for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-                and isinstance(after.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docs[node.target.id] = " ".join(after.value.value.split())
     return docs
 
 
-def read_settings(path: str | Path, cls: type, ignore: frozenset[str] = frozenset()) -> dict[str, Any]:
+def read_settings(
+    path: str | Path, cls: type, ignore: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The settings in ``path`` (``.yaml``/``.yml`` or ``.json``) as ``{field: value}`` of the
     dataclass ``cls``, each value checked against its field's type (lists of a tuple field
     become tuples, integers of a float field floats); keys in ``ignore`` are dropped.
@@ -48,8 +54,10 @@ def read_settings(path: str | Path, cls: type, ignore: frozenset[str] = frozense
         if key in ignore:
             continue
         if key not in names:
-            raise ValueError(f"{path}: unknown key {key!r} (not a setting; the settings are the "
-                             "flags' names with underscores)")
+            raise ValueError(
+                f"{path}: unknown key {key!r} (not a setting; the settings are the "
+                "flags' names with underscores)"
+            )
         ok, settings[key] = _conform(value, hints[key])
         if not ok:
             raise ValueError(f"{path}: {key} must be {_describe(hints[key])}, got {value!r}")
@@ -67,12 +75,16 @@ def _load(path: Path) -> dict:
         mark = getattr(err, "problem_mark", None)
         number = mark.line + 1 if mark is not None else getattr(err, "lineno", None)
         line = f" (line {number})" if number else ""
-        raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}{line}") from None
+        raise ValueError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}{line}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a settings file holds one mapping of setting: value, "
-                         f"got {type(data).__name__}")
+        raise ValueError(
+            f"{path}: a settings file holds one mapping of setting: value, "
+            f"got {type(data).__name__}"
+        )
     return data
 
 
@@ -131,5 +143,11 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (list, tuple):
         return f"a list of ({_describe(args[0])})"
-    names = {type(None): "None", bool: "true or false", int: "an integer", float: "a number", str: "text"}
+    names = {
+        type(None): "None",
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "text",
+    }
     return names.get(hint, str(hint))

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from agents.policy.sharding import check_sharding, shard_agents, weights_from_ma
 from agents.policy.tokenizers import check_same_tokenizer
 from agents.rl.learner import learner_uses_values, make_learner
 from agents.run.config import TrainConfig
+from agents.run.generation import generation_of, seat_generations
 from agents.run.learner_config import grpo_options, learner_config
 from agents.run.resume import check_output
 from agents.run.validate import task_options
@@ -46,7 +47,9 @@ def task_data(config: TrainConfig) -> Task:
     try:
         return make_task(config.task, **kwargs)
     except TypeError as error:  # an option the task's factory does not take
-        raise ValueError(f"task {config.task!r} does not take these options {sorted(kwargs)}: {error}") from None
+        raise ValueError(
+            f"task {config.task!r} does not take these options {sorted(kwargs)}: {error}"
+        ) from None
 
 
 def build_task(config: TrainConfig, task: Task | None = None) -> Task:
@@ -61,18 +64,14 @@ def build_task(config: TrainConfig, task: Task | None = None) -> Task:
     return task
 
 
-def generation_of(config: TrainConfig, task: Task) -> GenerationConfig:
-    """The task's generation defaults with the config's length overrides."""
-    gen = task.generation
-    max_new = config.max_new_tokens or gen.max_new_tokens
-    min_new = config.min_new_tokens if config.min_new_tokens is not None else gen.min_new_tokens
-    if min_new is not None and min_new > max_new:
-        min_new = max_new
-    return replace(gen, max_new_tokens=max_new, min_new_tokens=min_new)
-
-
-def build_agents(config: TrainConfig, model, tokenizer, n: int,
-                 value_heads: Sequence[bool] | None = None, world: World = SINGLE) -> list[LLMAgent]:
+def build_agents(
+    config: TrainConfig,
+    model,
+    tokenizer,
+    n: int,
+    value_heads: Sequence[bool] | None = None,
+    world: World = SINGLE,
+) -> list[LLMAgent]:
     """``n`` trainable agents over ``model`` (one model, or a list of one per agent; agents
     given the same model object share it): LoRA adapters on one frozen base per model (whose
     adapters-off forward is that model's reference), or full copies sharing one frozen
@@ -93,15 +92,26 @@ def build_agents(config: TrainConfig, model, tokenizer, n: int,
         base = models[idx[0]]
         if config.mode == "lora":
             made = LLMAgent.lora_agents(
-                base, tokenizer, n=len(idx), r=config.lora_r, alpha=config.lora_alpha,
-                value_heads=[heads[i] for i in idx], dtype=dtype, device=device,
+                base,
+                tokenizer,
+                n=len(idx),
+                r=config.lora_r,
+                alpha=config.lora_alpha,
+                value_heads=[heads[i] for i in idx],
+                dtype=dtype,
+                device=device,
             )
         else:
             reference = copy.deepcopy(base)
             made = [
-                LLMAgent.full_copy(copy.deepcopy(base) if j < len(idx) - 1 else base, tokenizer,
-                                   reference=reference, value_head=heads[i], dtype=dtype,
-                                   device=device)
+                LLMAgent.full_copy(
+                    copy.deepcopy(base) if j < len(idx) - 1 else base,
+                    tokenizer,
+                    reference=reference,
+                    value_head=heads[i],
+                    dtype=dtype,
+                    device=device,
+                )
                 for j, i in enumerate(idx)
             ]
         for i, agent in zip(idx, made, strict=True):
@@ -121,8 +131,15 @@ def value_heads(names: Sequence[str]) -> list[bool]:
     return [learner_uses_values(name) for name in names]
 
 
-def build_learner(name: str, agent: LLMAgent, config: TrainConfig, index: int = 0, *,
-                  world: World = SINGLE, max_answer_length: int | None = None):
+def build_learner(
+    name: str,
+    agent: LLMAgent,
+    config: TrainConfig,
+    index: int = 0,
+    *,
+    world: World = SINGLE,
+    max_answer_length: int | None = None,
+):
     """A learner by name over ``agent`` in the run's ``world``; each gets its own seed for
     mini-batch shuffling. GRPO also gets the run's answer length ``max_answer_length`` (the
     generation's ``max_new_tokens``: Dr. GRPO's constant) and its options."""
@@ -130,8 +147,15 @@ def build_learner(name: str, agent: LLMAgent, config: TrainConfig, index: int = 
     if name == "rloo":
         return make_learner("rloo", agent, config=shared, world=world, group_size=config.group_size)
     if name == "grpo":
-        return make_learner("grpo", agent, config=shared, world=world, group_size=config.group_size,
-                            options=grpo_options(config), max_answer_length=max_answer_length)
+        return make_learner(
+            "grpo",
+            agent,
+            config=shared,
+            world=world,
+            group_size=config.group_size,
+            options=grpo_options(config),
+            max_answer_length=max_answer_length,
+        )
     return make_learner(name, agent, config=shared, world=world)
 
 
@@ -191,39 +215,61 @@ class Run:
         self.generator.set_state(state["generator"])
 
 
-_V = TypeVar("_V")
-
 RANK_SEED_STRIDE = 1_000_003
 """Process ``r`` of a data-parallel run samples with the seed ``seed + r * RANK_SEED_STRIDE``."""
 
 
-def build_run(config: TrainConfig, tokenizer, task: Task | None = None, samples_per_query: int = 1,
-              num_agents: int = 2, world: World = SINGLE) -> Run:
+def build_run(
+    config: TrainConfig,
+    tokenizer,
+    task: Task | None = None,
+    samples_per_query: int = 1,
+    num_agents: int = 2,
+    world: World = SINGLE,
+) -> Run:
     """Envs and random streams for ``config`` (the model is loaded by the caller); ``task``:
     the run's task as :func:`build_task` made it (None: built here). The training env plays
     chains of ``num_agents`` (1: the pioneer alone, the single-agent trainer) and holds this
     process's shard of a batch; the evaluation env plays one agent (each model alone)."""
     if config.batch_size % world.size:
-        raise ValueError(f"batch_size {config.batch_size} must split evenly over the run's "
-                         f"{world.size} processes")
+        raise ValueError(
+            f"batch_size {config.batch_size} must split evenly over the run's "
+            f"{world.size} processes"
+        )
     task = build_task(config) if task is None else task
     generation = generation_of(config, task)
     seats = seat_generations(config, generation)[:num_agents]
     longest = max([generation.max_new_tokens, *(config.seat_max_new_tokens or [])])
     env_kwargs = dict(
-        task=task, tokenizer=tokenizer, max_new_tokens=longest, reward_mode=config.reward_mode,
+        task=task, tokenizer=tokenizer, max_new_tokens=longest, reward_mode=config.reward_mode
     )
-    venv = CoryTextVecEnv(num_envs=config.batch_size // world.size * samples_per_query, num_agents=num_agents,
-                          **env_kwargs)
+    venv = CoryTextVecEnv(
+        num_envs=config.batch_size // world.size * samples_per_query,
+        num_agents=num_agents,
+        **env_kwargs,
+    )
     env_kwargs["max_new_tokens"] = generation.max_new_tokens
     eval_pool = list(task.queries("eval"))[: config.eval_size]
-    eval_venv = (CoryTextVecEnv(num_envs=len(eval_pool), num_agents=1, **env_kwargs)
-                 if config.eval_every else None)
+    eval_venv = (
+        CoryTextVecEnv(num_envs=len(eval_pool), num_agents=1, **env_kwargs)
+        if config.eval_every
+        else None
+    )
     return Run(
-        config=config, task=task, tokenizer=tokenizer, generation=generation, venv=venv,
-        eval_venv=eval_venv, eval_queries=eval_pool, rng=np.random.default_rng(config.seed),
-        generator=torch.Generator(device=config.device).manual_seed(config.seed + world.rank * RANK_SEED_STRIDE),
-        samples_per_query=samples_per_query, seats=seats, world=world,
+        config=config,
+        task=task,
+        tokenizer=tokenizer,
+        generation=generation,
+        venv=venv,
+        eval_venv=eval_venv,
+        eval_queries=eval_pool,
+        rng=np.random.default_rng(config.seed),
+        generator=torch.Generator(device=config.device).manual_seed(
+            config.seed + world.rank * RANK_SEED_STRIDE
+        ),
+        samples_per_query=samples_per_query,
+        seats=seats,
+        world=world,
     )
 
 
@@ -239,11 +285,16 @@ def preflight(config: TrainConfig, world: World = SINGLE) -> None:
     if config.load_in_4bit:  # before minutes of download and loading
         check_4bit(config.device)
     if config.device == "cpu" and not cpu_computes_natively(config.dtype):
-        warnings.warn(f"--dtype {config.dtype} on a CPU without {config.dtype} matmul instructions "
-                      f"({CPU_INSTRUCTIONS[config.dtype]}): torch emulates "
-                      "them, far slower than fp32 (docs/benchmarks.md); --dtype fp32 is the fast choice", stacklevel=2)
+        warnings.warn(
+            f"--dtype {config.dtype} on a CPU without {config.dtype} matmul instructions "
+            f"({CPU_INSTRUCTIONS[config.dtype]}): torch emulates "
+            "them, far slower than fp32 (docs/benchmarks.md); --dtype fp32 is the fast choice",
+            stacklevel=2,
+        )
     if config.reward and config.reward not in available_rewards():
-        raise ValueError(f"unknown reward {config.reward!r}; available: {', '.join(available_rewards())}")
+        raise ValueError(
+            f"unknown reward {config.reward!r}; available: {', '.join(available_rewards())}"
+        )
     if config.task_path and not Path(config.task_path).expanduser().exists():
         raise FileNotFoundError(f"--task-path {config.task_path}: no such file")
     task_data(config)
@@ -280,8 +331,9 @@ def model_names(config: TrainConfig) -> list[str]:
     return [config.model] * config.num_agents
 
 
-def load_models(config: TrainConfig, model=None, tokenizer=None,
-                world: World = SINGLE) -> tuple[list, object]:
+def load_models(
+    config: TrainConfig, model=None, tokenizer=None, world: World = SINGLE
+) -> tuple[list, object]:
     """One model per agent (the same object where agents start from the same model) and
     the shared tokenizer, loaded for ``world``'s processes. ``model`` may be one model or a
     list of one per agent (tests). Distinct models' tokenizers are compared before any
@@ -309,19 +361,11 @@ def _load_model(config: TrainConfig, name: str, world: World):
     converted into the cache once) and the others build empty models."""
     from_main = weights_from_main(world)
     with main_first(world) if from_main else contextlib.nullcontext():
-        return load_model(name, dtype=config.dtype, device=loading_device(config, world),
-                          weights=weights_dtype(config), load_in_4bit=config.load_in_4bit,
-                          empty=from_main and not world.is_main)
-
-
-def seat_generations(config: TrainConfig, generation: GenerationConfig) -> list[GenerationConfig]:
-    """Each seat's sampling settings: the run's, with the ``--seat-*`` overrides."""
-    def seat(values: Sequence[_V] | None, j: int, default: _V) -> _V:
-        return default if values is None else values[j]
-
-    g = generation
-    return [replace(g, temperature=seat(config.seat_temperature, j, g.temperature),
-                    top_k=seat(config.seat_top_k, j, g.top_k),
-                    top_p=seat(config.seat_top_p, j, g.top_p),
-                    max_new_tokens=seat(config.seat_max_new_tokens, j, g.max_new_tokens))
-            for j in range(config.num_agents)]
+        return load_model(
+            name,
+            dtype=config.dtype,
+            device=loading_device(config, world),
+            weights=weights_dtype(config),
+            load_in_4bit=config.load_in_4bit,
+            empty=from_main and not world.is_main,
+        )

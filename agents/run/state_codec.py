@@ -23,8 +23,13 @@ from agents.distributed import Shard
 
 __all__ = ["Shard", "decode", "encode", "non_finite", "shard_names"]
 
-_TENSOR, _ARRAY, _TUPLE, _MAP, _SHARD = "__tensor__", "__ndarray__", "__tuple__", "__map__", "__shard__"
-
+_TENSOR, _ARRAY, _TUPLE, _MAP, _SHARD = (
+    "__tensor__",
+    "__ndarray__",
+    "__tuple__",
+    "__map__",
+    "__shard__",
+)
 
 
 def encode(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
@@ -59,13 +64,17 @@ def encode(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
             return [enc(v, f"{path}/{i}") for i, v in enumerate(x)]
         if x is None or isinstance(x, (bool, int, float, str)):
             return x
-        raise TypeError(f"cannot store a {type(x).__name__} at {path!r} in a checkpoint "
-                        "(tensors, arrays, numbers, strings, lists, tuples and dicts only)")
+        raise TypeError(
+            f"cannot store a {type(x).__name__} at {path!r} in a checkpoint "
+            "(tensors, arrays, numbers, strings, lists, tuples and dicts only)"
+        )
 
     return enc(state, ""), tensors
 
 
-def decode(tree: Any, tensors: dict[str, torch.Tensor], shards: dict[str, torch.Tensor] | None = None) -> Any:
+def decode(
+    tree: Any, tensors: dict[str, torch.Tensor], shards: dict[str, torch.Tensor] | None = None
+) -> Any:
     """The state :func:`encode` split into ``(tree, tensors)``; a :class:`Shard`'s place gets
     its tensor from ``shards`` (this process's; default ``tensors``)."""
     shards = tensors if shards is None else shards
@@ -96,8 +105,11 @@ def _key(k: Any) -> Any:
 
 def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors holding a NaN or an infinity."""
-    return [name for name, t in tensors.items()
-            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    return [
+        name
+        for name, t in tensors.items()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
 
 
 def shard_names(tree: Any) -> list[str]:

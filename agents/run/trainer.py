@@ -58,17 +58,26 @@ class Trainer:
             return roll
         return lambda queries: EpisodeBatch.concat(gather(roll(shard(queries, w)), w))
 
-    def build_learners(self, names: Sequence[str], agents: Sequence[Any],
-                       answer_length: int) -> dict[str, Any]:
+    def build_learners(
+        self, names: Sequence[str], agents: Sequence[Any], answer_length: int
+    ) -> dict[str, Any]:
         """Model ``models[i]``'s learner: ``names[i]`` over ``agents[i]`` (seeded by ``i``),
         given the run's world and its answer length (the generation's ``max_new_tokens``)."""
         pairs = zip(self.models, names, agents, strict=True)
-        return {m: build_learner(n, a, self.config, i, world=self.world,
-                                 max_answer_length=answer_length)
-                for i, (m, n, a) in enumerate(pairs)}
+        return {
+            m: build_learner(
+                n, a, self.config, i, world=self.world, max_answer_length=answer_length
+            )
+            for i, (m, n, a) in enumerate(pairs)
+        }
 
-    def roll_out(self, seated: Sequence[Any], generations: Sequence[GenerationConfig],
-                 max_new_tokens: int | Sequence[int], queries: list) -> tuple[EpisodeBatch, int]:
+    def roll_out(
+        self,
+        seated: Sequence[Any],
+        generations: Sequence[GenerationConfig],
+        max_new_tokens: int | Sequence[int],
+        queries: list,
+    ) -> tuple[EpisodeBatch, int]:
         """``(episodes, extra rounds)``: ``seated[j]``'s agent plays seat ``j`` of the env's
         chain, to its end, on ``queries`` (this process its shard), topped up by the refill
         rounds of the learners that drop uniform groups
@@ -79,24 +88,42 @@ class Trainer:
         def roll(qs: list) -> EpisodeBatch:
             return play_chain(run.venv, agents, qs, generations, max_new_tokens, run.generator)
 
-        return refill(roll(queries), lambda: roll(run.draw_queries()), dropping_seats(seated),
-                      run.samples_per_query, self.config.batch_size, self.config.refill_rounds)
+        return refill(
+            roll(queries),
+            lambda: roll(run.draw_queries()),
+            dropping_seats(seated),
+            run.samples_per_query,
+            self.config.batch_size,
+            self.config.refill_rounds,
+        )
 
     def step(self, iteration: int) -> dict[str, float]:
         """One training iteration; returns its metrics."""
         raise NotImplementedError
 
-    def update(self, learner, turns: Turns, truncated: np.ndarray | None = None,
-               token_budget: int | None = None) -> dict[str, float]:
+    def update(
+        self,
+        learner,
+        turns: Turns,
+        truncated: np.ndarray | None = None,
+        token_budget: int | None = None,
+    ) -> dict[str, float]:
         """``learner``'s update on one seat's side of the episodes, the reward it got, the
         env's truncation flags ``(n,)`` (answers cut at the turn's token limit) and the
         update's micro-batch token budget (None: the learner's own)."""
-        batch = TokenBatch.from_lists(turns.prompts, turns.responses, self.run.pad_id,
-                                      device=learner.agent.device)
+        batch = TokenBatch.from_lists(
+            turns.prompts, turns.responses, self.run.pad_id, device=learner.agent.device
+        )
         return learner.update(batch, turns.rewards, truncated=truncated, token_budget=token_budget)
 
-    def learn(self, learner, episodes: EpisodeBatch, seat: int, rounds: int,
-              token_budget: int | None = None) -> dict[str, float]:
+    def learn(
+        self,
+        learner,
+        episodes: EpisodeBatch,
+        seat: int,
+        rounds: int,
+        token_budget: int | None = None,
+    ) -> dict[str, float]:
         """:meth:`update` on seat ``seat`` of ``episodes`` (within ``token_budget``), with the
         refill ``rounds`` among the stats of a learner that drops uniform groups."""
         stats = self.update(learner, episodes.turns[seat], episodes.truncated[seat], token_budget)
@@ -104,8 +131,16 @@ class Trainer:
             stats[f"{learner.name}/refill_rounds"] = float(rounds)
         return stats
 
-    def run_metrics(self, episodes: EpisodeBatch, kl: float, max_new: int, rounds: int,
-                    started: float, rollout_s: float, **extra: float) -> dict[str, float]:
+    def run_metrics(
+        self,
+        episodes: EpisodeBatch,
+        kl: float,
+        max_new: int,
+        rounds: int,
+        started: float,
+        rollout_s: float,
+        **extra: float,
+    ) -> dict[str, float]:
         """The run-wide metrics of an iteration that ``started`` (``time.perf_counter()``)
         and rolled out for ``rollout_s`` seconds: the reward the first seat received, the KL,
         the answer length, ``extra`` (e.g. the swaps), the refill rounds, the episodes rolled
@@ -129,8 +164,12 @@ class Trainer:
         run, out = self.run, {}
         for model, learner in self.learners.items():
             stats, _ = evaluate_alone(
-                learner.agent, run.eval_venv, run.eval_queries, run.generation,
-                run.generation.max_new_tokens, seed=self.config.seed + EVAL_SEED_OFFSET,
+                learner.agent,
+                run.eval_venv,
+                run.eval_queries,
+                run.generation,
+                run.generation.max_new_tokens,
+                seed=self.config.seed + EVAL_SEED_OFFSET,
                 pad_id=run.pad_id,
             )
             out.update({eval_key(model, k): v for k, v in stats.items()})
@@ -140,8 +179,11 @@ class Trainer:
         """Apply settings changed on resume (:data:`agents.run.resume.CHANGEABLE`) to the
         restored learners: the learning rate to their optimisers, the KL targets to their
         controllers and configs. The loop reads the others from the config itself."""
-        updates = {k: new for k, (_, new) in changes.items()
-                   if k in ("learning_rate", "target", "target_kl")}
+        updates = {
+            k: new
+            for k, (_, new) in changes.items()
+            if k in ("learning_rate", "target", "target_kl")
+        }
         if not updates:
             return
         for learner in self.learners.values():
@@ -160,8 +202,10 @@ class Trainer:
         if not (self.world.is_main or self.world.fsdp):
             return []
         bases = model_names(self.config) if len(self.learners) > 1 else [self.config.model]
-        return [export_agent(lr.agent, Path(folder) / name, base_model=base)
-                for (name, lr), base in zip(self.learners.items(), bases)]
+        return [
+            export_agent(lr.agent, Path(folder) / name, base_model=base)
+            for (name, lr), base in zip(self.learners.items(), bases)
+        ]
 
     def extra_state(self) -> dict[str, Any]:
         """State beyond the learners and random streams (e.g. the role assignment)."""
@@ -172,8 +216,10 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "learners": {m: {"agent": lr.agent.state_dict(), "learner": lr.state_dict()}
-                         for m, lr in self.learners.items()},
+            "learners": {
+                m: {"agent": lr.agent.state_dict(), "learner": lr.state_dict()}
+                for m, lr in self.learners.items()
+            },
             "random": self._random_state(),
             **self.extra_state(),
         }
@@ -193,13 +239,17 @@ class Trainer:
     def _own_random_state(self, saved: dict[str, Any]) -> dict[str, Any]:
         if "ranks" not in saved:
             if self.world.parallel:
-                raise ValueError("this checkpoint was written by a single process; the run now "
-                                 f"has {self.world.size}: resume it with one process")
+                raise ValueError(
+                    "this checkpoint was written by a single process; the run now "
+                    f"has {self.world.size}: resume it with one process"
+                )
             return saved
         if len(saved["ranks"]) != self.world.size:
-            raise ValueError(f"this checkpoint was written by {len(saved['ranks'])} processes; "
-                             f"the run now has {self.world.size}: resume it with as many as "
-                             "wrote it")
+            raise ValueError(
+                f"this checkpoint was written by {len(saved['ranks'])} processes; "
+                f"the run now has {self.world.size}: resume it with as many as "
+                "wrote it"
+            )
         return saved["ranks"][self.world.rank]
 
     def train(self, stop_after: int | None = None) -> list[dict[str, Any]]:

@@ -18,17 +18,38 @@ RunConfig = Any
 """A run's :class:`agents.run.config.TrainConfig` (which imports these rules: they take it by
 name, so that the import runs one way)."""
 
-_AT_LEAST_ONE = ("iterations", "batch_size", "mini_batch_size", "ppo_epochs", "swap_period",
-                 "gradient_accumulation_steps", "group_size", "eval_size", "checkpoint_every",
-                 "lora_r", "lora_alpha", "keep_checkpoints", "max_nonfinite_steps")
-_POSITIVE = ("learning_rate", "cliprange", "cliprange_value", "target", "horizon", "ratio_threshold")
+_AT_LEAST_ONE = (
+    "iterations",
+    "batch_size",
+    "mini_batch_size",
+    "ppo_epochs",
+    "swap_period",
+    "gradient_accumulation_steps",
+    "group_size",
+    "eval_size",
+    "checkpoint_every",
+    "lora_r",
+    "lora_alpha",
+    "keep_checkpoints",
+    "max_nonfinite_steps",
+)
+_POSITIVE = (
+    "learning_rate",
+    "cliprange",
+    "cliprange_value",
+    "target",
+    "horizon",
+    "ratio_threshold",
+)
 _NON_NEGATIVE = ("init_kl_coef", "vf_coef")
 _POSITIVE_OR_NONE = ("max_grad_norm", "target_kl", "score_clip")
 _AT_LEAST_ONE_OR_NONE = ("max_new_tokens", "min_new_tokens", "max_tokens_per_microbatch")
-_SEAT_RULES = (("seat_max_new_tokens", lambda v: int(v) == v and v >= 1),
-               ("seat_temperature", lambda v: math.isfinite(v) and v >= 0),
-               ("seat_top_k", lambda v: int(v) == v and v >= 0),
-               ("seat_top_p", lambda v: math.isfinite(v) and 0 < v <= 1))
+_SEAT_RULES = (
+    ("seat_max_new_tokens", lambda v: int(v) == v and v >= 1),
+    ("seat_temperature", lambda v: math.isfinite(v) and v >= 0),
+    ("seat_top_k", lambda v: int(v) == v and v >= 0),
+    ("seat_top_p", lambda v: math.isfinite(v) and 0 < v <= 1),
+)
 
 
 def _fail(name: str, rule: str, value) -> None:
@@ -54,7 +75,9 @@ def check_config(c: RunConfig) -> None:
 def _check_choices(c: RunConfig) -> None:
     """Settings that only go together, and the outputs."""
     if c.load_in_4bit and c.mode != "lora":
-        raise ValueError("load_in_4bit trains LoRA adapters on a frozen 4-bit base: it needs --mode lora")
+        raise ValueError(
+            "load_in_4bit trains LoRA adapters on a frozen 4-bit base: it needs --mode lora"
+        )
     if not c.log_with or set(c.log_with) - {"tensorboard", "wandb"}:
         _fail("log_with", "one or both of 'tensorboard', 'wandb'", c.log_with)
     if c.use_score_norm and not c.use_score_scaling:
@@ -96,25 +119,39 @@ def _check_generation(c: RunConfig) -> None:
         value = getattr(c, name)
         if value is not None and not _is_count(value, 1):
             _fail(name, "an integer >= 1 or None", value)
-    if c.max_new_tokens is not None and c.min_new_tokens is not None and c.min_new_tokens > c.max_new_tokens:
-        raise ValueError(f"min_new_tokens ({c.min_new_tokens}) must not exceed max_new_tokens ({c.max_new_tokens})")
+    if (
+        c.max_new_tokens is not None
+        and c.min_new_tokens is not None
+        and c.min_new_tokens > c.max_new_tokens
+    ):
+        raise ValueError(
+            f"min_new_tokens ({c.min_new_tokens}) must not exceed max_new_tokens ({c.max_new_tokens})"
+        )
 
 
 def _check_chain(c: RunConfig) -> None:
     """The chain's length, one model per agent, one value per seat."""
     if not _is_count(c.num_agents, 2):
-        _fail("num_agents", "an integer >= 2 (the chain's length; a model alone is run_ppo.py)", c.num_agents)
+        _fail(
+            "num_agents",
+            "an integer >= 2 (the chain's length; a model alone is run_ppo.py)",
+            c.num_agents,
+        )
     if c.models is not None:
         names = [m.strip() for m in c.models.split(",")]
         if len(names) != c.num_agents or not all(names):
-            raise ValueError(f"models must name {c.num_agents} models (one per agent, comma-separated), "
-                             f"got {c.models!r}")
+            raise ValueError(
+                f"models must name {c.num_agents} models (one per agent, comma-separated), "
+                f"got {c.models!r}"
+            )
     for name, check in _SEAT_RULES:
         values = getattr(c, name)
         if values is None:
             continue
         if len(values) != c.num_agents:
-            raise ValueError(f"{name} needs {c.num_agents} values (one per seat), got {list(values)}")
+            raise ValueError(
+                f"{name} needs {c.num_agents} values (one per seat), got {list(values)}"
+            )
         if not all(check(v) for v in values):
             raise ValueError(f"{name} has a value out of range: {list(values)}")
 
@@ -127,8 +164,10 @@ def _check_learners(c: RunConfig) -> None:
         raise ValueError("give either --learners (one per model) or --observer-learner, not both")
     names = learner_names(c)
     if len(names) != c.num_agents or not all(names):
-        raise ValueError(f"learners must name {c.num_agents} learners (one per model, "
-                         f"comma-separated), got {c.learners!r}")
+        raise ValueError(
+            f"learners must name {c.num_agents} learners (one per model, "
+            f"comma-separated), got {c.learners!r}"
+        )
     unknown = sorted(set(names) - set(available_learners()))
     if unknown:
         raise ValueError(f"learners: unknown {unknown}; registered: {available_learners()}")
@@ -139,14 +178,19 @@ def _check_groups(c: RunConfig) -> None:
     grouped = sorted(n for n in set(learner_names(c)) if learner_samples_per_query(n, 2) > 1)
     low = 2 if grouped else 1
     if not _is_count(c.group_size, low):
-        _fail("group_size", f"an integer >= {low}" + (f" for the group learner {grouped[0]}" if grouped else ""),
-              c.group_size)
+        _fail(
+            "group_size",
+            f"an integer >= {low}" + (f" for the group learner {grouped[0]}" if grouped else ""),
+            c.group_size,
+        )
     rounds = c.refill_rounds
     if not _is_count(rounds, 0):
         _fail("refill_rounds", "an integer >= 0", rounds)
     if rounds and not (c.drop_uniform_groups and "grpo" in grouped):
-        raise ValueError("refill_rounds needs --drop-uniform-groups and a grpo learner: "
-                         "only uniform groups dropped from the loss are refilled")
+        raise ValueError(
+            "refill_rounds needs --drop-uniform-groups and a grpo learner: "
+            "only uniform groups dropped from the loss are refilled"
+        )
 
 
 def _check_batches(c: RunConfig) -> None:

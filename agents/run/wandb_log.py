@@ -24,22 +24,36 @@ SAMPLE_COLUMNS = ("iteration", "query", "pioneer", "observer", "score")
 class WandbSink:
     """One wandb run mirroring a :class:`agents.run.run_log.RunLog`."""
 
-    def __init__(self, run_dir: str | Path, project: str = "cory", group: str | None = None,
-                 mode: Literal["offline", "online", "disabled", "shared"] = "offline", name: str | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        project: str = "cory",
+        group: str | None = None,
+        mode: Literal["offline", "online", "disabled", "shared"] = "offline",
+        name: str | None = None,
+    ) -> None:
         try:
             import wandb
         except ModuleNotFoundError:
             raise ModuleNotFoundError(
-                "--log-with wandb needs the wandb package: pip install -e \".[wandb]\"") from None
+                '--log-with wandb needs the wandb package: pip install -e ".[wandb]"'
+            ) from None
         self._wandb = wandb
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         id_file = self.dir / ID_FILE
         run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
         id_file.write_text(run_id + "\n")
-        self.run = wandb.init(project=project, group=group, name=name or self.dir.name, id=run_id,
-                              resume="allow", mode=mode, dir=str(self.dir),
-                              settings=wandb.Settings(silent=True, console="off"))
+        self.run = wandb.init(
+            project=project,
+            group=group,
+            name=name or self.dir.name,
+            id=run_id,
+            resume="allow",
+            mode=mode,
+            dir=str(self.dir),
+            settings=wandb.Settings(silent=True, console="off"),
+        )
         self._samples: list[list[Any]] = []
 
     def config(self, config: dict[str, Any]) -> None:
@@ -47,8 +61,14 @@ class WandbSink:
 
     def log(self, iteration: int, row: dict[str, Any]) -> None:
         """The row's finite numbers at step ``iteration`` (wandb drops a step it has passed)."""
-        values = {k: v for k, v in row.items() if k != "iteration" and isinstance(v, (int, float))
-                  and not isinstance(v, bool) and math.isfinite(v)}
+        values = {
+            k: v
+            for k, v in row.items()
+            if k != "iteration"
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+        }
         if iteration >= self.run.step:
             self.run.log(values, step=iteration)
 
@@ -60,7 +80,10 @@ class WandbSink:
         columns += [k for k in samples[0] if k not in columns]
         self._samples += [[iteration, *(s.get(c) for c in columns[1:])] for s in samples]
         if iteration >= self.run.step:
-            self.run.log({"samples": self._wandb.Table(columns=[*columns], data=self._samples)}, step=iteration)
+            self.run.log(
+                {"samples": self._wandb.Table(columns=[*columns], data=self._samples)},
+                step=iteration,
+            )
 
     def close(self) -> None:
         """Finish the run, and have it on disk when this returns.

@@ -18,8 +18,26 @@ from cory_env.rewards import make_reward
 from cory_env.tasks.base import GenerationConfig, Query, Task, register_task
 
 NAMES = (
-    "Ava", "Ben", "Carla", "Dev", "Elena", "Farid", "Grace", "Hugo", "Imani", "Jonas",
-    "Keiko", "Liam", "Maya", "Nico", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tara",
+    "Ava",
+    "Ben",
+    "Carla",
+    "Dev",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Imani",
+    "Jonas",
+    "Keiko",
+    "Liam",
+    "Maya",
+    "Nico",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tara",
 )
 ITEMS = ("notebooks", "pencils", "apples", "tickets", "sandwiches", "toy cars", "mugs", "plants")
 THINGS = ("marbles", "stickers", "cards", "shells", "stamps", "beads")
@@ -64,7 +82,12 @@ def shop1(rng: random.Random) -> tuple[str, int]:
 
 
 def share1(rng: random.Random) -> tuple[str, int]:
-    name, thing, each, k = rng.choice(NAMES), rng.choice(THINGS), rng.randint(2, 12), rng.randint(2, 8)
+    name, thing, each, k = (
+        rng.choice(NAMES),
+        rng.choice(THINGS),
+        rng.randint(2, 12),
+        rng.randint(2, 8),
+    )
     return (
         f"{name} has {each * k} {thing} and shares them equally among {k} friends. "
         f"How many {thing} does each friend get?",
@@ -120,7 +143,12 @@ def age2(rng: random.Random) -> tuple[str, int]:
 
 
 def read2(rng: random.Random) -> tuple[str, int]:
-    name, per_day, days, extra = rng.choice(NAMES), rng.randint(5, 40), rng.randint(2, 7), rng.randint(3, 60)
+    name, per_day, days, extra = (
+        rng.choice(NAMES),
+        rng.randint(5, 40),
+        rng.randint(2, 7),
+        rng.randint(3, 60),
+    )
     return (
         f"{name} reads {per_day} pages a day for {days} days, then reads {extra} more pages on "
         f"the weekend. How many pages does {name} read in total?",
@@ -184,7 +212,12 @@ def factory3(rng: random.Random) -> tuple[str, int]:
 
 def age3(rng: random.Random) -> tuple[str, int]:
     a, b, c = rng.sample(NAMES, 3)
-    age, times, d, years = rng.randint(3, 15), rng.randint(2, 4), rng.randint(2, 5), rng.randint(2, 20)
+    age, times, d, years = (
+        rng.randint(3, 15),
+        rng.randint(2, 4),
+        rng.randint(2, 5),
+        rng.randint(2, 20),
+    )
     return (
         f"{a} is {age} years old. {b} is {times} times as old as {a}. {c} is {d} years younger "
         f"than {b}. How old will {c} be in {years} years?",
@@ -237,7 +270,9 @@ def generate_problems(n: int, seed: int = 0, max_steps: int = MAX_STEPS) -> list
     raise ValueError(f"could not generate {n} distinct problems with max_steps={max_steps}")
 
 
-def arith_task(num_train: int = 2000, num_eval: int = 200, seed: int = 0, max_steps: int = 3) -> Task:
+def arith_task(
+    num_train: int = 2000, num_eval: int = 200, seed: int = 0, max_steps: int = 3
+) -> Task:
     """The arith task: ``num_train`` + ``num_eval`` distinct generated problems (seeded)."""
     if num_train < 1 or num_eval < 0:
         raise ValueError(f"need num_train >= 1 and num_eval >= 0, got {num_train}, {num_eval}")

@@ -124,15 +124,17 @@ class Task:
         if not answers:
             raise ValueError("an observer's prompt needs at least one earlier answer")
         joined = self.chain_separator.join(
-            self.chain_answer.format(q=query, i=i, a=a) for i, a in enumerate(answers, start=1))
+            self.chain_answer.format(q=query, i=i, a=a) for i, a in enumerate(answers, start=1)
+        )
         if self.chain_template is None:
             return self.observer_template.format(q=query, a1=joined)
         return self.chain_template.format(q=query, answers=joined)
 
     def without_knowledge_transfer(self) -> Task:
         """The ablation where every observer sees only the query (its prompt is the pioneer's)."""
-        return replace(self, observer_template=self.pioneer_template,
-                       chain_template=self.pioneer_template)
+        return replace(
+            self, observer_template=self.pioneer_template, chain_template=self.pioneer_template
+        )
 
     def with_reward(self, reward_fn: RewardFn) -> Task:
         """The same task with another reward function (the env's ``reward_fn=`` override)."""

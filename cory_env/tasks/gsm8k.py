@@ -86,7 +86,9 @@ def gsm8k_task(
         train = to_queries(load_hub(HUB_DATASET, HUB_CONFIG, "train")[:limit], HUB_DATASET)
         evals = to_queries(load_hub(HUB_DATASET, HUB_CONFIG, "test")[:limit], HUB_DATASET)
     elif eval_path is None:
-        train, evals = split_items(to_queries(read_records(path)[:limit], path), eval_fraction, seed)
+        train, evals = split_items(
+            to_queries(read_records(path)[:limit], path), eval_fraction, seed
+        )
     else:
         train = to_queries(read_records(path)[:limit], path)
         evals = to_queries(read_records(eval_path)[:limit], eval_path)

@@ -170,9 +170,15 @@ def imdb_task(
     if tokenizer is None:
         generation = replace(GENERATION, max_prompt_tokens=WORD_PROMPT_TOKENS)
     return review_task(
-        "imdb", openings[:limit], eval_fraction, seed, generation,
+        "imdb",
+        openings[:limit],
+        eval_fraction,
+        seed,
+        generation,
         "Continue an IMDB review opening; reward: positive sentiment.",
-        reward, reward_model, reward_kwargs,
+        reward,
+        reward_model,
+        reward_kwargs,
     )
 
 

@@ -121,9 +121,7 @@ def load_hub(name: str, config: str | None = None, split: str = "train") -> list
     return list(ds)
 
 
-def split_items(
-    items: Sequence[T], eval_fraction: float, seed: int
-) -> tuple[list[T], list[T]]:
+def split_items(items: Sequence[T], eval_fraction: float, seed: int) -> tuple[list[T], list[T]]:
     """A seeded shuffle of ``items`` cut into (train, eval); eval gets ``round(fraction*n)``
     items, train always at least one."""
     if not 0.0 <= eval_fraction < 1.0:

@@ -59,9 +59,15 @@ def sentiment_task(
     """
     check_limit(limit)
     return review_task(
-        "sentiment", load_openings()[:limit], eval_fraction, seed, GENERATION,
+        "sentiment",
+        load_openings()[:limit],
+        eval_fraction,
+        seed,
+        GENERATION,
         "Continue an embedded movie-review opening; reward: the positive sentiment it adds.",
-        reward, reward_model, reward_kwargs,
+        reward,
+        reward_model,
+        reward_kwargs,
     )
 
 

@@ -20,10 +20,14 @@ TIMING = ("charts/rollout_s", "charts/iteration_s")
 cases = {}
 for mode in ("lora", "full"):
     with TemporaryDirectory() as tmp:
-        trainer = CoryTrainer(small_config(Path(tmp), mode=mode), model=tiny_model(), tokenizer=tiny_tokenizer())
+        trainer = CoryTrainer(
+            small_config(Path(tmp), mode=mode), model=tiny_model(), tokenizer=tiny_tokenizer()
+        )
         rows = [{k: v for k, v in r.items() if k not in TIMING} for r in trainer.train()]
-        weights = {m: float(sum(p.double().sum() for p in lr.agent.trainable_parameters()))
-                   for m, lr in trainer.learners.items()}
+        weights = {
+            m: float(sum(p.double().sum() for p in lr.agent.trainable_parameters()))
+            for m, lr in trainer.learners.items()
+        }
         cases[mode] = {"rows": rows, "weights": weights}
 with open(sys.argv[1], "w") as f:
     json.dump({"recorded_at": "before the K-agent trainer", "cases": cases}, f, indent=1)

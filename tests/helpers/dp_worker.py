@@ -37,8 +37,14 @@ def fixed_batch() -> tuple[TokenBatch, torch.Tensor]:
     return TokenBatch.from_lists(prompts, responses, pad_id=0), scores
 
 
-def update_learner(tmp: Path, world: distributed.World, update: bool = True, mode: str = "lora",
-                   mini_batch_size: int = 4, budget: int | None = None) -> PPOLearner:
+def update_learner(
+    tmp: Path,
+    world: distributed.World,
+    update: bool = True,
+    mode: str = "lora",
+    mini_batch_size: int = 4,
+    budget: int | None = None,
+) -> PPOLearner:
     """The agent (LoRA or a full copy, sharded where ``world`` asks for FSDP) and PPO learner
     both the test and the workers build, after one update. SGD, not Adam: Adam's step is
     about the sign of each gradient, so a parameter whose gradient is float noise around
@@ -46,8 +52,14 @@ def update_learner(tmp: Path, world: distributed.World, update: bool = True, mod
     config = small_config(tmp, mode=mode)
     (agent,) = build_agents(config, tiny_model(), tiny_tokenizer(), n=1, world=world)
     optimizer = torch.optim.SGD(agent.trainable_parameters(), lr=0.5)
-    learner = PPOLearner.build(agent, optimizer=optimizer, world=world, config=LearnerConfig(
-        mini_batch_size=mini_batch_size, ppo_epochs=2, seed=0, max_tokens_per_microbatch=budget))
+    learner = PPOLearner.build(
+        agent,
+        optimizer=optimizer,
+        world=world,
+        config=LearnerConfig(
+            mini_batch_size=mini_batch_size, ppo_epochs=2, seed=0, max_tokens_per_microbatch=budget
+        ),
+    )
     batch, scores = fixed_batch()
     if update:
         learner.stats = learner.update(batch, scores)
@@ -56,8 +68,12 @@ def update_learner(tmp: Path, world: distributed.World, update: bool = True, mod
 
 def flat_trainable(learner) -> torch.Tensor:
     """The learner's trainable weights in one vector (sharded ones gathered whole)."""
-    return torch.cat([(p.full_tensor() if distributed.is_sharded(p) else p).detach().flatten()
-                      for p in learner.agent.trainable_parameters()])
+    return torch.cat(
+        [
+            (p.full_tensor() if distributed.is_sharded(p) else p).detach().flatten()
+            for p in learner.agent.trainable_parameters()
+        ]
+    )
 
 
 def main() -> None:
@@ -76,8 +92,9 @@ def main() -> None:
     w = distributed.world()
     seen: dict = {"world": (w.size, w.rank, w.kind), "fsdp": w.fsdp}
     if args.scenario == "update":
-        learner = update_learner(args.out, w, mode=args.mode, mini_batch_size=args.mini_batch_size,
-                                 budget=args.budget)
+        learner = update_learner(
+            args.out, w, mode=args.mode, mini_batch_size=args.mini_batch_size, budget=args.budget
+        )
         seen["params"] = flat_trainable(learner)
         seen["stats"] = learner.stats
     else:
@@ -90,8 +107,14 @@ def main() -> None:
             return mine
 
         trainer_module.shard = recording_shard
-        config = small_config(args.out, iterations=args.iterations, eval_every=2, resume=args.resume,
-                              mode=args.mode, **({"model": args.model} if args.model else {}))
+        config = small_config(
+            args.out,
+            iterations=args.iterations,
+            eval_every=2,
+            resume=args.resume,
+            mode=args.mode,
+            **({"model": args.model} if args.model else {}),
+        )
         given = {} if args.model else {"model": tiny_model(), "tokenizer": tiny_tokenizer()}
         real_load = setup_module.load_model
 

@@ -76,8 +76,6 @@ def make_batch() -> TokenBatch:
 
 def cfg(**kw) -> LearnerConfig:
     """The PPO config the fake-agent tests use (``kw`` overrides)."""
-    base = dict(
-        learning_rate=3e-2, mini_batch_size=4, ppo_epochs=4, init_kl_coef=0.05
-    )
+    base = dict(learning_rate=3e-2, mini_batch_size=4, ppo_epochs=4, init_kl_coef=0.05)
     base.update(kw)
     return LearnerConfig(**base)
