@@ -1,9 +1,9 @@
-"""The learners on the shared skeleton give the numbers of the learners before the
-restructure: two updates on fixed batches, for PPO and RLOO, full copies and LoRA, the
-``kl`` and ``full`` KL estimators, compared with values recorded at be69117
-(``tests/data/learner_reference.json``, made by ``tests/data/record_learner_reference.py``):
-with the padded computation the recording used to float32 rounding (which differs between
-CPUs), and within a wider float tolerance with sequence packing (the default since)."""
+"""The learners give the recorded reference numbers: two updates on fixed batches, for PPO
+and RLOO, full copies and LoRA, the ``kl`` and ``full`` KL estimators, compared with values
+recorded at commit be69117 (``tests/data/learner_reference.json``, made by
+``tests/data/record_learner_reference.py``): with the padded computation the recording used
+to float32 rounding (which differs between CPUs), and within a wider float tolerance with
+sequence packing (the default)."""
 
 from __future__ import annotations
 

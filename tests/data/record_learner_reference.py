@@ -1,4 +1,4 @@
-"""Record PPO/RLOO learner numbers on fixed batches with the pre-restructure code (be69117).
+"""Record PPO/RLOO learner numbers on fixed batches at commit be69117 (the reference values).
 
 How ``learner_reference.json`` was made (kept as a record; it imports the old module paths):
 
