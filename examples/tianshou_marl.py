@@ -32,7 +32,9 @@ the same keys from the first step, with non-null defaults, as tianshou's buffer 
    on across episodes. This subclass computes each row's Monte-Carlo return by following
    the buffer (all agents' rows) to the end of the episode, summing this agent's column
    of the reward vector: the AEC cumulative reward, undiscounted by default (gamma = 1,
-   the paper's setting).
+   the paper's setting). The upstream issue is thu-ml/tianshou#399 ("MultiAgentPolicyManager
+   misses rewards"); no env change inside the AEC contract can fix it, since the dispatcher
+   slices the rows before the return is computed.
 
 The observation dict and the ``Discrete(len(tokenizer))`` action space needed no
 adaptation: tianshou passes dict observations through as nested ``Batch`` objects, and
