@@ -41,6 +41,11 @@ def _peek(argv: list[str], flag: str) -> str | None:
     return None
 
 
+def _one_line(doc: str | None) -> str | None:
+    """A field's docstring folded onto one line (the ``--help`` text)."""
+    return None if doc is None else " ".join(doc.split())
+
+
 @functools.cache
 def _grouped_flags() -> type:
     """The parse-time dataclass: one nested dataclass per flag group (tyro draws each as a
@@ -54,7 +59,7 @@ def _grouped_flags() -> type:
         own = [
             (
                 n,
-                Annotated[hints[n], tyro.conf.arg(help=docs.get(n))],
+                Annotated[hints[n], tyro.conf.arg(help=_one_line(docs.get(n)))],
                 dataclasses.field(default=getattr(default, n)),
             )
             for n in names

@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -22,19 +23,26 @@ __all__ = ["field_docs", "read_settings"]
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """``{field: docstring}`` of a dataclass: the string literal under each field, on one line."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    """``{field: docstring}`` of a dataclass and its bases: the string literal under each
+    annotated field, dedented, its paragraphs kept."""
     docs: dict[str, str] = {}
-    for node, after in zip(body, body[1:]):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(after.value.value.split())
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        body = ast.parse(source).body[0]
+        if not isinstance(body, ast.ClassDef):
+            continue
+        for node, after in zip(body.body, body.body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = inspect.cleandoc(after.value.value)
     return docs
 
 

@@ -10,11 +10,9 @@ manual's flag reference is the dataclass itself and cannot drift from it. Withou
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import importlib
 import inspect
-import textwrap
 import typing
 
 from docutils import nodes
@@ -22,31 +20,10 @@ from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
+from agents.run.schema import field_docs
+
 CONFIG_MODULE = "agents.run.config"
 CONFIG_CLASS = "TrainConfig"
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings (a string right after an annotated field) of ``cls`` and its bases."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__[:-1]):
-        try:
-            source = textwrap.dedent(inspect.getsource(klass))
-        except (OSError, TypeError):
-            continue
-        body = ast.parse(source).body[0]
-        if not isinstance(body, ast.ClassDef):
-            continue
-        for stmt, after in zip(body.body, body.body[1:]):
-            if (
-                isinstance(stmt, ast.AnnAssign)
-                and isinstance(stmt.target, ast.Name)
-                and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant)
-                and isinstance(after.value.value, str)
-            ):
-                docs[stmt.target.id] = inspect.cleandoc(after.value.value)
-    return docs
 
 
 def default_text(field: dataclasses.Field) -> str:
