@@ -32,18 +32,23 @@ records as ``num_processes``, never what the flags asked for.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 
+from agents.errors import PeerLostError
+
 if TYPE_CHECKING:
     from torch.distributed.tensor import DTensor
 
 __all__ = [
+    "DEFAULT_COLLECTIVE_TIMEOUT",
     "SINGLE",
     "Shard",
     "World",
@@ -57,6 +62,7 @@ __all__ = [
     "leave",
     "load_full_state",
     "main_first",
+    "peer_lost",
     "process_device",
     "reduce_sum",
     "refuse_deepspeed",
@@ -69,6 +75,32 @@ __all__ = [
 
 T = TypeVar("T")
 S = TypeVar("S", torch.Tensor, Sequence)
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_COLLECTIVE_TIMEOUT = 300.0
+"""Seconds a collective waits for the other processes (``--collective-timeout``; a peer that
+died is seen at once, its connections closing, one that hangs after this)."""
+_timeout = [DEFAULT_COLLECTIVE_TIMEOUT]  # the process group's, in seconds
+
+
+def peer_lost(err: BaseException) -> PeerLostError | None:
+    """``err`` as a :class:`~agents.errors.PeerLostError` where a collective lost a peer, else None."""
+    return PeerLostError.of(err, _timeout[0])
+
+
+def _collective(fn: F) -> F:
+    """``fn`` (a collective) raising :func:`peer_lost`'s error where a peer is lost."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as err:
+            if (lost := peer_lost(err)) is None:
+                raise
+            raise lost from err
+
+    return cast(F, wrapped)
 
 
 @dataclass(frozen=True)
@@ -93,6 +125,7 @@ class World:
     def parallel(self) -> bool:
         return self.size > 1
 
+    @_collective
     def barrier(self) -> None:
         if self.parallel:
             _state().wait_for_everyone()
@@ -115,7 +148,8 @@ def _state():
 
     # cpu=True on a machine without CUDA: accelerate then joins the launcher's processes on
     # gloo (without it, each process of `--multi_gpu` on a CPU machine thinks it is alone)
-    return PartialState(cpu=not torch.cuda.is_available())
+    timeout = datetime.timedelta(seconds=_timeout[0])
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timeout)
 
 
 def process_device() -> torch.device:
@@ -123,13 +157,18 @@ def process_device() -> torch.device:
     return _state().device
 
 
-def world() -> World:
+def world(timeout: float | None = None) -> World:
     """This run's processes, as the launcher (``accelerate launch``, ``torchrun``) made them;
-    size 1 without a launcher. A DeepSpeed launch is refused (:func:`refuse_deepspeed`)."""
+    size 1 without a launcher. A DeepSpeed launch is refused (:func:`refuse_deepspeed`).
+    ``timeout``: the seconds each collective waits for the other processes before it fails
+    with :func:`peer_lost`'s error (None: as set before, at first the default)."""
     refuse_deepspeed()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return SINGLE
     state = _state()
+    if timeout is not None:  # the group's own (gloo's, NCCL's)
+        torch.distributed.distributed_c10d._set_pg_timeout(datetime.timedelta(seconds=timeout))
+        _timeout[0] = timeout
     return World(
         state.num_processes,
         state.process_index,
@@ -141,13 +180,13 @@ def world() -> World:
 
 @contextlib.contextmanager
 def main_first(w: World) -> Iterator[None]:
-    """Run the block on the main process first and on the others after it (accelerate's
+    """Run the block on the main process first and on the others after it (as accelerate's
     ``main_process_first``; the block itself for one process)."""
-    if not w.parallel:
-        yield
-        return
-    with _state().main_process_first():
-        yield
+    if not w.is_main:
+        w.barrier()
+    yield
+    if w.is_main:
+        w.barrier()
 
 
 def leave(w: World) -> None:
@@ -224,6 +263,7 @@ def shard(items: Sequence[T], w: World) -> list[T]:
     return list(share(items, w))
 
 
+@_collective
 def gather(obj: Any, w: World) -> list[Any]:
     """Every process's ``obj`` (any picklable object), in rank order."""
     if not w.parallel:
@@ -233,6 +273,7 @@ def gather(obj: Any, w: World) -> list[Any]:
     return gather_object([obj])
 
 
+@_collective
 def reduce_sum(t: torch.Tensor, w: World) -> torch.Tensor:
     """``t`` summed over the processes (the same shape and device everywhere)."""
     if not w.parallel:
@@ -242,6 +283,7 @@ def reduce_sum(t: torch.Tensor, w: World) -> torch.Tensor:
     return reduce(t.contiguous(), "sum")
 
 
+@_collective
 def gather_rows(t: torch.Tensor, w: World) -> torch.Tensor:
     """Every process's ``(n, ...)`` rows stacked in rank order (``(size * n, ...)``)."""
     if not w.parallel:

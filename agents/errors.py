@@ -3,7 +3,16 @@ traceback; ``--debug`` shows it)."""
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "DivergedError", "ResumeError", "RunError", "Stopped"]
+import re
+
+__all__ = [
+    "CheckpointError",
+    "DivergedError",
+    "PeerLostError",
+    "ResumeError",
+    "RunError",
+    "Stopped",
+]
 
 
 class RunError(Exception):
@@ -21,6 +30,42 @@ class ResumeError(RunError, ValueError):
 
 class DivergedError(RunError):
     """Training diverged: non-finite losses, gradients, logits or weights."""
+
+
+class PeerLostError(RunError):
+    """A process of a data-parallel run died or stopped answering a collective
+    (:func:`agents.distributed.peer_lost`): this one stops too, its run folder resumable from
+    the newest checkpoint."""
+
+    @classmethod
+    def of(cls, err: BaseException, timeout: float) -> PeerLostError | None:
+        """This process's error where ``err``, a collective's in a process group of several,
+        says a peer was lost (gloo's "Connection closed by peer" once a process died, "Timed
+        out waiting" after ``timeout`` seconds); None for any other error."""
+        import torch.distributed as dist
+
+        found = _PEER_LOST.search(str(err)) if isinstance(err, RuntimeError) else None
+        if found is None or not (dist.is_available() and dist.is_initialized()):
+            return None
+        rank, size = dist.get_rank(), dist.get_world_size()
+        if size < 2:
+            return None
+        peer = f"rank {1 - rank}" if size == 2 else f"one of the other {size - 1}"
+        what = (
+            f"a peer process ({peer}) died: its connection closed during a collective"
+            if found["died"]
+            else f"a peer process ({peer}) did not answer within --collective-timeout {timeout:g} "
+            "s (it died or hung; if it was only slow, raise --collective-timeout)"
+        )
+        return cls(
+            f"{what}; this process (rank {rank}) stops too. The run folder is resumable from its "
+            "newest checkpoint: rerun the same launch with --resume"
+        )
+
+
+_PEER_LOST = re.compile(
+    r"(?P<died>(closed|reset) by peer|broken pipe|connection refused)|timed out|timeout", re.I
+)
 
 
 class Stopped(RunError):

@@ -58,6 +58,10 @@ class SingleAgentTrainer(Trainer):
         )
 
     @property
+    def method(self) -> str:
+        return f"single-agent {self.config.learner.upper()}"
+
+    @property
     def learner(self):
         """The one learner."""
         return self.learners[POLICY]

@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agents.policy.sampler import CACHE_KWARG  # noqa: E402
 from bench import record  # noqa: E402
 from cory_env import CoryTextVecEnv, GenerationConfig, Query, Task  # noqa: E402
 from cory_env.templates import GSM8K_STOP, IMDB_OBSERVER  # noqa: E402
@@ -137,13 +138,13 @@ def time_model(batch: int, device: str, repeats: int) -> tuple[float, float]:
         out = model(ids, use_cache=True)
         sync(device)
         full.append(time.perf_counter() - t0)
-    past, token = out.past_key_values, ids[:, -1:]
-    model(token, past_key_values=past, use_cache=True)  # warm-up, context 65
+    past, token = getattr(out, CACHE_KWARG), ids[:, -1:]
+    model(token, **{CACHE_KWARG: past}, use_cache=True)  # warm-up, context 65
     decode = []
     for _ in range(5 * repeats):  # context 66, 67, ...
         sync(device)
         t0 = time.perf_counter()
-        model(token, past_key_values=past, use_cache=True)
+        model(token, **{CACHE_KWARG: past}, use_cache=True)
         sync(device)
         decode.append(time.perf_counter() - t0)
     return 1e3 * float(np.median(decode)), 1e3 * min(full)

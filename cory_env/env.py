@@ -82,7 +82,15 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 
 from cory_env.config import EnvConfig, setup_env
-from cory_env.state import PIONEER, Episodes, agent_names, check_token, draw_query, forced_query
+from cory_env.state import (
+    PIONEER,
+    Episodes,
+    agent_names,
+    check_token,
+    draw_query,
+    forced_query,
+    role_index,
+)
 from cory_env.tasks.base import Query, Task
 
 
@@ -98,15 +106,28 @@ def observation_space(cfg: EnvConfig) -> spaces.Dict:
 
 
 class _OrderEnforcingWrapper(wrappers.OrderEnforcingWrapper):
-    """PettingZoo's order enforcing, except that an action after the episode raises.
+    """PettingZoo's order enforcing, except that an action or ``last()`` after the episode
+    raises, and a refused first ``reset`` still counts as no reset.
 
     (The stock wrapper only warns once every agent has been removed.)
     """
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> None:
+        try:
+            super().reset(seed=seed, options=options)
+        except BaseException:
+            self._has_reset = self.unwrapped.agent_selection is not None  # an earlier success
+            raise
 
     def step(self, action: Any) -> None:
         if self._has_reset and not self.agents and action is not None:
             raise RuntimeError("the episode is over (no agents left): call reset()")
         super().step(action)
+
+    def last(self, observe: bool = True) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if self._has_reset and not self.agents:
+            raise RuntimeError("the episode is over (no agents left): call reset()")
+        return super().last(observe)
 
 
 def env(**kwargs: Any) -> AECEnv:
@@ -234,7 +255,14 @@ class CoryTextEnv(AECEnv):
         self._accumulate_rewards()
 
     def observe(self, agent: str) -> dict[str, np.ndarray]:
-        return self._episodes.observation(self.possible_agents.index(agent), 0)
+        return self._episodes.observation(role_index(self.possible_agents, agent), 0)
+
+    def last(self, observe: bool = True) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if not self.agents:
+            if self.agent_selection is None:
+                raise RuntimeError("call reset() before last()")
+            raise RuntimeError("the episode is over (no agents left): call reset()")
+        return super().last(observe)
 
     def render(self) -> str | None:
         if self.render_mode is None:
@@ -259,11 +287,11 @@ class CoryTextEnv(AECEnv):
 
     def response_ids(self, agent: str) -> np.ndarray:
         """The tokens ``agent`` has produced this episode (EOS included)."""
-        return self._episodes.responses(self.possible_agents.index(agent))[0].copy()
+        return self._episodes.responses(role_index(self.possible_agents, agent))[0].copy()
 
     def text(self, agent: str) -> str:
         """``agent``'s answer as text (final once its turn has ended)."""
-        return self._episodes.text(self.possible_agents.index(agent))[0]
+        return self._episodes.text(role_index(self.possible_agents, agent))[0]
 
     def episode(self) -> dict[str, Any]:
         """The episode as text: ``query``, ``answer`` (gold, ``""`` if none) and each role's

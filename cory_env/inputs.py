@@ -75,7 +75,12 @@ def check_token(action: Any, vocab_size: int) -> int:
 
 def check_tokens(actions: Any, active: np.ndarray, vocab_size: int) -> np.ndarray:
     """A (B,) int64 array of actions; only the entries of active episodes are range-checked."""
-    arr = np.asarray(actions)
+    try:
+        arr = np.asarray(actions)
+    except ValueError:  # a ragged nesting: numpy cannot make one array of it
+        raise ValueError(
+            f"expected {active.size} actions (one per env), got a ragged nested sequence"
+        ) from None
     if arr.shape != active.shape:
         raise ValueError(f"expected {active.size} actions (one per env), got shape {arr.shape}")
     if arr.dtype.kind not in "iu":

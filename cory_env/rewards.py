@@ -2,9 +2,9 @@
 
 A reward function is any callable ``(queries, responses) -> array`` of one float per
 pair. Named ones are registered with :func:`register_reward` and built by
-:func:`make_reward`; :func:`score` calls one and checks its
-output at the boundary, so a faulty reward raises :class:`RewardError` instead of
-corrupting a training run. :func:`combine` turns the two per-role rewards into what
+:func:`make_reward`, which also takes an import path to your own (``my_pkg.rewards:toxicity``,
+``path/to/rewards.py:toxicity``); :func:`score` calls one and checks its output at the
+boundary, so a faulty reward raises :class:`RewardError` instead of corrupting a training run. :func:`combine` turns the two per-role rewards into what
 each role receives (``cooperative``: both get ``r(q,a1)+r(q,a2)``, the paper's setting).
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cory_env.registry import Registry
+from cory_env.registry import Imported, Registry, is_import_path
 
 REWARD_MODES = ("cooperative", "independent")
 
@@ -50,37 +50,65 @@ def available_rewards() -> list[str]:
 
 def make_reward(spec: str | RewardFn, **kwargs: Any) -> RewardFn:
     """A reward function from a registered name (``vader``, ``hf-classifier``,
-    ``answer-match``) or a custom callable, returned as is."""
+    ``answer-match``), an import path to a reward function (``module:function`` or
+    ``path/to/file.py:function``: a :class:`cory_env.registry.Imported`, so that
+    :func:`score` names it by that path), or a custom callable, returned as is."""
     if callable(spec):
         if kwargs:
             raise TypeError("keyword arguments are only accepted with a reward name")
         return spec
+    if is_import_path(spec):
+        if kwargs:
+            raise TypeError(
+                f"reward {spec!r} is a function, not a factory: it takes no options ({kwargs})"
+            )
+        return Imported(spec, "reward")
     return _REWARDS.get(spec)(**kwargs)
 
 
+def _describe(out: Any) -> str:
+    """What a reward returned, in a few words (for the messages of :func:`score`)."""
+    if out is None or isinstance(out, (str, bytes, bool, int, float)):
+        return repr(out) if len(repr(out)) < 40 else type(out).__name__
+    if getattr(out, "shape", None) is not None:
+        return f"a {type(out).__name__} of shape {tuple(out.shape)}"
+    size = f" of {len(out)} items" if hasattr(out, "__len__") else ""
+    return f"a {type(out).__name__}{size}"
+
+
 def score(reward_fn: RewardFn, queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-    """Call ``reward_fn`` and validate its output: a finite float32 array, one per response."""
+    """Call ``reward_fn`` and validate its output: a finite float32 array, one per response
+    (shape ``(N,)``); any other output is a :class:`RewardError` that names the function,
+    what it returned and the shape expected."""
     if len(queries) != len(responses):
         raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
     name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
+    n = len(responses)
+    expected = f"a reward returns one finite float per response, shape ({n},)"
     try:
         out = reward_fn(list(queries), list(responses))
+    except RewardError:
+        raise
     except Exception as exc:  # re-raised with context, nothing swallowed
         raise RewardError(f"reward function {name!r} raised {type(exc).__name__}: {exc}") from exc
     try:
-        arr = np.asarray(out, dtype=np.float32).reshape(-1)
+        arr = np.asarray(out if out is not None else "None", dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise RewardError(
-            f"reward function {name!r} must return numbers, got {type(out).__name__}"
+            f"reward function {name!r} must return numbers, got {_describe(out)}: {expected}"
         ) from exc
-    if arr.shape != (len(responses),):
+    # (N,), or N values as a column or a row; a scalar for a batch of one
+    if arr.size != n or arr.ndim > 2 or max(arr.shape, default=1) != n:
         raise RewardError(
-            f"reward function {name!r} returned {arr.size} values for {len(responses)} responses"
+            f"reward function {name!r} returned {_describe(out)} ({arr.size} values) "
+            f"for {n} responses: {expected}"
         )
+    arr = arr.reshape(-1)
     if not np.all(np.isfinite(arr)):
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise RewardError(
-            f"reward function {name!r} returned a non-finite value ({arr[bad]}) at index {bad}"
+            f"reward function {name!r} returned a non-finite value ({arr[bad]}) at index {bad} "
+            f"(response {str(responses[bad])[:60]!r}): {expected}"
         )
     return arr
 

@@ -35,6 +35,7 @@ __all__ = [
     "check_tokens",
     "draw_query",
     "forced_query",
+    "role_index",
     "seat_prefix",
     "turn_limits",
 ]
@@ -51,6 +52,13 @@ def seat_prefix(agent: str) -> str:
     observer, as in the two-agent game), then ``observer_1``, ``observer_2``, ..."""
     role, _, index = agent.rpartition("_")
     return role if index == "0" else agent
+
+
+def role_index(agents: Sequence[str], agent: Any) -> int:
+    """The turn index of ``agent`` among ``agents``, or a ValueError naming the agents."""
+    if not isinstance(agent, str) or agent not in agents:
+        raise ValueError(f"unknown agent {agent!r}: this env's agents are {list(agents)}")
+    return list(agents).index(agent)
 
 
 AGENTS = agent_names(2)

@@ -24,7 +24,7 @@ from gymnasium.utils import seeding
 
 from cory_env.config import EnvConfig, setup_env
 from cory_env.env import CoryTextEnv, observation_space
-from cory_env.state import AGENTS, Episodes, draw_query, forced_query
+from cory_env.state import AGENTS, Episodes, draw_query, forced_query, role_index
 from cory_env.tasks.base import Task
 
 Obs = dict[str, np.ndarray]
@@ -66,6 +66,11 @@ class CoryTextVecEnv:
         options = options or {}
         if seed is not None:
             self._rngs = [seeding.np_random(seed + i)[0] for i in range(b)]
+        for key in ("queries", "answers"):
+            if isinstance(options.get(key), str):
+                raise TypeError(
+                    f"options[{key!r}] must be a list of {b} entries (one per env), got a str"
+                )
         if options.get("queries") is not None:
             texts = list(options["queries"])
             answers = list(options.get("answers") or [None] * len(texts))
@@ -130,11 +135,11 @@ class CoryTextVecEnv:
 
     def response_ids(self, agent: str) -> list[np.ndarray]:
         """The tokens ``agent`` produced in each episode (EOS included)."""
-        return [r.copy() for r in self._episodes.responses(self.possible_agents.index(agent))]
+        return [r.copy() for r in self._episodes.responses(role_index(self.possible_agents, agent))]
 
     def texts(self, agent: str) -> list[str]:
         """``agent``'s answers as text (final once its turn has ended)."""
-        return self._episodes.text(self.possible_agents.index(agent))
+        return self._episodes.text(role_index(self.possible_agents, agent))
 
     @property
     def infos(self) -> dict[str, np.ndarray]:

@@ -6,10 +6,14 @@ estimator). A JSON file out, a table printed.
     python scripts/evaluate.py --model smollm2-135m-instruct --task arith --samples 4 --k 1 4
     python scripts/evaluate.py --model runs/cory/models/model_a --task sentiment   # a run's adapter
     python scripts/evaluate.py --model runs/cory/models/model_a-merged --reference smollm2-135m-instruct
+    python scripts/evaluate.py --model runs/custom/models/model_a --task prompts \
+        --task-path examples/custom_task/prompts.jsonl --reward examples/custom_task/my_rewards.py:kindness
 
 ``--model`` takes a hub id, a folder, a GGUF file, the alias, or an exported peft adapter
 folder (its base is read from ``adapter_config.json``, or ``--base``). The KL reference is
-``--reference``, else the adapter's base, else the model itself (KL 0).
+``--reference``, else the adapter's base, else the model itself (KL 0). ``--task`` and
+``--reward`` take the names and import paths ``scripts/run_cory.py`` takes; the task is
+built (its data read, its reward resolved) before any model loads.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 import tyro
 
 from agents.policy import LLMAgent
+from agents.policy.export import base_of
 from agents.policy.loading import load_model
 from agents.run.config import TrainConfig
 from agents.run.evaluate import distinct_n, pass_at_k, sequence_kl
@@ -37,11 +42,16 @@ class Args:
     model: str
     """The model to evaluate (hub id, folder, GGUF file, alias, or an exported adapter folder)."""
     task: str = "sentiment"
-    """Task name (``sentiment``, ``arith``, ``imdb``, ``gsm8k``)."""
+    """Task name (``sentiment``, ``arith``, ``imdb``, ``gsm8k``, ``prompts``) or a factory's
+    import path, ``module:factory`` or ``path/to/file.py:factory``."""
     task_path: str | None = None
-    """Local data file for ``imdb`` / ``gsm8k``."""
+    """Data of ``imdb`` / ``gsm8k`` / ``prompts`` (a local file; for ``prompts`` also a hub id)."""
     task_options: str | None = None
     """More task factory arguments, ``key=value`` comma-separated (e.g. ``max_steps=1``)."""
+    reward: str | None = None
+    """Override the task's reward: a name or ``module:function`` / ``path/to/file.py:function``."""
+    reward_model: str | None = None
+    """Model of the ``hf-classifier`` reward."""
     base: str | None = None
     """The base model of an adapter folder (default: its ``adapter_config.json``)."""
     reference: str | None = None
@@ -66,7 +76,9 @@ def load(args: Args) -> tuple[torch.nn.Module, torch.nn.Module, object]:
     if adapter.is_file():
         from peft import PeftModel
 
-        base_name = args.base or json.loads(adapter.read_text())["base_model_name_or_path"]
+        base_name = args.base or base_of(args.model)
+        if not base_name:
+            raise SystemExit(f"{adapter} records no base model: pass --base")
         base, tokenizer = load_model(base_name)
         policy = PeftModel.from_pretrained(load_model(base_name)[0], args.model).merge_and_unload()
         reference = load_model(args.reference)[0] if args.reference else base
@@ -81,12 +93,12 @@ def evaluate(args: Args, policy=None, reference=None, tokenizer=None, task=None)
     ``task``: a :class:`cory_env.Task` instead of ``args.task``)."""
     if max(args.k) > args.samples or min(args.k) < 1:
         raise SystemExit(f"--k must lie in 1..--samples ({args.samples}), got {args.k}")
-    if policy is None:
-        policy, reference, tokenizer = load(args)
     config = TrainConfig(
         task=args.task,
         task_path=args.task_path,
         task_options=args.task_options,
+        reward=args.reward,
+        reward_model=args.reward_model,
         max_new_tokens=args.max_new_tokens,
         eval_every=0,
         batch_size=1,
@@ -94,6 +106,8 @@ def evaluate(args: Args, policy=None, reference=None, tokenizer=None, task=None)
         progress=False,
     )
     task = build_task(config, task)
+    if policy is None:
+        policy, reference, tokenizer = load(args)
     generation = generation_of(config, task)
     questions = list(task.queries("eval"))[: args.eval_size]
     queries = [q for q in questions for _ in range(args.samples)]

@@ -7,8 +7,13 @@ writes the commands instead (for a cluster scheduler). Any other flags go to eve
     python scripts/sweep.py runs/sweep --methods cory cory-no-kt --seeds 0 --iterations 12
     python scripts/sweep.py runs/sweep --methods cory ppo --print > jobs.txt
     python scripts/sweep.py runs/sweep --log-with tensorboard wandb   # wandb group: "sweep"
+    python scripts/sweep.py runs/custom --methods cory ppo --task prompts \
+        --task-path examples/custom_task/prompts.jsonl --reward examples/custom_task/my_rewards.py:kindness
 
-The layout ``SWEEP/<method>/seed_<s>/`` is what ``scripts/report.py SWEEP`` reads.
+The layout ``SWEEP/<method>/seed_<s>/`` is what ``scripts/report.py SWEEP`` reads. Each run
+starts in the folder the sweep was started in, so relative paths (the sweep folder,
+``--task-path``, a ``path/to/file.py:function`` reward or task) and modules there
+(``--reward my_rewards:kindness``) mean what they mean to the sweep's own command line.
 """
 
 from __future__ import annotations
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     i,
                     m,
                     s,
-                    subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT),
+                    subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
                     time.perf_counter(),
                     "--resume" in cmd,
                     log,

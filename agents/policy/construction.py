@@ -9,6 +9,7 @@ the same zero-initialised value head.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -119,16 +120,27 @@ def _targets(peft: PeftModel) -> list[str] | str | None:
 def _wrap(model: nn.Module, config_of, targets: Any, adapter_name: str = "default") -> PeftModel:
     """``get_peft_model`` with the base frozen; ``targets=None`` is peft's per-architecture
     default, falling back to every linear layer where peft knows none."""
-    from peft import get_peft_model
-
     model.requires_grad_(False)
     try:
-        peft = get_peft_model(model, config_of(targets), adapter_name=adapter_name)
+        peft = _get_peft_model(model, config_of(targets), adapter_name)
     except ValueError:
         if targets is not None:
             raise
-        peft = get_peft_model(model, config_of(DEFAULT_LORA_TARGETS), adapter_name=adapter_name)
+        peft = _get_peft_model(model, config_of(DEFAULT_LORA_TARGETS), adapter_name)
     return cast("PeftModel", peft)  # a PeftMixedModel only with mixed=True
+
+
+def _get_peft_model(model: nn.Module, config: Any, adapter_name: str) -> Any:
+    """peft's ``get_peft_model``, without the FutureWarning its own call of transformers'
+    ``is_gradient_checkpointing`` raises (peft's code, not ours: the warning tells a user of
+    this library nothing they can act on)."""
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        return get_peft_model(model, config, adapter_name=adapter_name)
 
 
 def add_lora_adapters(

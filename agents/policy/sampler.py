@@ -6,16 +6,27 @@ one cached forward per token. The sampler knows nothing of the env: the rollout
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from agents.errors import DivergedError
 from agents.policy.agent import keep_positions
 
 __all__ = ["KVCacheSampler", "sample_tokens"]
+
+#: The name of the KV cache in a causal LM's forward keywords and outputs: ``cache`` in
+#: transformers releases that define it (``past_key_values`` there is a deprecated alias that
+#: warns on every use), ``past_key_values`` in the 5.x releases before 5.24.
+CACHE_KWARG = (
+    "cache"
+    if "cache" in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)}
+    else "past_key_values"
+)
 
 
 def sample_tokens(
@@ -95,10 +106,10 @@ class KVCacheSampler:
             input_ids=torch.from_numpy(ids).to(self.device),
             attention_mask=self.mask[:, :p_len],
             position_ids=positions,
-            use_cache=True,
+            use_cache=True,  # the model builds its cache (a DynamicCache) and returns it
             **keep,
         )
-        self.cache, self.logits = out.past_key_values, out.logits[:, -1]
+        self.cache, self.logits = getattr(out, CACHE_KWARG), out.logits[:, -1]
 
     @classmethod
     @contextlib.contextmanager
@@ -120,7 +131,7 @@ class KVCacheSampler:
             input_ids=tokens.unsqueeze(1),
             attention_mask=self.mask[:, : p_len + step],
             position_ids=(self.lengths + step - 1).unsqueeze(1),
-            past_key_values=self.cache,
             use_cache=True,
+            **{CACHE_KWARG: self.cache},
         )
-        self.cache, self.logits = out.past_key_values, out.logits[:, -1]
+        self.cache, self.logits = getattr(out, CACHE_KWARG), out.logits[:, -1]

@@ -8,36 +8,54 @@ temporary name and renamed into place once complete; the newest ``keep`` checkpo
 kept, so a broken newest one still leaves the one before. A state holding a NaN or an
 infinity is never written, and a pickle found where a checkpoint should be is refused.
 
+Verified: ``state.json``, written (and synced) last, records every other file's size and
+sha256 (``files``) and ends with the sha256 of its own text before that entry
+(``state_sha256``), so a short, emptied, missing or changed file, or a ``state.json`` that
+is missing, unparsable or changed, is found (:func:`verify_checkpoint`) before anything is
+loaded. On resume :func:`intact_checkpoint` takes the newest checkpoint that verifies: the
+damaged ones newer than it are set aside (renamed ``damaged-iter_<N>``, a ``reason.txt``
+beside their files, never deleted, never counted by :func:`checkpoints` or the rotation)
+with one line saying which and why; when none verifies, nothing is renamed and one
+:class:`CheckpointError` names each checkpoint's damaged file. A checkpoint written
+without ``files`` (by a version without digests) still loads: its tensor files must be
+present and whole (a safetensors header records every tensor's extent, so a short or
+empty file is caught), but a changed byte inside the data is not.
+
 Sharded (FSDP launched with ``fsdp_state_dict_type: SHARDED_STATE_DICT``, ``world.
 sharded_checkpoints``): every process calls :func:`save_checkpoint`; the state's
 :class:`~agents.distributed.Shard` entries (each process's part of the sharded weights
 and Adam moments) go to one file per process, ``tensors.safetensors`` (process 0, with
 everything else) and ``tensors.rank<r>.safetensors``, and ``state.json`` records how many
-processes wrote it, so nothing is gathered into one process's memory. It resumes with the
-same number of processes (another is refused with a message).
+processes wrote it and every process's file digest (gathered to process 0), so nothing is
+gathered into one process's memory. It resumes with the same number of processes
+(another is refused with a message); process 0 verifies every process's file on resume
+and each process verifies the files it reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from agents.distributed import SINGLE, World, gather
 from agents.errors import CheckpointError, DivergedError
+from agents.run.integrity import FORMAT, file_entry, sealed, tensor_file, verified
 from agents.run.state_codec import decode, encode, non_finite, shard_names
 
-FORMAT = "cory-checkpoint-1"
 _PREFIX = "iter_"
+_ASIDE = "damaged-"
+"""A damaged checkpoint set aside is renamed ``damaged-iter_<N>``."""
 _PICKLES = ("*.pt", "*.pth", "*.pkl", "*.pickle", "*.bin")
 
 
@@ -71,38 +89,38 @@ def save_checkpoint(
     final = root / f"{_PREFIX}{iteration:06d}"
     tmp = root / f".{final.name}.tmp"
     meta = {"format": FORMAT, "iteration": int(iteration), "state": tree}
-    if sharded:  # each step a collective: every process hears of any process's failure
-        meta["processes"] = world.size
-        mine = tensors if world.is_main else {k: tensors[k] for k in shard_names(tree)}
-        steps = [
-            lambda: _fresh(tmp) if world.is_main else None,
-            lambda: save_file(mine, str(tmp / _tensor_file(world.rank))),
-            lambda: _commit(tmp, final, meta) if world.is_main else None,
-        ]
-    else:
 
-        def write_all() -> None:
-            _fresh(tmp)
-            save_file(tensors, str(tmp / _tensor_file(0)))
-            _commit(tmp, final, meta)
-
-        steps = [write_all]
-    for step in steps:
-        failure = _written(iteration, final, root, step)
-        failures = [f for f in (gather(failure, world) if sharded else [failure]) if f is not None]
+    def step(write: Callable[[], Any]) -> list[Any]:
+        """``write``'s result on every process, or every process raises the same error (a
+        collective when sharded: every process hears of any process's failure)."""
+        done = _written(iteration, final, root, write)
+        outcomes = gather(done, world) if sharded else [done]
+        failures = [f for f, _ in outcomes if f is not None]
         if failures:
             if world.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise CheckpointError(failures[0])
+        return [result for _, result in outcomes]
+
+    if sharded:
+        meta["processes"] = world.size
+        mine = tensors if world.is_main else {k: tensors[k] for k in shard_names(tree)}
+        step(lambda: _fresh(tmp) if world.is_main else None)
+        written = step(lambda: _write_tensors(tmp, world.rank, mine))
+        meta["files"] = {k: v for files in written for k, v in files.items()}
+        step(lambda: _commit(tmp, final, meta) if world.is_main else None)
+    else:
+
+        def write_all() -> None:
+            _fresh(tmp)
+            meta["files"] = _write_tensors(tmp, 0, tensors)
+            _commit(tmp, final, meta)
+
+        step(write_all)
     if world.is_main:
         for old in checkpoints(root)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def _tensor_file(rank: int) -> str:
-    """The tensors file process ``rank`` writes into a checkpoint."""
-    return "tensors.safetensors" if rank == 0 else f"tensors.rank{rank}.safetensors"
 
 
 def _fresh(tmp: Path) -> None:
@@ -112,10 +130,20 @@ def _fresh(tmp: Path) -> None:
     tmp.mkdir()
 
 
+def _write_tensors(folder: Path, rank: int, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Write process ``rank``'s tensors file into ``folder``; its ``{name: size and sha256}``
+    (hashed after writing: safetensors writes the file itself; the bytes are read back from
+    the page cache)."""
+    path = folder / tensor_file(rank)
+    save_file(tensors, str(path))
+    return {path.name: file_entry(path)}
+
+
 def _commit(tmp: Path, final: Path, meta: dict[str, Any]) -> None:
-    """``state.json`` written (and synced) last, then the folder renamed into place."""
+    """``state.json`` (ending with the digest of its own text) written and synced last,
+    then the folder renamed into place."""
     with (tmp / "state.json").open("w") as f:
-        f.write(json.dumps(meta))
+        f.write(sealed(meta))
         f.flush()
         os.fsync(f.fileno())
     if final.exists():
@@ -123,12 +151,11 @@ def _commit(tmp: Path, final: Path, meta: dict[str, Any]) -> None:
     os.replace(tmp, final)
 
 
-def _written(iteration: int, final: Path, root: Path, write) -> str | None:
-    """Run ``write``; None, or the message of the :class:`CheckpointError` its ``OSError``
-    means (a full disk said as such)."""
+def _written(iteration: int, final: Path, root: Path, write) -> tuple[str | None, Any]:
+    """Run ``write``: ``(None, its result)``, or ``(the message of the CheckpointError its
+    OSError means (a full disk said as such), None)``."""
     try:
-        write()
-        return None
+        return None, write()
     except OSError as err:
         if err.errno == errno.ENOSPC or "No space left" in str(err):
             free = shutil.disk_usage(root if root.exists() else root.parent).free
@@ -136,8 +163,8 @@ def _written(iteration: int, final: Path, root: Path, write) -> str | None:
                 f"the disk is full: could not write the checkpoint of iteration {iteration} to "
                 f"{final} ({free / 2**20:.0f} MiB free there); the partial files were removed and "
                 "the previous checkpoint is kept. Free some space, then resume with --resume"
-            )
-        return f"could not write the checkpoint {final}: {err}"
+            ), None
+        return f"could not write the checkpoint {final}: {err}", None
 
 
 def checkpoints(root: str | Path) -> list[Path]:
@@ -171,27 +198,81 @@ def refuse_pickles(root: str | Path) -> None:
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``root`` (None if there is none)."""
+    """The newest complete checkpoint under ``root`` (None if there is none), unverified."""
     refuse_pickles(root)
     found = checkpoints(root)
     return found[-1] if found else None
 
 
+def checkpoint_folders(root: str | Path) -> list[Path]:
+    """Every ``iter_<N>`` folder under ``root``, complete or not, oldest first (what a
+    resume examines; set-aside and temporary folders are not among them)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX))
+
+
+def intact_checkpoint(root: str | Path, say: Callable[[str], Any] = print) -> Path | None:
+    """The newest checkpoint under ``root`` that verifies (None: there is none at all).
+    The damaged ones newer than it are set aside (renamed ``damaged-iter_<N>``) and ``say``
+    gets one line naming each and why; when none verifies, nothing is renamed and a
+    :class:`CheckpointError` names every checkpoint's damaged file."""
+    root = Path(root)
+    refuse_pickles(root)
+    damaged: list[tuple[Path, str]] = []
+    for path in reversed(checkpoint_folders(root)):
+        reason = verified(path)[1]
+        if reason is None:
+            skipped = [
+                f"skipping checkpoint {bad.name}: {why} (set aside as {_set_aside(bad, why).name})"
+                for bad, why in damaged
+            ]
+            if skipped:
+                say(f"{'; '.join(skipped)}; resuming from {path.name}")
+            return path
+        damaged.append((path, reason))
+    if damaged:
+        raise CheckpointError(
+            f"no intact checkpoint to resume from in {root}: "
+            + "; ".join(f"{bad.name}/{why}" for bad, why in damaged)
+            + ". Nothing was renamed: restore those files (from a copy), or start a new run "
+            "with another --output-dir"
+        )
+    return None
+
+
+def _set_aside(path: Path, reason: str) -> Path:
+    """Rename the damaged checkpoint ``path`` to ``damaged-<name>`` (``-2``, ``-3`` ... when
+    taken), with ``reason.txt`` in it."""
+    target, n = path.with_name(_ASIDE + path.name), 2
+    while target.exists():
+        target, n = path.with_name(f"{_ASIDE}{path.name}-{n}"), n + 1
+    try:
+        path.rename(target)
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot set aside the damaged checkpoint {path} ({reason}): {err}"
+        ) from err
+    with contextlib.suppress(OSError):
+        (target / "reason.txt").write_text(reason + "\n")
+    return target
+
+
 def load_checkpoint(path: str | Path, world: World = SINGLE) -> tuple[int, dict[str, Any]]:
-    """``(iteration, state)`` of the checkpoint folder ``path`` (JSON and safetensors only);
-    a sharded one's :class:`~agents.distributed.Shard` entries are this process's (it
-    must have as many processes as wrote it)."""
+    """``(iteration, state)`` of the checkpoint folder ``path`` (JSON and safetensors only),
+    verified first (:func:`verify_checkpoint`, the files this process reads); a sharded
+    one's :class:`~agents.distributed.Shard` entries are this process's (it must have as
+    many processes as wrote it)."""
     path = Path(path)
     refuse_pickles(path)
+    meta, reason = verified(path, only={tensor_file(0), tensor_file(world.rank)})
+    if reason is not None:
+        raise CheckpointError(f"cannot read the checkpoint {path}: {reason}")
     try:
-        meta = json.loads((path / "state.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(
-                f"{path} is not a {FORMAT} checkpoint (format {meta.get('format')!r})"
-            )
         if "processes" not in meta:  # written whole, by one process
             return int(meta["iteration"]), decode(
-                meta["state"], load_file(str(path / _tensor_file(0)))
+                meta["state"], load_file(str(path / tensor_file(0)))
             )
         written_by = int(meta["processes"])
         if written_by != world.size:
@@ -201,16 +282,16 @@ def load_checkpoint(path: str | Path, world: World = SINGLE) -> tuple[int, dict[
             )
         names = set(shard_names(meta["state"]))
         with safe_open(
-            str(path / _tensor_file(0)), framework="pt"
+            str(path / tensor_file(0)), framework="pt"
         ) as f:  # what is not this process's shard
             tensors = {k: f.get_tensor(k) for k in f.keys() if world.is_main or k not in names}  # noqa: SIM118
-        shards = tensors if world.is_main else load_file(str(path / _tensor_file(world.rank)))
-    except (OSError, ValueError) as err:
+        shards = tensors if world.is_main else load_file(str(path / tensor_file(world.rank)))
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
         raise CheckpointError(f"cannot read the checkpoint {path}: {err}") from err
     missing = names - set(shards)
     if missing:
         raise CheckpointError(
-            f"{path / _tensor_file(world.rank)} lacks {len(missing)} shards "
+            f"{path / tensor_file(world.rank)} lacks {len(missing)} shards "
             f"(e.g. {sorted(missing)[0]})"
         )
     return int(meta["iteration"]), decode(meta["state"], tensors, shards)

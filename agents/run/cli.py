@@ -17,11 +17,12 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from agents.distributed import leave, world
+from agents.distributed import leave, peer_lost, world
 from agents.errors import RunError, Stopped
 from agents.run.config import FLAG_GROUPS, PRESETS, RUN_RECORD, TrainConfig, preset_config
 from agents.run.metrics import eval_key
 from agents.run.resume import saved_config
+from agents.run.run_lock import FolderInUse
 from agents.run.schema import field_docs, read_settings
 
 CONFIG_FLAG_HELP = (
@@ -158,7 +159,8 @@ def _usage_error(message: str) -> None:
 
 EXPECTED = (RunError, ValueError, TypeError, OSError, RuntimeError)
 """Errors the CLIs report as one line: bad input (values, types), missing or unwritable
-files, failed resumes, a full disk, a diverged run, a missing CUDA device."""
+files, failed resumes, a full disk, a diverged run, a missing CUDA device, a lost peer
+process (:func:`agents.distributed.peer_lost`)."""
 
 
 def run_main(
@@ -189,13 +191,14 @@ def run_main(
     except EXPECTED as err:
         if "--debug" in argv:
             raise
+        said = peer_lost(err) or err  # also a collective outside agents.distributed (FSDP's)
         where = ""
-        if out.is_dir():
+        if out.is_dir() and not isinstance(err, FolderInUse):  # the folder is another's
             log = out / "error.log"
             with log.open("a") as f:
                 traceback.print_exc(file=f)
             where = f" (traceback in {log}; --debug prints it)"
-        print(f"error: {err}{where}", file=sys.stderr)
+        print(f"error: {said}{where}", file=sys.stderr)
         return 1
     return 0
 

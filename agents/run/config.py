@@ -35,15 +35,20 @@ class TrainConfig:
     ``model_b``, ...; any mix of sizes, sharing one tokenizer), e.g. ``A,B,C``; None: every
     agent starts from ``--model``."""
     task: str = "sentiment"
-    """Task name: ``sentiment`` and ``arith`` (offline), ``imdb``, ``gsm8k``."""
+    """Task name: ``sentiment`` and ``arith`` (offline), ``imdb``, ``gsm8k``, ``prompts`` (your
+    own prompts: ``--task-path``), or a factory of your own, ``module:factory`` or
+    ``path/to/file.py:factory`` (docs/custom-tasks.md)."""
     task_path: str | None = None
-    """Local data file for ``imdb`` / ``gsm8k`` (CSV/JSON/JSONL/Parquet); None means the hub."""
+    """Data of ``imdb`` / ``gsm8k`` / ``prompts``: a local CSV/JSON/JSONL/Parquet file, or for
+    ``prompts`` a hub dataset id; None means the task's hub dataset."""
     task_options: str | None = None
     """More keyword arguments of the task's factory, ``key=value`` comma-separated (numbers,
-    ``true``/``false``, else text), e.g. ``max_steps=1`` for one-operation ``arith``."""
+    ``true``/``false``, else text), e.g. ``max_steps=1`` for one-operation ``arith``,
+    ``column=text,split=train`` for ``prompts``."""
     reward: str | None = None
-    """Override the task's reward by name (``vader``, ``vader-gain``, ``hf-classifier``,
-    ``answer-match``)."""
+    """Override the task's reward: a name (``vader``, ``vader-gain``, ``hf-classifier``,
+    ``answer-match``) or a reward function of your own, ``module:function`` or
+    ``path/to/file.py:function`` (batch in, one float per answer out)."""
     reward_model: str | None = None
     """Model of the ``hf-classifier`` reward (the paper: ``lvwerra/distilbert-imdb``)."""
     preset: str = "none"
@@ -225,6 +230,11 @@ class TrainConfig:
     heads train in fp32 (peft's mixed setup); full: fp32 master weights under autocast."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Where the models run."""
+    collective_timeout: float = 300.0
+    """Seconds a collective of a data-parallel run waits for the other processes; past it this
+    process stops with one line, its run folder resumable with ``--resume`` (a killed peer is
+    seen at once, its connections closing; a hung one after this). Long enough for the main
+    process's solo work between collectives (a checkpoint of full copies); gloo's own: 30 min."""
 
     # --- evaluation, logging, checkpoints
     eval_every: int = 6
@@ -352,6 +362,7 @@ FLAG_GROUPS: dict[str, tuple[str, ...]] = {
         "observer_token_budget",
         "activation_checkpointing",
         "pack_sequences",
+        "collective_timeout",
     ),
 }
 """The CLI's flag groups, in ``--help`` order: group title -> :class:`TrainConfig` fields (every

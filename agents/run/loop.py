@@ -7,11 +7,13 @@ A trainer is anything with ``models`` (names of the models it trains), ``step(it
 (:class:`agents.run.trainer.Trainer` has them all).
 
 What the loop guarantees: a folder holding a run is never overwritten (``--resume``
-continues it; one that stopped before its first checkpoint starts over, saying so); on
-resume the saved config is the run's config (:mod:`agents.run.resume`); a learner that
-keeps skipping non-finite steps stops the run with the likely cause; SIGINT / SIGTERM stop
-after the current iteration with a checkpoint. An iteration whose update had non-finite steps
-writes no checkpoint (the weights its finite steps produced are suspect).
+continues it; one that stopped before its first checkpoint starts over, saying so), nor
+written by two processes at once (:mod:`agents.run.run_lock`); on resume the saved config is
+the run's config and a damaged newest checkpoint is set aside for the newest intact one
+(:mod:`agents.run.resume`); a learner that keeps skipping non-finite steps stops the run
+with the likely cause; SIGINT / SIGTERM stop after the current iteration with a checkpoint.
+An iteration whose update had non-finite steps writes no checkpoint (the weights its finite
+steps produced are suspect).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from agents.run.checkpoint import (
 from agents.run.config import TrainConfig, to_dict
 from agents.run.plots import plot_runs
 from agents.run.resume import check_output
+from agents.run.run_lock import release_run_folder
 from agents.run.run_log import RunLog
 
 SKIPPED = "skipped_minibatches"
@@ -61,9 +64,18 @@ RUN_FILES = (
 
 
 def fit(trainer, config: TrainConfig, stop_after: int | None = None) -> list[dict[str, Any]]:
-    """Run ``config.iterations`` iterations of ``trainer`` (continuing its newest checkpoint
-    with ``config.resume``); returns the metric rows. ``stop_after`` ends the loop early after
-    that many iterations in total, as an interruption would (tests use it)."""
+    """Run ``config.iterations`` iterations of ``trainer`` (continuing its newest intact
+    checkpoint with ``config.resume``); returns the metric rows. ``stop_after`` ends the loop
+    early after that many iterations in total, as an interruption would (tests use it). The
+    run folder's lock (taken when the folder is checked) is let go when it returns or raises."""
+    try:
+        return _fit(trainer, config, stop_after)
+    finally:
+        release_run_folder(config.output_dir)
+
+
+def _fit(trainer, config: TrainConfig, stop_after: int | None) -> list[dict[str, Any]]:
+    """:func:`fit`, holding the run folder."""
     out = Path(config.output_dir)
     w = getattr(trainer, "world", SINGLE)
     start, state, changes = _prepare(out, config, w)

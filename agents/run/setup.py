@@ -35,13 +35,16 @@ from agents.run.generation import generation_of, seat_generations
 from agents.run.learner_config import grpo_options, learner_config
 from agents.run.resume import check_output
 from agents.run.validate import task_options
+from cory_env.registry import is_import_path
 from cory_env.rewards import available_rewards, make_reward
 from cory_env.tasks import GenerationConfig, Query, Task, make_task
+from cory_env.tasks.loading import is_local_path
 from cory_env.vector import CoryTextVecEnv
 
 
 def task_data(config: TrainConfig) -> Task:
-    """The configured task as its registry builds it (its data read, its own reward)."""
+    """The configured task as its registry (or its factory's import path) builds it: its
+    data read, its own reward."""
     kwargs: dict[str, object] = {"path": config.task_path} if config.task_path else {}
     kwargs.update(task_options(config.task_options))
     try:
@@ -53,15 +56,23 @@ def task_data(config: TrainConfig) -> Task:
 
 
 def build_task(config: TrainConfig, task: Task | None = None) -> Task:
-    """The configured task, with the reward override and the knowledge-transfer ablation."""
+    """The configured task, with the reward override (a name or ``module:function``) and
+    the knowledge-transfer ablation; a task left without a reward is refused."""
     if task is None:
         task = task_data(config)
     if config.reward:
         reward_kwargs = {"model": config.reward_model} if config.reward_model else {}
         task = task.with_reward(make_reward(config.reward, **reward_kwargs))
+    check_reward(task)
     if not config.knowledge_transfer:
         task = task.without_knowledge_transfer()
     return task
+
+
+def check_reward(task: Task) -> None:
+    """Refuse a task with no reward (``prompts`` without ``--reward``), saying how to give one."""
+    if not task.has_reward:
+        raise ValueError(getattr(task.reward_fn, "message", f"task {task.name!r} has no reward"))
 
 
 def build_agents(
@@ -277,8 +288,9 @@ def preflight(config: TrainConfig, world: World = SINGLE) -> None:
     """What can be refused before a model loads (minutes for a large one): the output folder
     (a file; a run there that this config may not continue with ``world``'s processes), what
     FSDP cannot shard, the reward's name, and the task with its data (read here, so a missing
-    file or an empty dataset fails now; the reward, which may be a model, is built once, with
-    the run)."""
+    file or an empty dataset fails now, as does a task with no reward and no ``--reward``;
+    the reward, which may be a model, is built once, with the run; an import path was
+    resolved with the config)."""
     check_output(config, world)
     if world.fsdp:
         check_sharding(config)
@@ -291,13 +303,18 @@ def preflight(config: TrainConfig, world: World = SINGLE) -> None:
             "them, far slower than fp32 (docs/benchmarks.md); --dtype fp32 is the fast choice",
             stacklevel=2,
         )
-    if config.reward and config.reward not in available_rewards():
+    reward = config.reward
+    if reward and not is_import_path(reward) and reward not in available_rewards():
         raise ValueError(
-            f"unknown reward {config.reward!r}; available: {', '.join(available_rewards())}"
+            f"unknown reward {reward!r}; available: {', '.join(available_rewards())} "
+            "(or module:function, path/to/file.py:function)"
         )
-    if config.task_path and not Path(config.task_path).expanduser().exists():
-        raise FileNotFoundError(f"--task-path {config.task_path}: no such file")
-    task_data(config)
+    path = config.task_path
+    if path and is_local_path(path) and not Path(path).expanduser().exists():
+        raise FileNotFoundError(f"--task-path {path}: no such file")
+    task = task_data(config)
+    if not reward:
+        check_reward(task)
 
 
 def load(config: TrainConfig, model=None, tokenizer=None, world: World = SINGLE):

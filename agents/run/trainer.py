@@ -20,6 +20,7 @@ import numpy as np
 
 from agents.distributed import gather, shard, world
 from agents.policy.export import export_agent
+from agents.policy.model_card import ModelCard
 from agents.rl.batch import TokenBatch
 from agents.run.config import TrainConfig
 from agents.run.episode_batch import EpisodeBatch, dropping_seats, play_chain, refill
@@ -27,7 +28,7 @@ from agents.run.evaluate import evaluate_alone
 from agents.run.loop import fit
 from agents.run.metrics import eval_key, run_key
 from agents.run.rollout import Turns
-from agents.run.setup import Run, build_learner, model_names
+from agents.run.setup import Run, build_learner
 from cory_env.tasks.base import GenerationConfig
 
 EVAL_SEED_OFFSET = 7919
@@ -47,7 +48,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.samples: list[dict[str, Any]] = []
-        self.world = world()
+        self.world = world(config.collective_timeout)
         """This run's processes (:mod:`agents.distributed`; size 1 without a launcher)."""
 
     def sharded(self, roll: Callable[[list], EpisodeBatch]) -> Callable[[list], EpisodeBatch]:
@@ -195,16 +196,23 @@ class Trainer:
             if hasattr(learner, "config"):
                 learner.config = replace(learner.config, **updates)
 
+    @property
+    def method(self) -> str:
+        """What the exported models' cards say trained them."""
+        return "CORY"
+
     def export_models(self, folder: str | Path) -> list[Path]:
         """Every model in Hugging Face format under ``folder/<model>/`` (a peft adapter or a
         full model, the tokenizer, the value head; :mod:`agents.policy.export`). Every process
         calls it; the main one writes."""
         if not (self.world.is_main or self.world.fsdp):
             return []
-        bases = model_names(self.config) if len(self.learners) > 1 else [self.config.model]
+        task = self.config.task_path or self.config.task
         return [
-            export_agent(lr.agent, Path(folder) / name, base_model=base)
-            for (name, lr), base in zip(self.learners.items(), bases)
+            export_agent(
+                lr.agent, Path(folder) / name, card=ModelCard(name, task, method=self.method)
+            )
+            for name, lr in self.learners.items()
         ]
 
     def extra_state(self) -> dict[str, Any]:

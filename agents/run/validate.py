@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from agents.rl.learner import available_learners, learner_samples_per_query
+from cory_env.registry import is_import_path, load_object
 
 __all__ = ["RunConfig", "check_config", "learner_names", "samples_per_query", "task_options"]
 
@@ -40,6 +41,7 @@ _POSITIVE = (
     "target",
     "horizon",
     "ratio_threshold",
+    "collective_timeout",
 )
 _NON_NEGATIVE = ("init_kl_coef", "vf_coef")
 _POSITIVE_OR_NONE = ("max_grad_norm", "target_kl", "score_clip")
@@ -63,6 +65,7 @@ def _is_count(value, low: int) -> bool:
 def check_config(c: RunConfig) -> None:
     """Refuse any field out of its range, naming it: each rule in turn."""
     task_options(c.task_options)
+    _check_plugins(c)
     _check_choices(c)
     _check_numbers(c)
     _check_generation(c)
@@ -70,6 +73,21 @@ def check_config(c: RunConfig) -> None:
     _check_learners(c)
     _check_groups(c)
     _check_batches(c)
+
+
+def _check_plugins(c: RunConfig) -> None:
+    """A task or reward given by import path (``module:function``) imports and is callable
+    (what it returns is checked when it is called: the task as it is built, the reward on
+    every batch)."""
+    if is_import_path(c.task):
+        load_object(c.task, "task")
+    if c.reward and is_import_path(c.reward):
+        load_object(c.reward, "reward")
+        if c.reward_model:
+            raise ValueError(
+                f"reward_model is the classifier of --reward hf-classifier; the reward "
+                f"{c.reward!r} is a function of your own and takes none"
+            )
 
 
 def _check_choices(c: RunConfig) -> None:

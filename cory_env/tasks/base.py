@@ -3,7 +3,8 @@
 A task is data, not a subclass hierarchy: a :class:`Task` holds its train/eval queries,
 the pioneer prompt template, the observer's knowledge-transfer template, its reward
 function and its generation defaults. Tasks are looked up by name through
-:func:`make_task`; a new task is one :func:`register_task` call.
+:func:`make_task`, or by the import path of a factory (``my_pkg.tasks:make``,
+``path/to/tasks.py:make``); a new task is one :func:`register_task` call.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from cory_env.registry import Registry
-from cory_env.rewards import RewardFn, score
+from cory_env.registry import PluginError, Registry, is_import_path, load_object
+from cory_env.rewards import RewardError, RewardFn, available_rewards, score
 
 
 class Query(str):
@@ -39,6 +40,25 @@ class Query(str):
 
     def __repr__(self) -> str:
         return f"Query({str(self)!r}, answer={self.answer!r})"
+
+
+class MissingReward:
+    """The reward of a task that has none of its own (``prompts``): it refuses to score,
+    saying how to give one; :attr:`Task.has_reward` is false on it."""
+
+    def __init__(self, task: str) -> None:
+        self.task, self.__name__ = task, "missing"
+
+    @property
+    def message(self) -> str:
+        return (
+            f"task {self.task!r} has no reward of its own: pass --reward NAME "
+            f"({', '.join(available_rewards())}) or --reward module:function "
+            "(reward=... in Python)"
+        )
+
+    def __call__(self, queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        raise RewardError(self.message)
 
 
 @dataclass(frozen=True)
@@ -136,6 +156,12 @@ class Task:
             self, observer_template=self.pioneer_template, chain_template=self.pioneer_template
         )
 
+    @property
+    def has_reward(self) -> bool:
+        """False for a task built without a reward of its own (a :class:`MissingReward`:
+        the ``prompts`` task without ``reward=``), which needs :meth:`with_reward`."""
+        return not isinstance(self.reward_fn, MissingReward)
+
     def with_reward(self, reward_fn: RewardFn) -> Task:
         """The same task with another reward function (the env's ``reward_fn=`` override)."""
         return replace(self, reward_fn=reward_fn)
@@ -173,11 +199,21 @@ def available_tasks() -> list[str]:
 
 
 def make_task(task: str | Task, **kwargs: Any) -> Task:
-    """A task from its registered name (with factory keyword arguments) or a :class:`Task`."""
+    """A task from its registered name or the import path of a factory (``module:factory``
+    or ``path/to/file.py:factory``, :func:`cory_env.registry.load_object`), called with
+    the keyword arguments, or a :class:`Task` as is. A factory that returns anything but
+    a :class:`Task` is refused, naming it."""
     if isinstance(task, Task):
         if kwargs:
             raise TypeError("keyword arguments are only accepted with a task name, not a Task")
         return task
     if not isinstance(task, str):
         raise TypeError(f"task must be a name or a Task, got {type(task).__name__}")
-    return _TASKS.get(task)(**kwargs)
+    if not is_import_path(task):
+        return _TASKS.get(task)(**kwargs)
+    built = load_object(task, "task")(**kwargs)
+    if not isinstance(built, Task):
+        raise PluginError(
+            f"task {task!r} returned a {type(built).__name__}, not a cory_env.tasks.Task"
+        )
+    return built
