@@ -44,7 +44,7 @@ iterations | iterations run | report
 rss_growth | mean RSS of the last tenth of samples over the first tenth after warm-up, minus 1 | < 0.05
 fd_growth | fewest open descriptors in the last third minus in the first third, after warm-up | <= 0
 fd_range | most minus fewest open descriptors after warm-up (files open mid-write) | report
-max_checkpoints | most checkpoints on disk at once | <= 2
+max_checkpoints | most checkpoints on disk at once (the newest lands before the oldest goes: --keep-checkpoints + 1) | <= 3
 state_mib_growth | checkpoints + models on disk, end minus after warm-up, MiB | report
 logs_kib_per_iteration | the rest of the run folder (logs, plots), KiB per iteration | report
 rows_one_per_iteration | metrics.jsonl: one training row per iteration, in order | report

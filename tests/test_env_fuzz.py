@@ -52,9 +52,14 @@ def report_counts(request):
             f"({RUNS['call:refused']} refused, {RUNS['call:episode_end']} episodes ended) "
             f"over {RUNS['runs']} runs"
         )
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(line)
+        plugins = request.config.pluginmanager
+        reporter, capture = (
+            plugins.get_plugin("terminalreporter"),
+            plugins.get_plugin("capturemanager"),
+        )
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():  # past pytest's output capture
+                reporter.write_line(line)
 
 
 def run(machine: type, k: int, mode: str, how: settings) -> Counter[str]:

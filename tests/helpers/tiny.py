@@ -27,6 +27,22 @@ def tiny_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
     return _offline().byte_level_tokenizer(CORPUS, vocab_size)
 
 
+OTHER_CORPUS = [
+    "A quiet evening: the rain fell on the old stone bridge.",
+    "Reviews said the sequel felt slow, yet the music was lovely.",
+    "Numbers 1 2 3 4 5 6 7 8 9 10 add up to 55; half of 48 is 24.",
+    "Question: how many legs do 3 dogs have? Answer: 12",
+    "She wrote letters every week and kept them in a blue box.",
+] * 4
+
+
+@functools.cache
+def other_tokenizer(vocab_size: int = 290) -> PreTrainedTokenizerFast:
+    """A second byte-level BPE tokenizer, trained on other text to another size: its
+    vocabulary and merges differ from :func:`tiny_tokenizer`'s (``<eos>`` is id 0 too)."""
+    return _offline().byte_level_tokenizer(OTHER_CORPUS, vocab_size)
+
+
 def _offline():
     """``examples/offline_tokenizer.py``: the one byte-level BPE trainer the examples use too."""
     from .scripts import load_script
@@ -34,12 +50,15 @@ def _offline():
     return load_script("examples/offline_tokenizer.py")
 
 
-def tiny_model(seed: int = 0, vocab_size: int | None = None) -> LlamaForCausalLM:
-    """A 2-layer Llama with random weights over the tiny tokenizer's vocabulary."""
+def tiny_model(
+    seed: int = 0, vocab_size: int | None = None, tokenizer: PreTrainedTokenizerFast | None = None
+) -> LlamaForCausalLM:
+    """A 2-layer Llama with random weights over ``tokenizer``'s vocabulary (default: the
+    tiny tokenizer's)."""
     import torch
 
     torch.manual_seed(seed)
-    tok = tiny_tokenizer()
+    tok = tokenizer if tokenizer is not None else tiny_tokenizer()
     cfg = LlamaConfig(
         vocab_size=vocab_size or len(tok),
         hidden_size=32,
