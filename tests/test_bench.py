@@ -172,6 +172,28 @@ def test_the_budget_bench_times_the_observers_update_whole_and_cut_from_the_same
     )
 
 
+def test_the_op_overhead_bench_charges_each_call_to_the_module_that_made_it():
+    bench = load_script("bench/op_overhead.py")
+    out = bench.main(bench.Args(model="tiny", repeats=1, decode_steps=3))
+    # the tiny Llama: 2 layers of 7 LoRA'd linears, and the output head (no adapter)
+    lora_layers, base_linears = 2 * 7, 2 * 7 + 1
+    decode = out["decode"]
+    assert decode["by_kind"]["linear"]["calls_forward"] == base_linears  # one call each per step
+    assert decode["by_kind"]["lora"]["calls_forward"] % lora_layers == 0  # the same per layer
+    assert decode["by_kind"]["lora"]["calls_forward"] >= 2 * lora_layers  # lora_A and lora_B
+    assert 0 <= decode["sampler_python_share"] < 1
+    for step in ("mini_batch", "group"):
+        m = out[step]
+        kinds = m["by_kind"]
+        assert sum(k["calls_forward"] for k in kinds.values()) == m["calls_forward"]
+        assert sum(k["calls_backward"] for k in kinds.values()) == m["calls_backward"]
+        assert kinds["lora"]["calls_backward"] > 0  # the adapters' gradients, charged to them
+        assert kinds["embedding"]["calls_backward"] == 0  # the frozen input embeddings
+        assert sum(k["share"] for k in kinds.values()) == pytest.approx(1, abs=1e-3)
+        assert 0 < m["matmul_share"] < 1 and m["us_per_call"] > 0
+    assert out["group"]["rows"] > out["mini_batch"]["rows"]
+
+
 def test_the_goals_run_bf16_only_where_the_cpu_computes_it_unless_told(monkeypatch):
     from agents.policy import loading
 

@@ -3,6 +3,7 @@ exported adapter folder."""
 
 from __future__ import annotations
 
+import dataclasses
 from math import comb
 
 import pytest
@@ -67,9 +68,10 @@ def test_evaluate_an_exported_adapter_folder(tmp_path, monkeypatch):
     script = load_script("scripts/evaluate.py")
     monkeypatch.setattr(script, "load_model", lambda name, **kw: (tiny_model(), tiny_tokenizer()))
     folder = tmp_path / "run" / "models" / "model_a"
-    result = script.main(
-        script.Args(model=str(folder), task="sentiment", eval_size=4, max_new_tokens=3)
-    )
+    args = script.Args(model=str(folder), task="sentiment", eval_size=4, max_new_tokens=3)
+    with pytest.raises(SystemExit, match="records no base model: pass --base"):
+        script.main(args)  # a model built in memory has no name to record
+    result = script.main(dataclasses.replace(args, base="tiny"))
     assert result["kl"] != pytest.approx(
         0.0, abs=1e-6
     )  # the trained adapter moved away from its base
