@@ -7,9 +7,9 @@ Parallel API        No (the observer needs the pioneer's answer)
 Manual Control      No
 Agents              ``['pioneer_0', 'observer_0', ...]``, ``num_agents`` of them (default 2)
 Action Shape        ``()``
-Action Values       ``[0, len(tokenizer) - 1]``
+Action Values       ``[0, len(tokenizers[agent]) - 1]``
 Observation Shape   ``{"input_ids": (L,), "attention_mask": (L,)}``
-Observation Values  token ids, ``{0, 1}``
+Observation Values  the agent's token ids, ``{0, 1}``
 ==================  =========================================================================
 
 Sequential cooperative text generation from "Coevolving with the Other You" (CORY,
@@ -23,19 +23,30 @@ of the episode (one answer: the observer template, so two-agent prompts keep the
 more: the task's chain template). ``K = 1`` is the pioneer alone.
 The agents are *roles*: which model plays which is the trainer's business.
 
+.. rubric:: Tokenizers
+
+``tokenizer=`` is one tokenizer (object, path or hub id) for every agent, or one per agent:
+a list / tuple in chain order, or a dict by agent name (``"pioneer_0"``, ``"observer_0"``,
+... or the short names ``"pioneer"``, ``"observer"``, ``"observer_1"``, ...). Each agent
+acts, observes and stops in its own tokenizer's ids (its vocabulary, pad id, EOS); what
+passes between agents is text: each answer is decoded by its agent's tokenizer (special
+tokens skipped) and the next observer's prompt is encoded by that observer's.
+``env.tokenizers`` is ``{agent: tokenizer}``; ``env.tokenizer`` the pioneer's.
+
 .. rubric:: Observation Space
 
 A dict of two fixed-length arrays, ``L = max_prompt_tokens + max_new_tokens``:
 ``input_ids`` (int64), the acting role's own prompt tokens followed by the tokens it has
-produced so far, right-padded with the pad id (the tokenizer's, else its EOS), and
+produced so far, right-padded with the pad id (its tokenizer's, else its EOS), and
 ``attention_mask`` (int8), 1 on real tokens. An observer's prompt keeps its last
 ``max_prompt_tokens`` tokens if longer (``infos["observer_prompt_truncated"]``). An
 observer sees an empty (all-padding) observation until its turn.
 
 .. rubric:: Action Space
 
-``Discrete(len(tokenizer))``: the next token. EOS ends the turn and is part of the
-response ids; decoded texts skip special tokens and are cut at the first stop string.
+``Discrete(len(tokenizers[agent]))``: the next token in the agent's own vocabulary. Its
+tokenizer's EOS ends the turn and is part of the response ids; decoded texts skip special
+tokens and are cut at the first stop string.
 
 .. rubric:: Rewards
 
@@ -94,12 +105,12 @@ from cory_env.state import (
 from cory_env.tasks.base import Query, Task
 
 
-def observation_space(cfg: EnvConfig) -> spaces.Dict:
-    """The per-episode observation space of a config."""
+def observation_space(cfg: EnvConfig, role: int = 0) -> spaces.Dict:
+    """One episode's observation space of the seat at turn index ``role`` (its vocabulary)."""
     length = cfg.seq_len
     return spaces.Dict(
         {
-            "input_ids": spaces.Box(0, cfg.vocab_size - 1, (length,), np.int64),
+            "input_ids": spaces.Box(0, cfg.vocab_sizes[role] - 1, (length,), np.int64),
             "attention_mask": spaces.Box(0, 1, (length,), np.int8),
         }
     )
@@ -179,9 +190,12 @@ class CoryTextEnv(AECEnv):
             info_texts=info_texts,
         )
         self.possible_agents = list(agent_names(self.config.num_agents))
-        self.observation_spaces = {a: observation_space(self.config) for a in self.possible_agents}
+        self.observation_spaces = {
+            a: observation_space(self.config, r) for r, a in enumerate(self.possible_agents)
+        }
         self.action_spaces = {
-            a: spaces.Discrete(self.config.vocab_size) for a in self.possible_agents
+            a: spaces.Discrete(self.config.vocab_sizes[r])
+            for r, a in enumerate(self.possible_agents)
         }
         self._episodes = Episodes(self.config, 1)
         self.np_random, self.np_random_seed = seeding.np_random(None)
@@ -233,13 +247,14 @@ class CoryTextEnv(AECEnv):
                 )
             self._was_dead_step(action)
             return
-        if action is None:
-            raise TypeError(
-                f"{agent} is acting: its action must be a token id in [0, {self.config.vocab_size}), got None"
-            )
-        token = check_token(action, self.config.vocab_size)
         ep = self._episodes
         role = self.possible_agents.index(agent)
+        vocab = self.config.vocab_sizes[role]
+        if action is None:
+            raise TypeError(
+                f"{agent} is acting: its action must be a token id in [0, {vocab}), got None"
+            )
+        token = check_token(action, vocab, ep.owner(role))
         ep.step(np.array([token], np.int64))  # atomic: raises (e.g. RewardError) before any change
         self._cumulative_rewards[agent] = 0.0
         self._clear_rewards()

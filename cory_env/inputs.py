@@ -55,8 +55,13 @@ def turn_limits(cfg: EnvConfig, value: Any) -> np.ndarray:
     return limits
 
 
-def check_token(action: Any, vocab_size: int) -> int:
-    """One action as a token id, or a clear TypeError / ValueError."""
+def _whose(owner: str | None) -> str:
+    return f" ({owner}'s vocabulary)" if owner else ""
+
+
+def check_token(action: Any, vocab_size: int, owner: str | None = None) -> int:
+    """One action as a token id, or a clear TypeError / ValueError (naming ``owner``, the
+    agent whose vocabulary it is, where given)."""
     if isinstance(action, np.ndarray) and action.size == 1:
         action = action.reshape(())
     if isinstance(action, (bool, np.bool_)) or action is None:
@@ -69,12 +74,17 @@ def check_token(action: Any, vocab_size: int) -> int:
             f"got {type(action).__name__} {action!r}"
         ) from None
     if not 0 <= token < vocab_size:
-        raise ValueError(f"action {token} is out of range: token ids are in [0, {vocab_size})")
+        raise ValueError(
+            f"action {token} is out of range: token ids are in [0, {vocab_size}){_whose(owner)}"
+        )
     return token
 
 
-def check_tokens(actions: Any, active: np.ndarray, vocab_size: int) -> np.ndarray:
-    """A (B,) int64 array of actions; only the entries of active episodes are range-checked."""
+def check_tokens(
+    actions: Any, active: np.ndarray, vocab_size: int, owner: str | None = None
+) -> np.ndarray:
+    """A (B,) int64 array of actions; only the entries of active episodes are range-checked
+    (an error names ``owner``, the agent whose vocabulary it is, where given)."""
     try:
         arr = np.asarray(actions)
     except ValueError:  # a ragged nesting: numpy cannot make one array of it
@@ -92,5 +102,6 @@ def check_tokens(actions: Any, active: np.ndarray, vocab_size: int) -> np.ndarra
         i = int(np.flatnonzero(active & ((arr < 0) | (arr >= vocab_size)))[0])
         raise ValueError(
             f"action {arr[i]} of env {i} is out of range: token ids are in [0, {vocab_size})"
+            f"{_whose(owner)}"
         )
     return arr.astype(np.int64, copy=False)

@@ -5,7 +5,9 @@
 rewards and infos for the same queries and actions by construction.
 
 Per role the tokens live in one ``(B, L)`` buffer, ``L = max_prompt_tokens +
-max_new_tokens``: the role's prompt, then its answer, then padding. A step writes one
+max_new_tokens``: the role's prompt, then its answer, then padding, all in the role's own
+tokenizer's ids (``cfg.tokenizers[role]``); an observer's prompt is built from the earlier
+answers' texts and encoded by its own tokenizer. A step writes one
 token per active episode; texts are decoded only when a turn ends (and on active
 episodes after each step when the task has stop strings). The checks on queries, turn
 lengths and actions live in :mod:`cory_env.inputs` and are importable from here too.
@@ -21,6 +23,7 @@ import numpy as np
 from cory_env import rewards
 from cory_env.config import EnvConfig, positive_int
 from cory_env.inputs import check_token, check_tokens, draw_query, forced_query, turn_limits
+from cory_env.seats import agent_names, seat_prefix
 from cory_env.tasks.base import Query
 
 __all__ = [
@@ -39,19 +42,6 @@ __all__ = [
     "seat_prefix",
     "turn_limits",
 ]
-
-
-def agent_names(num_agents: int = 2) -> tuple[str, ...]:
-    """The env's agents for a chain of ``num_agents``, in turn order: ``pioneer_0``, then
-    ``observer_0``, ``observer_1``, ... Roles (seats), not models; defined here, once."""
-    return ("pioneer_0", *(f"observer_{j}" for j in range(num_agents - 1)))
-
-
-def seat_prefix(agent: str) -> str:
-    """The short name of a role in infos and metrics: ``pioneer``, ``observer`` (the first
-    observer, as in the two-agent game), then ``observer_1``, ``observer_2``, ..."""
-    role, _, index = agent.rpartition("_")
-    return role if index == "0" else agent
 
 
 def role_index(agents: Sequence[str], agent: Any) -> int:
@@ -82,7 +72,9 @@ class Episodes:
         self.k = k = cfg.num_agents
         self.agents = agent_names(k)
         self.prefixes = tuple(seat_prefix(a) for a in self.agents)
-        self.ids = np.full((k, b, cfg.seq_len), cfg.pad_token_id, np.int64)
+        self.pads = np.array(cfg.pad_ids, np.int64)  # per role
+        self.ids = np.empty((k, b, cfg.seq_len), np.int64)
+        self.ids[:] = self.pads[:, None, None]
         self.prompt_len = np.zeros((k, b), np.int64)
         self.resp_len = np.zeros((k, b), np.int64)
         self.finish = np.zeros((k, b), np.int8)
@@ -121,7 +113,7 @@ class Episodes:
             raise ValueError(f"expected {b} queries (one per env), got {len(queries)}")
         limits = turn_limits(cfg, max_new_tokens)
         prompts = [cfg.task.pioneer_prompt(q) for q in queries]
-        encoded = cfg.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+        encoded = cfg.tokenizers[PIONEER_TURN](prompts, add_special_tokens=True)["input_ids"]
         for i, (q, ids) in enumerate(zip(queries, encoded, strict=True)):
             where = f"query {i} " if b > 1 else "query "
             if not q.strip():
@@ -131,7 +123,7 @@ class Episodes:
                     f"{where}is too long: its prompt has {len(ids)} tokens, more than "
                     f"max_prompt_tokens={cfg.max_prompt_tokens} (shorten it or raise max_prompt_tokens)"
                 )
-        self.ids.fill(cfg.pad_token_id)
+        self.ids[:] = self.pads[:, None, None]
         for i, ids in enumerate(encoded):
             self.ids[PIONEER_TURN, i, : len(ids)] = ids
         self.prompt_len.fill(0)
@@ -150,7 +142,14 @@ class Episodes:
 
     # -- one token step ------------------------------------------------------------------
     def check_actions(self, actions: Any) -> np.ndarray:
-        return check_tokens(actions, self.active, self.cfg.vocab_size)
+        """The acting role's actions, range-checked against its own vocabulary."""
+        r = self.last_role
+        return check_tokens(actions, self.active, self.cfg.vocab_sizes[r], self.owner(r))
+
+    def owner(self, role: int) -> str | None:
+        """The agent to name in an out-of-range error: None when every seat shares one
+        vocabulary."""
+        return None if self.cfg.shared else self.agents[role]
 
     def step(self, actions: np.ndarray) -> None:
         """Append one token per active episode of the current role (already validated).
@@ -163,17 +162,14 @@ class Episodes:
         if self.done:
             raise RuntimeError("the episode is over (every role has answered): call reset()")
         r, cfg = self.phase, self.cfg
+        eos_id = cfg.eos_ids[r]
         idx = np.flatnonzero(self.active)
         tok = actions[idx]
         pos = self.prompt_len[r, idx] + self.resp_len[r, idx]
         new_len = self.resp_len[r, idx] + 1
         self.ids[r, idx, pos] = tok  # beyond the current length: undone below on failure
         try:
-            eos = (
-                tok == cfg.eos_token_id
-                if cfg.eos_token_id is not None
-                else np.zeros(idx.size, bool)
-            )
+            eos = tok == eos_id if eos_id is not None else np.zeros(idx.size, bool)
             stop = (
                 self._stop_hits(r, idx, new_len) if cfg.stop_strings else np.zeros(idx.size, bool)
             )
@@ -184,7 +180,7 @@ class Episodes:
                 lens[idx] = new_len
                 commit = self._end_turn(r, lens) if r < self.k - 1 else self._end_episode(lens)
         except BaseException:
-            self.ids[r, idx, pos] = cfg.pad_token_id
+            self.ids[r, idx, pos] = self.pads[r]
             raise
         self.resp_len[r, idx] = new_len
         done = idx[ended]
@@ -203,9 +199,9 @@ class Episodes:
 
     def decode(self, role: int, lens: np.ndarray | None = None) -> list[str]:
         """The answers as text: special tokens skipped, cut at the first stop string."""
-        eos = self.cfg.eos_token_id
+        eos = self.cfg.eos_ids[role]
         seqs = [r[:-1] if len(r) and r[-1] == eos else r for r in self.responses(role, lens)]
-        texts = self.cfg.tokenizer.batch_decode(
+        texts = self.cfg.tokenizers[role].batch_decode(
             [s.tolist() for s in seqs], skip_special_tokens=True
         )
         return [self._cut(t) for t in texts]
@@ -223,7 +219,7 @@ class Episodes:
         lens = self.resp_len[role].copy()
         lens[idx] = new_len
         resp = self.responses(role, lens)
-        texts = self.cfg.tokenizer.batch_decode(
+        texts = self.cfg.tokenizers[role].batch_decode(
             [resp[i].tolist() for i in idx], skip_special_tokens=True
         )
         return np.array([any(s in t for s in self.cfg.stop_strings) for t in texts], bool)
@@ -231,14 +227,15 @@ class Episodes:
     # -- turn ends: compute first, return a commit closure ------------------------------------
     def _end_turn(self, r: int, lens: np.ndarray) -> Callable[[], None]:
         """Role ``r`` (not the last) has answered: build the next observer's prompt from the
-        query and every answer so far (the task's knowledge-transfer template)."""
+        query and every answer so far (the task's knowledge-transfer template), as text, then
+        encode it with the next observer's own tokenizer."""
         cfg, nxt = self.cfg, r + 1
         answers = self.decode(r, lens)
         earlier = self._answered(r) + [answers]
         prompts = [
             cfg.task.chain_prompt(q, [a[i] for a in earlier]) for i, q in enumerate(self.queries)
         ]
-        encoded = cfg.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+        encoded = cfg.tokenizers[nxt](prompts, add_special_tokens=True)["input_ids"]
         keep = cfg.max_prompt_tokens
 
         def commit() -> None:

@@ -11,6 +11,11 @@ independent AEC envs::
     obs, infos = venv.reset(seed=0)
     while venv.agent_selection is not None:
         obs, rewards, terms, truncs, infos = venv.step(policy(obs))  # (B,) token ids
+
+With one tokenizer per agent (``tokenizer=[tok_a, tok_b]`` or ``{"pioneer": tok_a,
+"observer": tok_b}``) each agent's observations and actions are in its own ids:
+``single_observation_spaces`` / ``single_action_spaces`` (by agent) give each one's
+spaces, ``single_observation_space`` / ``single_action_space`` the pioneer's.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class CoryTextVecEnv:
     config: EnvConfig
     task: Task
     tokenizer: Any
+    tokenizers: dict[str, Any]
     render_mode: str | None
 
     def __init__(self, num_envs: int, *args: Any, **env_kwargs: Any) -> None:
@@ -52,8 +58,15 @@ class CoryTextVecEnv:
         self._episodes = Episodes(self.config, num_envs)
         self.possible_agents = list(self._episodes.agents)
         self.num_envs = self._episodes.num_envs
-        self.single_observation_space = observation_space(self.config)
-        self.single_action_space = spaces.Discrete(self.config.vocab_size)
+        self.single_observation_spaces = {
+            a: observation_space(self.config, r) for r, a in enumerate(self.possible_agents)
+        }
+        self.single_action_spaces = {
+            a: spaces.Discrete(n)
+            for a, n in zip(self.possible_agents, self.config.vocab_sizes, strict=True)
+        }
+        self.single_observation_space = self.single_observation_spaces[self.possible_agents[0]]
+        self.single_action_space = self.single_action_spaces[self.possible_agents[0]]
         self._rngs = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
 
     # -- the batch API --------------------------------------------------------------------------
@@ -167,18 +180,24 @@ class CoryTextVecEnv:
 
     @property
     def pad_token_id(self) -> int:
+        """The pioneer's pad id (every seat's: ``config.pad_ids``)."""
         return self.config.pad_token_id
 
     @property
     def eos_token_id(self) -> int | None:
+        """The pioneer's EOS id (every seat's: ``config.eos_ids``)."""
         return self.config.eos_token_id
 
     def observation_space(self, agent: str) -> spaces.Dict:
-        """One episode's observation space (as the AEC env's)."""
-        return self.single_observation_space
+        """One episode's observation space of ``agent`` (as the AEC env's)."""
+        return self.single_observation_spaces[self.possible_agents[self._role(agent)]]
 
     def action_space(self, agent: str) -> spaces.Discrete:
-        return self.single_action_space
+        """``agent``'s action space: ``Discrete(len(its tokenizer))``."""
+        return self.single_action_spaces[self.possible_agents[self._role(agent)]]
+
+    def _role(self, agent: str) -> int:
+        return role_index(self.possible_agents, agent)
 
     def render(self) -> str | None:
         if self.render_mode is None or self._episodes.phase is None:
