@@ -37,12 +37,13 @@ import numpy as np
 from agents.roles import RoleAssignment, make_schedule
 from agents.run.budget import pioneer_budget
 from agents.run.config import TrainConfig
+from agents.run.envs import build_run
 from agents.run.episode_batch import EpisodeBatch
 from agents.run.evaluate import collapse_stats
 from agents.run.generation import generation_of
 from agents.run.metrics import model_key, seat_key
 from agents.run.rollout import Turns
-from agents.run.setup import build_agents, build_run, build_task, load_models, value_heads
+from agents.run.setup import build_agents, build_task, load_models, value_heads
 from agents.run.trainer import Trainer
 from agents.run.validate import learner_names
 from cory_env import seat_prefix

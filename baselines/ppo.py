@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from agents.run.config import TrainConfig
+from agents.run.envs import build_run
 from agents.run.evaluate import collapse_stats
 from agents.run.generation import generation_of
 from agents.run.metrics import model_key
-from agents.run.setup import build_agents, build_run, build_task, load, value_heads
+from agents.run.setup import build_agents, build_task, load, value_heads
 from agents.run.trainer import Trainer
 from cory_env.tasks.base import Task
 

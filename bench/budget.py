@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ def captured_updates(args: Args) -> list[tuple]:
         eval_every=0,
         progress=False,
         observer_token_budget=True,
-        output_dir="/tmp/cory-bench-budget",
+        output_dir=tempfile.mkdtemp(prefix="cory-bench-budget-"),  # a folder of its own
         **task,
     )
     torch.manual_seed(0)

@@ -194,6 +194,15 @@ def test_the_op_overhead_bench_charges_each_call_to_the_module_that_made_it():
     assert out["group"]["rows"] > out["mini_batch"]["rows"]
 
 
+def test_the_mixed_pair_bench_times_both_pairs_in_turn():
+    bench = load_script("bench/mixed_pair.py")
+    out = bench.main(bench.Args(iterations=2, batch_size=4, new_tokens=3))
+    assert out["shared_iteration_s"] > 0 and out["mixed_iteration_s"] > 0
+    assert out["mixed_over_shared"] == pytest.approx(
+        out["mixed_iteration_s"] / out["shared_iteration_s"]
+    )
+
+
 def test_the_goals_run_bf16_only_where_the_cpu_computes_it_unless_told(monkeypatch):
     from agents.policy import loading
 

@@ -1,6 +1,6 @@
 """CORY with K models: K = 2 reproduces the two-agent trainer (to float32 rounding); K = 3 trains every
 model, rotates them through the seats keeping their optimisers, and resumes; mixed models
-sharing a tokenizer train together; a tokenizer mismatch is refused before any weights load;
+sharing a tokenizer train together (models of different tokenizers: test_mixed_tokenizers.py);
 per-seat generation settings."""
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from helpers.tiny import tiny_model, tiny_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from agents.cory import CoryTrainer
-from agents.policy.tokenizers import check_same_tokenizer
-from agents.run import setup
 
 TIMING = ("charts/rollout_s", "charts/iteration_s")
 DIAGNOSTICS = ("distinct1", "distinct2", "repeat_fraction")
@@ -154,30 +152,6 @@ def test_models_of_different_widths_train_together(tmp_path, mode):
             not torch.equal(x, y) for x, y in zip(before[m], lr.agent.trainable_parameters())
         )
     assert "eval/model_b/kl" in rows[-1]
-
-
-def test_a_tokenizer_mismatch_is_refused_before_any_weights_load(tmp_path, monkeypatch):
-    for name, vocab in (("m320", 320), ("m300", 300)):
-        tiny_model(vocab_size=vocab).save_pretrained(tmp_path / name)
-        tiny_tokenizer(vocab).save_pretrained(tmp_path / name)
-    monkeypatch.setattr(setup, "load_model", lambda *a, **k: pytest.fail("weights were loaded"))
-    config = small_config(tmp_path, models=f"{tmp_path / 'm320'},{tmp_path / 'm300'}")
-    with pytest.raises(
-        ValueError, match=r"share a tokenizer.*m320.*m300.*vocabulary size 320 vs 300"
-    ):
-        CoryTrainer(config)
-
-    class Stub:  # the same vocabulary, another EOS id
-        eos_token_id, pad_token_id, bos_token_id, unk_token_id = 5, 0, None, None
-
-        def __len__(self):
-            return len(tiny_tokenizer())
-
-        def get_vocab(self):
-            return tiny_tokenizer().get_vocab()
-
-    with pytest.raises(ValueError, match="'a' and 'b' differ: eos_token_id 0 vs 5"):
-        check_same_tokenizer([("a", tiny_tokenizer()), ("b", Stub())])
 
 
 def test_per_seat_generation_settings(tmp_path):

@@ -54,7 +54,9 @@ def act(
     budget = max_new_tokens or int(
         getattr(venv, "episode_max_new_tokens", 0) or getattr(generation, "max_new_tokens", 16)
     )
-    n_actions = getattr(getattr(venv, "single_action_space", None), "n", None)
+    spaces = getattr(venv, "single_action_spaces", None)  # by agent: each in its own vocabulary
+    space = spaces[role] if spaces else getattr(venv, "single_action_space", None)
+    n_actions = getattr(space, "n", None)
     # sharded: every forward is a collective
     lockstep = getattr(agent, "sharded_over", None) or SINGLE
     with KVCacheSampler.open(agent, venv.prompt_ids, budget) as sampler:

@@ -10,11 +10,9 @@ import contextlib
 import copy
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from agents.distributed import SINGLE, World, main_first
@@ -28,18 +26,16 @@ from agents.policy.loading import (
     load_tokenizer,
 )
 from agents.policy.sharding import check_sharding, shard_agents, weights_from_main
-from agents.policy.tokenizers import check_same_tokenizer
+from agents.policy.tokenizers import per_model_tokenizers
 from agents.rl.learner import learner_uses_values, make_learner
 from agents.run.config import TrainConfig
-from agents.run.generation import generation_of, seat_generations
 from agents.run.learner_config import grpo_options, learner_config
 from agents.run.resume import check_output
 from agents.run.validate import task_options
 from cory_env.registry import is_import_path
 from cory_env.rewards import available_rewards, make_reward
-from cory_env.tasks import GenerationConfig, Query, Task, make_task
+from cory_env.tasks import Task, make_task
 from cory_env.tasks.loading import is_local_path
-from cory_env.vector import CoryTextVecEnv
 
 
 def task_data(config: TrainConfig) -> Task:
@@ -84,7 +80,7 @@ def build_agents(
     world: World = SINGLE,
 ) -> list[LLMAgent]:
     """``n`` trainable agents over ``model`` (one model, or a list of one per agent; agents
-    given the same model object share it): LoRA adapters on one frozen base per model (whose
+    given the same model object share it) and ``tokenizer`` (one, or one per agent): LoRA adapters on one frozen base per model (whose
     adapters-off forward is that model's reference), or full copies sharing one frozen
     reference per model. ``value_heads[i]``: whether agent ``i`` gets a value head (None: all).
     A ``world`` launched with FSDP gets its full copies sharded (:mod:`agents.policy.sharding`)."""
@@ -93,6 +89,7 @@ def build_agents(
     torch.manual_seed(config.seed)
     heads = [True] * n if value_heads is None else list(value_heads)
     models = list(model) if isinstance(model, (list, tuple)) else [model] * n
+    tokenizers = list(tokenizer) if isinstance(tokenizer, (list, tuple)) else [tokenizer] * n
     groups: dict[int, list[int]] = {}
     for i, m in enumerate(models):
         groups.setdefault(id(m), []).append(i)
@@ -100,7 +97,7 @@ def build_agents(
     dtype, device = config.dtype, "cpu" if world.fsdp else config.device
     built: dict[int, LLMAgent] = {}
     for idx in groups.values():
-        base = models[idx[0]]
+        base, tokenizer = models[idx[0]], tokenizers[idx[0]]  # one model, one tokenizer
         if config.mode == "lora":
             made = LLMAgent.lora_agents(
                 base,
@@ -170,120 +167,6 @@ def build_learner(
     return make_learner(name, agent, config=shared, world=world)
 
 
-@dataclass
-class Run:
-    """What a trainer is built from: the task, the tokenizer, the envs and random streams."""
-
-    config: TrainConfig
-    task: Task
-    tokenizer: Any
-    generation: GenerationConfig
-    venv: CoryTextVecEnv
-    eval_venv: CoryTextVecEnv | None
-    eval_queries: list[Query]
-    rng: np.random.Generator
-    generator: torch.Generator
-    samples_per_query: int = 1
-    seats: list[GenerationConfig] | None = None
-    """Each seat's sampling settings (:func:`seat_generations`)."""
-    world: World = SINGLE
-    """The run's processes: ``venv`` holds this process's shard of a batch, ``generator``
-    is this process's own sampling stream (:mod:`agents.distributed`)."""
-
-    def seat_limits(self, max_new: int) -> list[int]:
-        """Each seat's answer length this batch: its own ``--seat-max-new-tokens``, else the
-        batch's ``max_new``."""
-        own = self.config.seat_max_new_tokens
-        return [int(own[j]) if own else int(max_new) for j in range(len(self.seats or [0, 0]))]
-
-    @property
-    def pad_id(self) -> int:
-        tok = self.tokenizer
-        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
-    def sample_queries(self) -> tuple[list[Query], int]:
-        """The next batch of training queries (each repeated ``samples_per_query`` times,
-        consecutively) and this batch's answer length."""
-        queries = self.draw_queries()
-        gen = self.generation
-        if gen.min_new_tokens is None:
-            return queries, gen.max_new_tokens
-        return queries, int(self.rng.integers(gen.min_new_tokens, gen.max_new_tokens + 1))
-
-    def draw_queries(self) -> list[Query]:
-        """``batch_size`` training queries, each repeated ``samples_per_query`` times,
-        consecutively (a refill round draws these alone: its answer length is the batch's)."""
-        pool = self.task.queries("train")
-        n = self.config.batch_size
-        idx = self.rng.choice(len(pool), size=n, replace=len(pool) < n)
-        return [pool[i] for i in idx for _ in range(self.samples_per_query)]
-
-    def random_state(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "generator": self.generator.get_state()}
-
-    def load_random_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self.generator.set_state(state["generator"])
-
-
-RANK_SEED_STRIDE = 1_000_003
-"""Process ``r`` of a data-parallel run samples with the seed ``seed + r * RANK_SEED_STRIDE``."""
-
-
-def build_run(
-    config: TrainConfig,
-    tokenizer,
-    task: Task | None = None,
-    samples_per_query: int = 1,
-    num_agents: int = 2,
-    world: World = SINGLE,
-) -> Run:
-    """Envs and random streams for ``config`` (the model is loaded by the caller); ``task``:
-    the run's task as :func:`build_task` made it (None: built here). The training env plays
-    chains of ``num_agents`` (1: the pioneer alone, the single-agent trainer) and holds this
-    process's shard of a batch; the evaluation env plays one agent (each model alone)."""
-    if config.batch_size % world.size:
-        raise ValueError(
-            f"batch_size {config.batch_size} must split evenly over the run's "
-            f"{world.size} processes"
-        )
-    task = build_task(config) if task is None else task
-    generation = generation_of(config, task)
-    seats = seat_generations(config, generation)[:num_agents]
-    longest = max([generation.max_new_tokens, *(config.seat_max_new_tokens or [])])
-    env_kwargs = dict(
-        task=task, tokenizer=tokenizer, max_new_tokens=longest, reward_mode=config.reward_mode
-    )
-    venv = CoryTextVecEnv(
-        num_envs=config.batch_size // world.size * samples_per_query,
-        num_agents=num_agents,
-        **env_kwargs,
-    )
-    env_kwargs["max_new_tokens"] = generation.max_new_tokens
-    eval_pool = list(task.queries("eval"))[: config.eval_size]
-    eval_venv = (
-        CoryTextVecEnv(num_envs=len(eval_pool), num_agents=1, **env_kwargs)
-        if config.eval_every
-        else None
-    )
-    return Run(
-        config=config,
-        task=task,
-        tokenizer=tokenizer,
-        generation=generation,
-        venv=venv,
-        eval_venv=eval_venv,
-        eval_queries=eval_pool,
-        rng=np.random.default_rng(config.seed),
-        generator=torch.Generator(device=config.device).manual_seed(
-            config.seed + world.rank * RANK_SEED_STRIDE
-        ),
-        samples_per_query=samples_per_query,
-        seats=seats,
-        world=world,
-    )
-
-
 def preflight(config: TrainConfig, world: World = SINGLE) -> None:
     """What can be refused before a model loads (minutes for a large one): the output folder
     (a file; a run there that this config may not continue with ``world``'s processes), what
@@ -350,25 +233,28 @@ def model_names(config: TrainConfig) -> list[str]:
 
 def load_models(
     config: TrainConfig, model=None, tokenizer=None, world: World = SINGLE
-) -> tuple[list, object]:
+) -> tuple[list, list]:
     """One model per agent (the same object where agents start from the same model) and
-    the shared tokenizer, loaded for ``world``'s processes. ``model`` may be one model or a
-    list of one per agent (tests). Distinct models' tokenizers are compared before any
-    weights load."""
+    one tokenizer per agent (:func:`agents.policy.tokenizers.per_model_tokenizers`: one
+    object for models whose tokenizers match), loaded for ``world``'s processes. ``model``
+    may be one model or a list of one per agent, ``tokenizer`` one or a list (tests). Each
+    distinct model's tokenizer is checked before any weights load."""
     k = config.num_agents
     if model is not None:
         models = list(model) if isinstance(model, (list, tuple)) else [model] * k
-        _, tokenizer = load(config, models[0], tokenizer, world)
-        if len(models) != k:
-            raise ValueError(f"{len(models)} models for {k} agents")
-        return models, tokenizer
+        toks = list(tokenizer) if isinstance(tokenizer, (list, tuple)) else [tokenizer] * k
+        load(config, models[0], toks[0], world)
+        if len(models) != k or len(toks) != k:
+            raise ValueError(f"{len(models)} models and {len(toks)} tokenizers for {k} agents")
+        return models, per_model_tokenizers([(f"model {i}", t) for i, t in enumerate(toks)])
     preflight(config, world)
     names = model_names(config)
     distinct = list(dict.fromkeys(names))
     if len(distinct) > 1:
-        check_same_tokenizer([(n, load_tokenizer(n)) for n in distinct])
+        per_model_tokenizers([(n, load_tokenizer(n)) for n in distinct])
     loaded = {n: _load_model(config, n, world) for n in distinct}
-    return [loaded[n][0] for n in names], loaded[distinct[0]][1]
+    own = dict(zip(distinct, per_model_tokenizers([(n, loaded[n][1]) for n in distinct])))
+    return [loaded[n][0] for n in names], [own[n] for n in names]
 
 
 def _load_model(config: TrainConfig, name: str, world: World):

@@ -1,7 +1,7 @@
 """``Trainer``: what the CORY trainer and the single-agent trainer share.
 
 A trainer holds ``learners`` (model name -> learner, fixed for the whole run, so a
-checkpoint names each model's state), a :class:`agents.run.setup.Run` (task, envs, random
+checkpoint names each model's state), a :class:`agents.run.envs.Run` (task, envs, random
 streams) and the texts of its last step. This base builds the learners (each given the
 run's world and answer length), rolls out one iteration's episodes through the env (with
 the refill rounds), makes the one update call of a learner, evaluates every model alone,
@@ -23,12 +23,13 @@ from agents.policy.export import export_agent
 from agents.policy.model_card import ModelCard
 from agents.rl.batch import TokenBatch
 from agents.run.config import TrainConfig
+from agents.run.envs import Run
 from agents.run.episode_batch import EpisodeBatch, dropping_seats, play_chain, refill
 from agents.run.evaluate import evaluate_alone
 from agents.run.loop import fit
 from agents.run.metrics import eval_key, run_key
 from agents.run.rollout import Turns
-from agents.run.setup import Run, build_learner
+from agents.run.setup import build_learner
 from cory_env.tasks.base import GenerationConfig
 
 EVAL_SEED_OFFSET = 7919
@@ -87,7 +88,8 @@ class Trainer:
 
         @self.sharded
         def roll(qs: list) -> EpisodeBatch:
-            return play_chain(run.venv, agents, qs, generations, max_new_tokens, run.generator)
+            venv = run.venv_for([a.tokenizer for a in agents])  # each model in its own ids
+            return play_chain(venv, agents, qs, generations, max_new_tokens, run.generator)
 
         return refill(
             roll(queries),
@@ -113,7 +115,7 @@ class Trainer:
         env's truncation flags ``(n,)`` (answers cut at the turn's token limit) and the
         update's micro-batch token budget (None: the learner's own)."""
         batch = TokenBatch.from_lists(
-            turns.prompts, turns.responses, self.run.pad_id, device=learner.agent.device
+            turns.prompts, turns.responses, learner.agent.pad_id, device=learner.agent.device
         )
         return learner.update(batch, turns.rewards, truncated=truncated, token_budget=token_budget)
 
@@ -166,12 +168,12 @@ class Trainer:
         for model, learner in self.learners.items():
             stats, _ = evaluate_alone(
                 learner.agent,
-                run.eval_venv,
+                run.eval_venv_for(learner.agent.tokenizer),
                 run.eval_queries,
                 run.generation,
                 run.generation.max_new_tokens,
                 seed=self.config.seed + EVAL_SEED_OFFSET,
-                pad_id=run.pad_id,
+                pad_id=learner.agent.pad_id,
             )
             out.update({eval_key(model, k): v for k, v in stats.items()})
         return out
