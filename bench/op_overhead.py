@@ -140,16 +140,19 @@ def _range_of(event: Any) -> str:
     return "outside"
 
 
-def _top_level(event: Any) -> bool:
-    """An aten call not made by another aten call or autograd node."""
-    if not event.name.startswith("aten::"):
-        return False
+def _under(event: Any, *prefixes: str) -> bool:
+    """Whether an enclosing event's name starts with one of ``prefixes``."""
     parent = event.cpu_parent
     while parent is not None:
-        if parent.name.startswith(("aten::", "autograd::engine")):
-            return False
+        if parent.name.startswith(prefixes):
+            return True
         parent = parent.cpu_parent
-    return True
+    return False
+
+
+def _top_level(event: Any) -> bool:
+    """An aten call not made by another aten call or autograd node."""
+    return event.name.startswith("aten::") and not _under(event, "aten::", "autograd::engine")
 
 
 def summarise(prof: Any) -> dict[str, Any]:
@@ -160,10 +163,10 @@ def summarise(prof: Any) -> dict[str, Any]:
     ms: dict[str, float] = defaultdict(float)
     casts = 0
     for e in sorted(events, key=lambda e: e.time_range.start):
-        if e.name.startswith("aten::") and e.sequence_nr >= 0 and not _in_backward(e):
+        if e.name.startswith("aten::") and e.sequence_nr >= 0 and not _under(e, "autograd::engine"):
             # the last call to record a sequence number is the one that made its node
             seq_kind[e.sequence_nr] = _range_of(e)
-        if e.name in CASTS and _top_level_or_in_node(e):
+        if e.name in CASTS and not _under(e, "aten::"):
             casts += 1
     for e in events:
         if e.name.startswith("autograd::engine::evaluate_function"):
@@ -192,24 +195,6 @@ def summarise(prof: Any) -> dict[str, Any]:
         },
         "lora_share": round(ms["lora"] / total, 4),
     }
-
-
-def _in_backward(event: Any) -> bool:
-    parent = event.cpu_parent
-    while parent is not None:
-        if parent.name.startswith("autograd::engine"):
-            return True
-        parent = parent.cpu_parent
-    return False
-
-
-def _top_level_or_in_node(event: Any) -> bool:
-    parent = event.cpu_parent
-    while parent is not None:
-        if parent.name.startswith("aten::"):
-            return False
-        parent = parent.cpu_parent
-    return True
 
 
 def forward_backward(agent: Any, batch: Any) -> None:
