@@ -10,7 +10,6 @@ import hashlib
 import json
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import torch
 from helpers.configs import small_config
 from helpers.launch import launch, untimed
 from helpers.tiny import tiny_model, tiny_tokenizer
-from helpers.two_ranks import threaded_gather
+from helpers.two_ranks import as_two_ranks, threaded_gather
 
 from agents.cory import CoryTrainer
 from agents.distributed import Shard, World
@@ -262,20 +261,9 @@ def two_processes(monkeypatch, fn) -> list:
     """``fn(world)`` as ranks 0 and 1 of a 2-process sharded world, in two threads whose
     ``gather`` meets at a barrier; each rank's result, or its exception."""
     monkeypatch.setattr(ckpt_module, "gather", threaded_gather())
-    results: list = [None, None]
-
-    def run(rank: int) -> None:
-        try:
-            results[rank] = fn(World(2, rank, "MULTI_CPU", fsdp=True, sharded_checkpoints=True))
-        except Exception as err:  # handed to the test
-            results[rank] = err
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    return as_two_ranks(
+        lambda rank: fn(World(2, rank, "MULTI_CPU", fsdp=True, sharded_checkpoints=True))
+    )
 
 
 def sharded_state(iteration: int, rank: int) -> dict:

@@ -10,13 +10,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
 from helpers.configs import small_config
 from helpers.tiny import tiny_model, tiny_tokenizer
-from helpers.two_ranks import threaded_gather
+from helpers.two_ranks import as_two_ranks, threaded_gather
 
 from agents.cory import CoryTrainer
 from agents.distributed import World
@@ -123,19 +122,11 @@ def test_in_a_data_parallel_run_process_0_holds_the_lock_and_every_process_is_re
     monkeypatch.setattr(
         resume_module, "hold_run_folder", lambda out: (taken.append(out), hold_run_folder(out))
     )
-    errors: list = [None, None]
-
-    def run(rank: int) -> None:
-        try:
-            resume_module.check_output(small_config(folder.parent), World(2, rank, "MULTI_CPU"))
-        except Exception as err:  # handed to the test
-            errors[rank] = err
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = as_two_ranks(
+        lambda rank: resume_module.check_output(
+            small_config(folder.parent), World(2, rank, "MULTI_CPU")
+        )
+    )
     assert taken == [folder]  # process 0 only
     assert [type(e) for e in errors] == [FolderInUse, FolderInUse]
     assert str(errors[0]) == str(errors[1]) and f"process {proc.pid} " in str(errors[1])

@@ -21,3 +21,22 @@ def threaded_gather(ranks: int = 2) -> Callable[[Any, Any], list]:
         return out
 
     return gather
+
+
+def as_two_ranks(fn: Callable[[int], Any]) -> list:
+    """``fn(rank)`` for ranks 0 and 1, each in a thread of its own (so that a
+    :func:`threaded_gather` can meet); each rank's result, or the exception it raised."""
+    results: list = [None, None]
+
+    def run(rank: int) -> None:
+        try:
+            results[rank] = fn(rank)
+        except Exception as err:  # handed to the test
+            results[rank] = err
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
