@@ -15,7 +15,9 @@ shows are :data:`GOALS` (rendered in ``docs/benchmarks.md#budget``).
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import shutil
 import statistics
 import sys
 import tempfile
@@ -65,6 +67,13 @@ class Args:
     ``bench/results/budget/<machine kind>.json`` (then: ``python bench/render.py``)."""
 
 
+def scratch_folder(prefix: str) -> str:
+    """A run folder of this process's own (the run lock refuses a shared one), removed at exit."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 def captured_updates(args: Args) -> list[tuple]:
     """``[(learner, batch, scores, budget)]``: the pioneer's and the observer's
     updates of a CORY iteration after a warm-up one (the observer's with its budget)."""
@@ -84,7 +93,7 @@ def captured_updates(args: Args) -> list[tuple]:
         eval_every=0,
         progress=False,
         observer_token_budget=True,
-        output_dir=tempfile.mkdtemp(prefix="cory-bench-budget-"),  # a folder of its own
+        output_dir=scratch_folder("cory-bench-budget-"),
         **task,
     )
     torch.manual_seed(0)
