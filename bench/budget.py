@@ -47,6 +47,8 @@ observer_padded_tokens_per_mini_batch | the observer's padded tokens per mini-ba
 pieces_per_mini_batch | pieces each observer mini-batch is cut into | report
 piece_fit.fixed_s | forward + backward: the fixed seconds each extra piece adds | report
 piece_fit.per_token_s | forward + backward: seconds per token | report
+piece_fit_peft.fixed_s | the same with peft's LoRA layers (not fused): fixed seconds | report
+fixed_fused_over_peft | the fixed seconds, LoRA layers fused / peft's | report
 """)
 """The figures the benchmarks page shows (reported: the budget is an option, not a goal)."""
 
@@ -60,7 +62,7 @@ class Args:
     else the default ``sentiment`` settings."""
     rounds: int = 4
     """Paired rounds: each arm timed once per round, the order turning each round."""
-    sizes: tuple[int, ...] = (2, 4, 8, 16)
+    sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
     """Rows of the observer's batch whose forward + backward the fit times."""
     save: bool = False
     """Write the printed object, with the command, machine, date and commit, to
@@ -137,31 +139,43 @@ def paired(learner, batch, scores, budget: int, rounds: int) -> dict[str, list[f
     return times
 
 
-def piece_fit(agent, batch, sizes: tuple[int, ...]) -> dict[str, float]:
+def piece_fits(agent, batch, sizes: tuple[int, ...], repeats: int = 5) -> dict[str, dict]:
     """One forward + backward of the first ``n`` rows of ``batch`` for each ``n`` of
-    ``sizes`` (best of 3), fitted by least squares to ``fixed_s + per_token_s * tokens``."""
-    rows, tokens, seconds = sorted({min(s, len(batch)) for s in sizes}), [], []
+    ``sizes``, the agent's LoRA layers fused (``fused``, the default) and peft's own
+    (``peft``) in turns, each the best of ``repeats``, fitted by least squares to
+    ``fixed_s + per_token_s * tokens``."""
+    rows = sorted({min(s, len(batch)) for s in sizes})
+    arms = {"fused": True, "peft": False}
+    seconds: dict[str, list[float]] = {arm: [] for arm in arms}
+    tokens = []
     for n in rows:
         sub = batch.subset(torch.arange(n))
-        best = float("inf")
-        for _ in range(3):
-            t0 = time.perf_counter()
-            out = agent.forward(sub)
-            loss = out.logprobs.sum() + (out.values.sum() if out.values is not None else 0.0)
-            loss.backward()
-            best = min(best, time.perf_counter() - t0)
-            agent.model.zero_grad(set_to_none=True)
+        best = dict.fromkeys(arms, float("inf"))
+        for r in range(repeats):
+            for arm in arms if r % 2 == 0 else reversed(list(arms)):
+                agent.fast_lora = arms[arm]
+                best[arm] = min(best[arm], _forward_backward(agent, sub))
+        agent.fast_lora = True
         tokens.append(int(sub.attention_mask.sum()))
-        seconds.append(best)
-    if len(tokens) < 2:
-        return {
-            "fixed_s": float("nan"),
-            "per_token_s": float("nan"),
-            "rows": rows,
-            "tokens": tokens,
-            "seconds": seconds,
-        }
-    slope, fixed = statistics.linear_regression(tokens, seconds)
+        for arm in arms:
+            seconds[arm].append(best[arm])
+    return {arm: _fit(rows, tokens, seconds[arm]) for arm in arms}
+
+
+def _forward_backward(agent, batch) -> float:
+    t0 = time.perf_counter()
+    out = agent.forward(batch)
+    loss = out.logprobs.sum() + (out.values.sum() if out.values is not None else 0.0)
+    loss.backward()
+    spent = time.perf_counter() - t0
+    agent.model.zero_grad(set_to_none=True)
+    return spent
+
+
+def _fit(rows: list[int], tokens: list[int], seconds: list[float]) -> dict:
+    fixed = slope = float("nan")
+    if len(tokens) >= 2:
+        slope, fixed = statistics.linear_regression(tokens, seconds)
     return {
         "fixed_s": fixed,
         "per_token_s": slope,
@@ -184,7 +198,8 @@ def main(args: Args) -> dict:
         arm: statistics.median([a / w for a, w in zip(v, times["whole"], strict=True)])
         for arm, v in times.items()
     }
-    fit = piece_fit(observer.agent, batch, args.sizes)
+    fits = piece_fits(observer.agent, batch, args.sizes)
+    fit = fits["fused"]
     out = {
         "machine": host,
         "model": args.model,
@@ -198,17 +213,20 @@ def main(args: Args) -> dict:
         "update_s": median,
         "over_whole": ratio,
         "piece_fit": fit,
+        "piece_fit_peft": fits["peft"],
+        "fixed_fused_over_peft": fit["fixed_s"] / fits["peft"]["fixed_s"],
     }
     print(
         f"observer update, median of {args.rounds} paired rounds: whole {median['whole']:.2f} s; cut to the "
         f"pioneer's {budget} tokens ({pieces} pieces per mini-batch) {median['cut']:.2f} s = "
         f"{ratio['cut']:.2f}x; cut, first piece not fused {median['cut_unfused']:.2f} s = {ratio['cut_unfused']:.2f}x"
     )
-    print(
-        f"forward + backward: {fit['fixed_s']:.3f} s fixed + {fit['per_token_s'] * 1e3:.2f} ms per token "
-        f"(rows {fit['rows']}: tokens {fit['tokens']}, "
-        f"seconds {[round(s, 3) for s in fit['seconds']]})"
-    )
+    for arm, f in fits.items():
+        print(
+            f"forward + backward, LoRA {arm}: {f['fixed_s']:.3f} s fixed + "
+            f"{f['per_token_s'] * 1e3:.2f} ms per token (rows {f['rows']}: tokens {f['tokens']}, "
+            f"seconds {[round(s, 3) for s in f['seconds']]})"
+        )
     return record.emit(out, "budget", GOALS, args.save, __doc__)
 
 

@@ -80,6 +80,9 @@ class Args:
     """Unprofiled timings of each step (the best is kept)."""
     decode_steps: int = 8
     """Decode steps timed and profiled."""
+    fast_lora: bool = True
+    """LoRA merged when sampling, fused when scoring (the run's default); False: peft's
+    layers (each LoRA layer's base linear then runs as a ``linear`` of its own)."""
     save: bool = False
     """Write the printed object to ``bench/results/op_overhead/<machine kind>.json``."""
 
@@ -155,6 +158,12 @@ def _top_level(event: Any) -> bool:
     return event.name.startswith("aten::") and not _under(event, "aten::", "autograd::engine")
 
 
+def own_backward(name: str) -> str:
+    """The range of a backward node no aten call made: a custom autograd function's (the
+    fused LoRA layers' :class:`agents.policy.lora_calls.LoraLinear`), else ``outside``."""
+    return "lora" if name.endswith(": LoraLinearBackward") else "outside"
+
+
 def summarise(prof: Any) -> dict[str, Any]:
     """Calls and profiled milliseconds per range, forward and backward, and the casts."""
     events = prof.events()
@@ -170,7 +179,7 @@ def summarise(prof: Any) -> dict[str, Any]:
             casts += 1
     for e in events:
         if e.name.startswith("autograd::engine::evaluate_function"):
-            kind = seq_kind.get(e.sequence_nr, "outside")
+            kind = seq_kind.get(e.sequence_nr) or own_backward(e.name)
             calls["backward"][kind] += (
                 sum(1 for c in e.cpu_children if c.name.startswith("aten::")) or 1
             )
@@ -292,6 +301,7 @@ def main(args: Args) -> dict:
     print(f"machine: {machine()}", flush=True)
     (learner, batch, _, _), _ = captured_updates(BudgetArgs(model=args.model))
     agent = learner.agent
+    agent.fast_lora = args.fast_lora
     top = getattr(agent.model, "get_base_model", lambda: agent.model)()
     handles = tag_modules(agent.model, getattr(top, "model", top))
     dtype = next(agent.model.parameters()).dtype

@@ -16,7 +16,9 @@ backward (activation gradients through the base; LoRA's weight gradients are neg
 full fine-tune adds another 2x, counted); attention's own FLOPs are not counted. Padding
 fraction: computed positions that hold no real token. Floor: the iteration's rollout plus
 its update's counted FLOPs at the matmul peak (a bound for this work on the machine: every
-update FLOP at the peak of one large matmul). Each trainer runs twice, each time
+update FLOP at the peak of one large matmul). The rollout's own floor is the larger of its
+sampler forwards' FLOPs at the matmul peak and their weight reads at the memory bandwidth
+measured in the same process (:mod:`bench.rollout_floor`). Each trainer runs twice, each time
 in a fresh subprocess (its memory its own), the same seeded iterations (checked: the same
 tokens): once timed, uninstrumented but for the phases' clocks; once for the peak RSS per
 phase, sampled every 2 ms, the allocator's free memory handed back to the system
@@ -48,7 +50,7 @@ sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
 
 from agents.policy.loading import CPU_INSTRUCTIONS, TORCH_DTYPES  # noqa: E402
 from agents.run.config import TrainConfig  # noqa: E402
-from bench import record  # noqa: E402
+from bench import record, rollout_floor  # noqa: E402
 from bench.iteration import _rss, touch_weights  # noqa: E402
 from bench.machine import machine  # noqa: E402
 
@@ -78,6 +80,8 @@ class Args:
     """Score packed sequences (False: padded, each row as long as the longest)."""
     observer_token_budget: bool = TrainConfig.observer_token_budget
     """Cut the observers' mini-batches to the pioneer's padded tokens (the run's default)."""
+    fast_lora: bool = TrainConfig.fast_lora
+    """LoRA merged when sampling, fused when scoring (the run's default); False: peft's layers."""
     activation_checkpointing: bool = False
     """Recompute each layer in the backward pass (``TrainConfig``'s option)."""
     trainers: tuple[str, ...] = ("cory", "ppo")
@@ -109,14 +113,26 @@ BUDGET = 512
 batch, about 850 padded tokens, is cut in two)."""
 MATCHED = dict(batch_size=16, mini_batch_size=16, ppo_epochs=4, min_new_tokens=4, max_new_tokens=16)
 """The official script's settings (with IMDB openings and the VADER reward)."""
-UTILISATION_GOAL, PADDING_GOAL = ">= 0.5", "<= 0.05"
-"""The update's FLOP/s against the matmul peak; the padding fraction of computed tokens."""
+UTILISATION_GOAL, PADDING_GOAL, ROLLOUT_GOAL = ">= 0.5", "<= 0.05", "<= 2"
+"""The update's FLOP/s against the matmul peak; the padding fraction of computed tokens; the
+default (CORY) rollout against its floor."""
 GOALS: list[record.Goal] = [
     row
     for name, label in (("cory", "CORY"), ("ppo", "PPO"))
     for row in (
         (f"{name}_iteration_s", f"{label}: one iteration, seconds", "report"),
         (f"{name}_rollout_s", f"{label}: its rollout, seconds", "report"),
+        (
+            f"{name}_rollout_floor_s",
+            f"{label}: the rollout's floor (its forwards' FLOPs at the matmul peak, or its "
+            "weight reads at the memory bandwidth, the larger), seconds",
+            "report",
+        ),
+        (
+            f"{name}_rollout_over_floor",
+            f"{label}: rollout / its floor",
+            ROLLOUT_GOAL if name == "cory" else "report",
+        ),
         (f"{name}_old_pass_s", f"{label}: the no-grad old-log-prob/value pass, seconds", "report"),
         (f"{name}_ref_pass_s", f"{label}: the reference pass, seconds", "report"),
         (f"{name}_optimisation_s", f"{label}: the optimisation, seconds", "report"),
@@ -298,14 +314,16 @@ def measure(trainer, args: Args, params: tuple[int, int], full: bool) -> dict[st
     for learner in trainer.learners.values():
         touch_weights(learner.agent.model)
     loaded = _rss()
-    trainer.step(0)
-    phases.reset()  # the warm-up iteration is not counted
-    rollout = total = 0.0
-    with phases.sampling() if args.memory else contextlib.nullcontext():
-        for it in range(1, args.iterations + 1):
-            metrics = trainer.step(it)
-            rollout += metrics["charts/rollout_s"]
-            total += metrics["charts/iteration_s"]
+    with rollout_floor.counting() as count:
+        trainer.step(0)
+        phases.reset()  # the warm-up iteration is not counted
+        count.reset()
+        rollout = total = 0.0
+        with phases.sampling() if args.memory else contextlib.nullcontext():
+            for it in range(1, args.iterations + 1):
+                metrics = trainer.step(it)
+                rollout += metrics["charts/rollout_s"]
+                total += metrics["charts/iteration_s"]
     if args.memory:  # the peaks, and the tokens for the check against the timed run
         gib = 2**30
         return {
@@ -334,6 +352,7 @@ def measure(trainer, args: Args, params: tuple[int, int], full: bool) -> dict[st
         "update_flops_per_s": flops / update,
         "padding_fraction": 1 - sum(phases.real.values()) / computed if computed else 0.0,
         "update_tokens": dict(phases.tokens),
+        "rollout_count": count,
     }
 
 
@@ -367,6 +386,7 @@ def child(args: Args, name: str) -> dict:
         eval_every=0,
         progress=False,
         pack_sequences=args.pack_sequences,
+        fast_lora=args.fast_lora,
         observer_token_budget=args.observer_token_budget,
         activation_checkpointing=args.activation_checkpointing,
         output_dir=f"/tmp/cory-bench-update-{name}",
@@ -390,6 +410,18 @@ def child(args: Args, name: str) -> dict:
     # the floor: the iteration if its update ran every counted FLOP at the matmul peak
     m["update_at_peak_s"] = m["update_flops"] / peak[own]
     m["iteration_floor_s"] = m["rollout_s"] + m["update_at_peak_s"]
+    weight_bytes = next(hf_weights(trainer)).element_size()
+    m.update(
+        rollout_floor.floor_s(
+            m.pop("rollout_count"),
+            params,
+            weight_bytes,
+            peak[own],
+            rollout_floor.memory_bandwidth(),
+            args.iterations,
+        )
+    )
+    m["rollout_over_floor"] = m["rollout_s"] / m["rollout_floor_s"]
     m.update(
         flop_params_body=params[0],
         flop_params_head=params[1],
@@ -409,12 +441,20 @@ def child(args: Args, name: str) -> dict:
                 "max_new_tokens",
                 "max_tokens_per_microbatch",
                 "pack_sequences",
+                "fast_lora",
                 "observer_token_budget",
                 "activation_checkpointing",
             )
         },
     )
     return m
+
+
+def hf_weights(trainer):
+    """The weights of the first learner's transformers model (what its forwards read)."""
+    from agents.policy.construction import hf_model
+
+    return hf_model(next(iter(trainer.learners.values())).agent.model).parameters()
 
 
 def report(name: str, m: dict) -> str:
@@ -424,7 +464,11 @@ def report(name: str, m: dict) -> str:
         if f"peak_{k}_gib" in m
     )
     return (
-        f"{name}: iteration {m['iteration_s']:.2f} s = rollout {m['rollout_s']:.2f} + old-log-prob/value "
+        f"{name}: iteration {m['iteration_s']:.2f} s = rollout {m['rollout_s']:.2f} (floor "
+        f"{m['rollout_floor_s']:.2f}: {m['rollout_flops'] / 1e9:.0f} GFLOP at the peak "
+        f"{m['rollout_flops_s']:.2f} s, {m['rollout_weight_bytes'] / 2**30:.1f} GiB read at "
+        f"{m['memory_bandwidth'] / 1e9:.0f} GB/s {m['rollout_reads_s']:.2f} s; "
+        f"{m['rollout_over_floor']:.2f}x) + old-log-prob/value "
         f"pass {m['old_pass_s']:.2f} + reference pass {m['ref_pass_s']:.2f} + optimisation "
         f"{m['optimisation_s']:.2f}; update {m['update_flops'] / 1e9:.1f} GFLOP at "
         f"{m['update_flops_per_s'] / 1e9:.2f} GFLOP/s = {m['utilisation']:.2f} of the matmul peak "

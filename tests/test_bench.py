@@ -166,32 +166,39 @@ def test_the_budget_bench_times_the_observers_update_whole_and_cut_from_the_same
         and min(out["update_s"].values()) > 0
     )
     assert out["over_whole"]["whole"] == 1.0
-    fit = out["piece_fit"]
-    assert (
-        len(fit["tokens"]) == 2 and fit["tokens"][0] < fit["tokens"][1] and min(fit["seconds"]) > 0
-    )
+    for fit in (out["piece_fit"], out["piece_fit_peft"]):  # LoRA fused, and peft's layers
+        assert len(fit["tokens"]) == 2 and fit["tokens"][0] < fit["tokens"][1]
+        assert min(fit["seconds"]) > 0
+    assert out["piece_fit"]["tokens"] == out["piece_fit_peft"]["tokens"]
 
 
 def test_the_op_overhead_bench_charges_each_call_to_the_module_that_made_it():
     bench = load_script("bench/op_overhead.py")
-    out = bench.main(bench.Args(model="tiny", repeats=1, decode_steps=3))
-    # the tiny Llama: 2 layers of 7 LoRA'd linears, and the output head (no adapter)
-    lora_layers, base_linears = 2 * 7, 2 * 7 + 1
-    decode = out["decode"]
-    assert decode["by_kind"]["linear"]["calls_forward"] == base_linears  # one call each per step
-    assert decode["by_kind"]["lora"]["calls_forward"] % lora_layers == 0  # the same per layer
-    assert decode["by_kind"]["lora"]["calls_forward"] >= 2 * lora_layers  # lora_A and lora_B
-    assert 0 <= decode["sampler_python_share"] < 1
-    for step in ("mini_batch", "group"):
-        m = out[step]
-        kinds = m["by_kind"]
-        assert sum(k["calls_forward"] for k in kinds.values()) == m["calls_forward"]
-        assert sum(k["calls_backward"] for k in kinds.values()) == m["calls_backward"]
-        assert kinds["lora"]["calls_backward"] > 0  # the adapters' gradients, charged to them
-        assert kinds["embedding"]["calls_backward"] == 0  # the frozen input embeddings
-        assert sum(k["share"] for k in kinds.values()) == pytest.approx(1, abs=1e-3)
-        assert 0 < m["matmul_share"] < 1 and m["us_per_call"] > 0
-    assert out["group"]["rows"] > out["mini_batch"]["rows"]
+    runs = {
+        fast: bench.main(bench.Args(model="tiny", repeats=1, decode_steps=3, fast_lora=fast))
+        for fast in (False, True)
+    }
+    # the tiny Llama: 2 layers of 7 LoRA'd linears, and the output head (no adapter); merged
+    # and fused, the LoRA layers compute their base's product themselves
+    lora_layers = 2 * 7
+    peft, fast = runs[False]["decode"]["by_kind"], runs[True]["decode"]["by_kind"]
+    # peft's layers: one call per base linear per step, which the merged layers do not make
+    assert peft["linear"]["calls_forward"] - fast["linear"]["calls_forward"] == lora_layers
+    for kinds, per_layer in ((peft, 2), (fast, 1)):  # lora_A and lora_B; the merged linear
+        assert kinds["lora"]["calls_forward"] % lora_layers == 0  # the same per layer
+        assert kinds["lora"]["calls_forward"] >= per_layer * lora_layers
+    for out in runs.values():
+        assert 0 <= out["decode"]["sampler_python_share"] < 1
+        for step in ("mini_batch", "group"):
+            m = out[step]
+            kinds = m["by_kind"]
+            assert sum(k["calls_forward"] for k in kinds.values()) == m["calls_forward"]
+            assert sum(k["calls_backward"] for k in kinds.values()) == m["calls_backward"]
+            assert kinds["lora"]["calls_backward"] > 0  # the adapters' gradients, charged to them
+            assert kinds["embedding"]["calls_backward"] == 0  # the frozen input embeddings
+            assert sum(k["share"] for k in kinds.values()) == pytest.approx(1, abs=1e-3)
+            assert 0 < m["matmul_share"] < 1 and m["us_per_call"] > 0
+        assert out["group"]["rows"] > out["mini_batch"]["rows"]
 
 
 def test_the_mixed_pair_bench_times_both_pairs_in_turn():
@@ -285,3 +292,19 @@ def test_the_default_run_bench_splits_the_wall_time_by_the_run_s_metrics():
         for key in metric.split("."):
             value = value[key]
         assert isinstance(value, (int, float))
+
+
+def test_the_merged_tokens_bench_compares_each_sequence_up_to_its_first_difference():
+    bench = load_script("bench/merged_tokens.py")
+    a = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]])  # (steps, B)
+    b = torch.tensor([[1, 0, 3], [4, 5, 0], [0, 8, 9]])
+    # column 0 differs at step 2 (3 compared), column 1 at 0 (1), column 2 at 1 (2)
+    assert bench.first_differences(a, b) == (6, 3)
+    assert bench.first_differences(a, a) == (9, 0)
+    out = bench.main(bench.Args(models=("tiny",), prompts=4, new_tokens=5, seeds=2))["tiny"]
+    assert out["sequences"] == 8
+    assert out["tokens_compared"] <= 8 * 5 and out["sequences_that_differ"] <= 8
+    assert out["differ_per_1k_tokens"] == pytest.approx(
+        1000 * out["sequences_that_differ"] / out["tokens_compared"]
+    )
+    assert 0 <= out["max_logit_gap"] < 1e-4  # the same logits to float rounding

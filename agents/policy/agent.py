@@ -47,6 +47,7 @@ from agents.policy.forward import (
     unflatten,
 )
 from agents.policy.loading import autocast, check_dtype, ensure_pad_token, resolve_device
+from agents.policy.lora_calls import fused_forwards, merged_forwards, plain_layers, recomputes
 from agents.policy.packing import attention_cost
 from agents.policy.sharding import load_model_shards, load_model_state, model_shards, model_state
 from agents.rl.batch import TokenBatch
@@ -117,6 +118,9 @@ class LLMAgent:
         self.sharded_over: World | None = None
         """The processes this agent's models are FSDP-sharded over (:mod:`agents.policy.
         sharding`; None: not sharded): each forward is then a collective of theirs."""
+        self.fast_lora = True
+        """Run the adapter's LoRA layers merged when sampling and fused when scoring
+        (:mod:`agents.policy.lora_calls`); False: peft's layers."""
 
     # ------------------------------------------------------------------ construction
 
@@ -288,14 +292,28 @@ class LLMAgent:
             enable_adapter_grads(peft)
 
     @contextlib.contextmanager
-    def policy(self, training: bool) -> Iterator[nn.Module]:
+    def policy(self, training: bool, *, sampling: bool = False) -> Iterator[nn.Module]:
         """The policy model, this agent's adapter active, in ``training`` mode, under the
-        agent's compute dtype (what the sampler and :meth:`forward` run under)."""
+        agent's compute dtype (what the sampler and :meth:`forward` run under); with
+        :attr:`fast_lora`, its LoRA layers merged (``sampling``: no grad) or fused."""
         self._activate()
         if self.model.training != training:
             self.model.train(training)
-        with autocast(self.dtype, self.device):
+        with autocast(self.dtype, self.device), self._lora_calls(sampling):
             yield self.model
+
+    def _lora_calls(self, sampling: bool) -> contextlib.AbstractContextManager:
+        """The LoRA layers' forwards of :meth:`policy` (:mod:`agents.policy.lora_calls`)."""
+        if not self.fast_lora or self.adapter is None or self.sharded_over is not None:
+            return contextlib.nullcontext()
+        layers = plain_layers(self.model, self.adapter)
+        if sampling:
+            return merged_forwards(layers, self.adapter)
+        if self.dtype != "fp32":  # under autocast: peft's layers cast what they need
+            return contextlib.nullcontext()
+        if self.model.training and torch.is_grad_enabled() and recomputes(self.model):
+            return contextlib.nullcontext()  # the backward's recomputation runs peft's layers
+        return fused_forwards(layers, self.adapter)
 
     @contextlib.contextmanager
     def _reference(self) -> Iterator[nn.Module]:

@@ -225,6 +225,12 @@ class TrainConfig:
     (:mod:`agents.policy.packing`: no padded work, the output head on response positions
     only), where the model's packed logits match its padded ones (checked once per model;
     else padded, with a warning); False: always padded."""
+    fast_lora: bool = True
+    """Run each LoRA agent's adapter merged into a copy of the linear weights it samples with
+    (one extra copy of those weights during a turn; only where the base is in the adapter's
+    dtype) and as one fused call per layer when scoring in fp32
+    (:mod:`agents.policy.lora_calls`: the same numbers in fewer calls; the shared base is
+    never written); False: peft's layers."""
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Compute dtype. LoRA: the frozen base (the reference) loads in it, adapters and value
     heads train in fp32 (peft's mixed setup); full: fp32 master weights under autocast."""
@@ -362,6 +368,7 @@ FLAG_GROUPS: dict[str, tuple[str, ...]] = {
         "observer_token_budget",
         "activation_checkpointing",
         "pack_sequences",
+        "fast_lora",
         "collective_timeout",
     ),
 }

@@ -124,6 +124,7 @@ def build_agents(
             ]
         for i, agent in zip(idx, made, strict=True):
             agent.packing = config.pack_sequences
+            agent.fast_lora = config.fast_lora
             built[i] = agent
     agents = [built[i] for i in range(n)]
     if config.activation_checkpointing:
