@@ -1,8 +1,8 @@
 """An agent's LoRA layers in fewer calls, without writing the shared base's weights.
 
-peft's LoRA ``Linear`` computes ``base(x) + lora_B(lora_A(dropout(x))) * scale`` as a
-dozen operator calls forward and twice that backward, each with its own autograd node;
-on small batches those calls, not the matmuls, are the time. Inside
+peft's LoRA ``Linear`` computes ``base(x) + lora_B(lora_A(dropout(x))) * scale`` through
+five modules forward and about ten autograd nodes backward per layer, and a decode step
+through it runs three matmuls per layer where the base model runs one. Inside
 :meth:`agents.policy.agent.LLMAgent.policy` each plain LoRA layer of the active adapter
 (:func:`plain_layers`) runs one of two ways instead:
 
@@ -15,7 +15,8 @@ on small batches those calls, not the matmuls, are the time. Inside
 - **fused** (:func:`fused_forwards`, scoring): one autograd function per layer
   (:class:`LoraLinear`) computes peft's sum in peft's order, and in its backward the
   gradients of the input and of ``A`` and ``B`` from the same matmuls autograd would run:
-  the same numbers in a third of the calls. Only without autocast (fp32 compute).
+  the same numbers through one autograd node per layer. Only without autocast (fp32
+  compute).
 
 A layer with DoRA or another LoRA variant, a bias on ``lora_B``, active dropout,
 ``fan_in_fan_out``, a merged adapter or several active adapters keeps peft's forward; so
