@@ -154,7 +154,10 @@ def piece_fits(agent, batch, sizes: tuple[int, ...], repeats: int = 5) -> dict[s
         for r in range(repeats):
             for arm in arms if r % 2 == 0 else reversed(list(arms)):
                 agent.fast_lora = arms[arm]
-                best[arm] = min(best[arm], _forward_backward(agent, sub))
+                t0 = time.perf_counter()
+                backward_of(agent, sub)
+                best[arm] = min(best[arm], time.perf_counter() - t0)
+                agent.model.zero_grad(set_to_none=True)
         agent.fast_lora = True
         tokens.append(int(sub.attention_mask.sum()))
         for arm in arms:
@@ -162,14 +165,11 @@ def piece_fits(agent, batch, sizes: tuple[int, ...], repeats: int = 5) -> dict[s
     return {arm: _fit(rows, tokens, seconds[arm]) for arm in arms}
 
 
-def _forward_backward(agent, batch) -> float:
-    t0 = time.perf_counter()
+def backward_of(agent, batch) -> None:
+    """One forward + backward of ``batch`` (the loss: its log-probs and values summed)."""
     out = agent.forward(batch)
     loss = out.logprobs.sum() + (out.values.sum() if out.values is not None else 0.0)
     loss.backward()
-    spent = time.perf_counter() - t0
-    agent.model.zero_grad(set_to_none=True)
-    return spent
 
 
 def _fit(rows: list[int], tokens: list[int], seconds: list[float]) -> dict:

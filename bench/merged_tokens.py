@@ -78,16 +78,21 @@ def decode(agent, prompts, steps: int, seed: int, fast: bool):
     return torch.stack(tokens), torch.stack(logits), spent
 
 
-def first_differences(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
-    """``(tokens compared, sequences that differ)`` of two ``(steps, B)`` token tensors: each
-    sequence compared up to and including its first differing token."""
-    differ = (a != b).numpy()
-    compared = seqs = 0
-    for col in differ.T:
+def compared_steps(a: torch.Tensor, b: torch.Tensor) -> list[tuple[int, bool]]:
+    """Per sequence of two ``(steps, B)`` token tensors: ``(steps compared, whether they
+    differ)``, each compared up to and including its first differing token."""
+    out = []
+    for col in (a != b).numpy().T:
         hit = np.flatnonzero(col)
-        compared += int(hit[0]) + 1 if hit.size else len(col)
-        seqs += bool(hit.size)
-    return compared, seqs
+        out.append((int(hit[0]) + 1, True) if hit.size else (len(col), False))
+    return out
+
+
+def first_differences(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
+    """``(tokens compared, sequences that differ)`` of two ``(steps, B)`` token tensors
+    (:func:`compared_steps`)."""
+    steps = compared_steps(a, b)
+    return sum(n for n, _ in steps), sum(d for _, d in steps)
 
 
 def compare(name: str, args: Args) -> dict:
@@ -114,13 +119,10 @@ def compare(name: str, args: Args) -> dict:
         (t_peft, l_peft, s_peft), (t_merged, l_merged, s_merged) = runs[False], runs[True]
         steps["peft"].append(s_peft)
         steps["merged"].append(s_merged)
-        c, d = first_differences(t_peft, t_merged)
-        compared, differ = compared + c, differ + d
-        for col in range(len(prompts)):  # the logits of equal histories
-            hit = np.flatnonzero((t_peft[:, col] != t_merged[:, col]).numpy())
-            upto = int(hit[0]) + 1 if hit.size else args.new_tokens
-            step_gap = (l_peft[:upto, col] - l_merged[:upto, col]).abs().max()
-            gap = max(gap, float(step_gap))
+        for col, (upto, differs) in enumerate(compared_steps(t_peft, t_merged)):
+            compared, differ = compared + upto, differ + differs
+            # the logits of equal histories
+            gap = max(gap, float((l_peft[:upto, col] - l_merged[:upto, col]).abs().max()))
     median = {k: statistics.median(v) for k, v in steps.items()}
     out = {
         "tokens_compared": compared,

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))  # the checkout and its tests.helpers
 
 from bench import record  # noqa: E402
 from bench.budget import Args as BudgetArgs  # noqa: E402
-from bench.budget import captured_updates  # noqa: E402
+from bench.budget import backward_of, captured_updates  # noqa: E402
 from bench.machine import machine  # noqa: E402
 from bench.update import computed_positions, flop_params, matmul_peak  # noqa: E402
 
@@ -207,9 +207,7 @@ def summarise(prof: Any) -> dict[str, Any]:
 
 
 def forward_backward(agent: Any, batch: Any) -> None:
-    out = agent.forward(batch)
-    loss = out.logprobs.sum() + (out.values.sum() if out.values is not None else 0.0)
-    loss.backward()
+    backward_of(agent, batch)
     agent.model.zero_grad(set_to_none=True)
 
 

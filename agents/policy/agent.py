@@ -306,14 +306,13 @@ class LLMAgent:
         """The LoRA layers' forwards of :meth:`policy` (:mod:`agents.policy.lora_calls`)."""
         if not self.fast_lora or self.adapter is None or self.sharded_over is not None:
             return contextlib.nullcontext()
-        layers = plain_layers(self.model, self.adapter)
         if sampling:
-            return merged_forwards(layers, self.adapter)
+            return merged_forwards(plain_layers(self.model, self.adapter), self.adapter)
         if self.dtype != "fp32":  # under autocast: peft's layers cast what they need
             return contextlib.nullcontext()
         if self.model.training and torch.is_grad_enabled() and recomputes(self.model):
             return contextlib.nullcontext()  # the backward's recomputation runs peft's layers
-        return fused_forwards(layers, self.adapter)
+        return fused_forwards(plain_layers(self.model, self.adapter), self.adapter)
 
     @contextlib.contextmanager
     def _reference(self) -> Iterator[nn.Module]:

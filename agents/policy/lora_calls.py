@@ -4,14 +4,15 @@ peft's LoRA ``Linear`` computes ``base(x) + lora_B(lora_A(dropout(x))) * scale``
 five modules forward and about ten autograd nodes backward per layer, and a decode step
 through it runs three matmuls per layer where the base model runs one. Inside
 :meth:`agents.policy.agent.LLMAgent.policy` each plain LoRA layer of the active adapter
-(:func:`plain_layers`) runs one of two ways instead:
+(:func:`plain_layers`: its base's weights in the adapter's dtype) runs one of two ways
+instead:
 
 - **merged** (:func:`merged_forwards`, the sampler's): ``F.linear(x, W + scale * B @ A, b)``
   with the merged weight a tensor of its own, built once when the sampler opens: a decode
   step costs what the base model's does. The base's weights are never written (no
   merge-then-unmerge round trip, which drifts by rounding), so the frozen base, which is
-  also the reference, stays bit-identical. Only where the base's weights are in the
-  adapter's dtype: merged into a bf16 base, an adapter's small early updates round away.
+  also the reference, stays bit-identical. Hence the common dtype: merged into a bf16
+  base, an adapter's small early updates would round away.
 - **fused** (:func:`fused_forwards`, scoring): one autograd function per layer
   (:class:`LoraLinear`) computes peft's sum in peft's order, and in its backward the
   gradients of the input and of ``A`` and ``B`` from the same matmuls autograd would run:
@@ -41,6 +42,7 @@ __all__ = [
     "merged_weight",
     "plain_layers",
     "recomputes",
+    "replaced_forwards",
 ]
 
 
@@ -51,8 +53,8 @@ def _dropout_off(layer: Any, adapter: str) -> bool:
 
 def plain_layers(model: nn.Module, adapter: str) -> list[Any]:
     """The peft LoRA ``Linear`` layers of ``model`` whose forward is the plain
-    ``base(x) + scale * B(A(x))`` for ``adapter`` (the one active adapter): what the
-    merged and fused forwards replace."""
+    ``base(x) + scale * B(A(x))`` for ``adapter`` (the one active adapter), the base's
+    weights in the adapter's dtype: what the merged and fused forwards replace."""
     try:
         from peft.tuners.lora.layer import Linear
     except ImportError:  # no peft: no LoRA layers
@@ -69,6 +71,7 @@ def plain_layers(model: nn.Module, adapter: str) -> list[Any]:
         and adapter not in m.lora_variant
         and type(m.base_layer) is nn.Linear
         and m.lora_B[adapter].bias is None
+        and m.base_layer.weight.dtype == m.lora_A[adapter].weight.dtype
         and _dropout_off(m, adapter)
     ]
 
@@ -87,8 +90,8 @@ def merged_weight(layer: Any, adapter: str) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _forwards(layers: Sequence[Any], make: Any) -> Iterator[None]:
-    """Each layer's ``forward`` replaced by ``make(layer)`` for the block (an instance
+def replaced_forwards(layers: Sequence[nn.Module], make: Any) -> Iterator[None]:
+    """Each module's ``forward`` replaced by ``make(module)`` for the block (an instance
     attribute over the class's method: hooks and ``__call__`` are unchanged)."""
     installed = []
     try:
@@ -102,9 +105,8 @@ def _forwards(layers: Sequence[Any], make: Any) -> Iterator[None]:
 
 
 def merged_forwards(layers: Sequence[Any], adapter: str) -> contextlib.AbstractContextManager:
-    """In the block, each layer of ``layers`` whose base weight has its adapter's dtype runs
-    as one linear on its merged weight (built here, freed at the end); no grad flows
-    through them."""
+    """In the block, each layer of ``layers`` (:func:`plain_layers`) runs as one linear on
+    its merged weight (built here, freed at the end); no grad flows through them."""
 
     def make(layer: Any) -> Any:
         with torch.no_grad():
@@ -116,8 +118,7 @@ def merged_forwards(layers: Sequence[Any], adapter: str) -> contextlib.AbstractC
 
         return forward
 
-    same = [m for m in layers if m.base_layer.weight.dtype == m.lora_A[adapter].weight.dtype]
-    return _forwards(same, make)
+    return replaced_forwards(layers, make)
 
 
 class LoraLinear(torch.autograd.Function):
@@ -160,7 +161,7 @@ class LoraLinear(torch.autograd.Function):
 
 
 def fused_forwards(layers: Sequence[Any], adapter: str) -> contextlib.AbstractContextManager:
-    """In the block, each layer of ``layers`` whose weights share one dtype runs as one
+    """In the block, each layer of ``layers`` (:func:`plain_layers`) runs as one
     :class:`LoraLinear` (call it outside autocast: the function casts nothing)."""
 
     def make(layer: Any) -> Any:
@@ -172,5 +173,4 @@ def fused_forwards(layers: Sequence[Any], adapter: str) -> contextlib.AbstractCo
 
         return forward
 
-    same = [m for m in layers if m.base_layer.weight.dtype == m.lora_A[adapter].weight.dtype]
-    return _forwards(same, make)
+    return replaced_forwards(layers, make)

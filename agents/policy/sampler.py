@@ -18,6 +18,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from agents.errors import DivergedError
 from agents.policy.agent import keep_positions
 from agents.policy.construction import hf_model
+from agents.policy.lora_calls import replaced_forwards
 
 __all__ = ["KVCacheSampler", "exponential_race", "sample_tokens"]
 
@@ -129,11 +130,8 @@ def _head_as_rows(model: torch.nn.Module) -> Iterator[None]:
         rows = torch.mm(weight, h.reshape(-1, h.shape[-1]).t()).t().contiguous()
         return rows.view(*h.shape[:-1], weight.shape[0])
 
-    head.forward = forward
-    try:
+    with replaced_forwards([head], lambda _: forward):
         yield
-    finally:
-        del head.forward
 
 
 class KVCacheSampler:
