@@ -33,5 +33,13 @@ GSM8K_OBSERVER = GSM8K_SHOT + "Question: {q}\nReference: {a1}\nAnswer:"
 # Chains (K > 2): one numbered reference per earlier answer.
 GSM8K_CHAIN = GSM8K_SHOT + "Question: {q}\n{answers}\nAnswer:"
 GSM8K_CHAIN_ANSWER = "Reference {i}: {a}"
+# Short answers (arith's ``short_answers``): the same format, a one-line worked example.
+SHORT_SHOT = (
+    "Question: Maya has 4 shells and gets 3 more. How many shells does Maya have now?\n"
+    "Answer: 4 + 3 = 7. The answer is 7.\n\n"
+)
+SHORT_PIONEER = SHORT_SHOT + "Question: {q}\nAnswer:"
+SHORT_OBSERVER = SHORT_SHOT + "Question: {q}\nReference: {a1}\nAnswer:"
+SHORT_CHAIN = SHORT_SHOT + "Question: {q}\n{answers}\nAnswer:"
 # A GSM8K turn ends when the model starts the next question.
 GSM8K_STOP = ("\nQuestion:", "\n\n")

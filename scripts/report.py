@@ -1,11 +1,25 @@
 """Aggregate a sweep (``SWEEP/<method>/seed_<s>/``, as ``scripts/sweep.py`` writes) into
-evidence: per-iteration evaluation reward and KL per method (mean and 95% confidence band
-over seeds), the reward-KL frontier (every evaluation point, each method's frontier and its
-KL at a matched reward; the same for the reward gain over each run's first evaluation), and
-a markdown table + JSON of the final numbers (mean +- CI, seeds).
+evidence: per method, the final evaluation numbers (mean and 95% confidence interval over
+seeds), the reward at matched KL and the KL at matched reward (read off each run's
+evaluation path, see :mod:`agents.run.study_stats`), paired t-tests between methods over
+the seeds they share (the same seed samples the same queries), where each run ran (the
+machine kind, dtype and processes of its sittings), and plots: reward and KL against
+iterations and against sampled tokens, and the reward-KL frontier with a band over seeds.
 
     python scripts/report.py runs/sweep            # writes runs/sweep/report/
+    python scripts/report.py runs/sweep --methods cory ppo --baseline ppo --kl-targets 5 10 20
     python scripts/report.py runs/sweep --methods cory ppo --out runs/sweep/report-main
+    python scripts/report.py runs/sweep --archive docs/results/data/sweep  # a committable copy
+
+Out: ``summary.json`` (every number), ``table.md`` (the tables printed), ``curves.png``,
+``curves_tokens.png``, ``frontier.png``. Default targets: four KLs evenly up to the largest
+KL every run reaches, and four rewards evenly from the highest first evaluation to the
+lowest best reward of any run, so each target is one every run can be read at.
+
+``--archive DEST`` copies what the report reads into ``DEST/<method>/seed_<s>/``: each
+run's ``config.json``, ``events.jsonl`` and ``metrics.jsonl`` cut to the columns read here
+(:data:`ARCHIVED`; no checkpoints, models or samples), small enough to commit; the report
+on the archive is the report on the sweep.
 """
 
 from __future__ import annotations
@@ -13,6 +27,8 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 
 import matplotlib
@@ -21,49 +37,44 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from agents.run.study_stats import first_crossing, mean_ci, paired_test  # noqa: E402
+
 STATS = ("reward", "gain", "kl", "distinct1", "distinct2", "length")
 """``gain``: the evaluation reward minus the run's own first evaluation's (the base model's,
 sampled with the run's evaluation seed): seeds sample the base model's answers differently,
 and the gain removes that offset (a paired comparison)."""
-_T975 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    15: 2.131,
-    20: 2.086,
-    30: 2.042,
-}
+ANSWER_LENGTHS = "/tokens/responses_len_mean"
+"""Each role's mean sampled answer length in a training row (``pioneer/``, ``observer/``,
+``policy/``...): times ``charts/episodes``, the tokens that iteration sampled."""
+
+ARCHIVED = ("iteration", "eval/", "charts/", ANSWER_LENGTHS)
+"""The metrics columns the report reads (by name, prefix or suffix): what ``--archive`` keeps."""
 
 
-def t_critical(dof: int) -> float:
-    """Student's t 0.975 quantile (two-sided 95%); between tabulated degrees of freedom the
-    smaller one's (a slightly wider interval); the normal 1.96 past 30."""
-    if dof < 1:
-        return math.nan
-    if dof > 30:
-        return 1.96
-    return _T975[max(k for k in _T975 if k <= dof)]  # the next tabulated below: a wider, safe CI
+@dataclass
+class Run:
+    """One run folder's evidence."""
 
+    curve: dict[int, dict[str, float]]
+    """Evaluation iteration -> each statistic averaged over the run's models, plus ``gain``
+    and ``tokens`` (answer tokens sampled by training before that evaluation)."""
+    machines: list[str] = field(default_factory=list)
+    dtypes: list[str] = field(default_factory=list)
+    processes: list[int] = field(default_factory=list)
+    train_s: float = 0.0
+    """The sum of the run's ``charts/iteration_s`` (training iterations, evaluations not
+    included)."""
 
-def mean_ci(values) -> tuple[float, float]:
-    """``(mean, half-width of the 95% confidence interval)``; NaN half-width for one value."""
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) < 2:
-        return float(v.mean()) if len(v) else math.nan, math.nan
-    return float(v.mean()), float(t_critical(len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    def path(self, x: str, y: str) -> tuple[list[float], list[float]]:
+        its = [i for i in sorted(self.curve) if x in self.curve[i] and y in self.curve[i]]
+        return [self.curve[i][x] for i in its], [self.curve[i][y] for i in its]
 
 
 def run_curve(rows: list[dict]) -> dict[int, dict[str, float]]:
-    """Iteration -> each statistic of the run's evaluations, averaged over its models."""
-    out = {}
-    for row in rows:
+    """Iteration -> each statistic of the run's evaluations, averaged over its models, its
+    ``gain`` over the first evaluation and the training ``tokens`` sampled before it."""
+    out, tokens = {}, 0.0
+    for row in sorted(rows, key=lambda r: r["iteration"]):
         models = sorted(
             {k.split("/")[1] for k in row if k.startswith("eval/") and k.endswith("/reward")}
         )
@@ -73,6 +84,9 @@ def run_curve(rows: list[dict]) -> dict[int, dict[str, float]]:
                 for s in STATS
                 if all(f"eval/{m}/{s}" in row for m in models)
             }
+            out[row["iteration"]]["tokens"] = tokens
+        lengths = [v for k, v in row.items() if k.endswith(ANSWER_LENGTHS)]
+        tokens += row.get("charts/episodes", 0.0) * float(np.sum(lengths))
     if out:
         first = out[min(out)].get("reward")
         for point in out.values():
@@ -81,139 +95,267 @@ def run_curve(rows: list[dict]) -> dict[int, dict[str, float]]:
     return out
 
 
-def load_sweep(sweep: Path) -> dict[str, dict[int, dict[int, dict[str, float]]]]:
-    """method -> seed -> the run's evaluation curve."""
-    data: dict[str, dict[int, dict]] = {}
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def load_run(folder: Path) -> Run:
+    rows = read_jsonl(folder / "metrics.jsonl")
+    sittings = [e for e in read_jsonl(folder / "events.jsonl") if e.get("event") == "sitting"]
+    return Run(
+        curve=run_curve(rows),
+        machines=sorted({str(e.get("machine")) for e in sittings}),
+        dtypes=sorted({str(e.get("dtype")) for e in sittings}),
+        processes=sorted({int(e.get("processes", 1)) for e in sittings}),
+        train_s=float(sum(r.get("charts/iteration_s", 0.0) for r in rows)),
+    )
+
+
+def load_sweep(sweep: Path) -> dict[str, dict[int, Run]]:
+    """method -> seed -> the run."""
+    data: dict[str, dict[int, Run]] = {}
     for metrics in sorted(sweep.glob("*/seed_*/metrics.jsonl")):
-        rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
         method, seed = metrics.parent.parent.name, int(metrics.parent.name.split("_")[1])
-        data.setdefault(method, {})[seed] = run_curve(rows)
+        data.setdefault(method, {})[seed] = load_run(metrics.parent)
     return data
 
 
-def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The upper-left Pareto front of ``(kl, reward)`` points, by increasing KL: each point
-    has a higher reward than every point of smaller KL."""
-    front, best = [], -math.inf
-    for kl, reward in sorted(points):
-        if reward > best:
-            front.append((kl, reward))
-            best = reward
-    return front
+def _round_down(x: float, digits: int = 3) -> float:
+    """``x`` to ``digits`` significant digits, rounded towards minus infinity (a target a
+    run reaches stays one it reaches)."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(abs(x))))
+    return math.floor(x * scale) / scale
 
 
-def kl_at_reward(front: list[tuple[float, float]], target: float) -> float:
-    """The smallest KL at which the frontier reaches ``target`` (NaN if it never does)."""
-    return next((kl for kl, reward in front if reward >= target), math.nan)
+def is_read(column: str) -> bool:
+    """Whether the report reads this metrics column (:data:`ARCHIVED`)."""
+    return any(column.startswith(a) or column.endswith(a) for a in ARCHIVED)
 
 
-def summarize(data: dict) -> dict:
-    """Per method: final statistics (mean, CI, seeds), per-iteration means and CIs, the
-    frontier, and the KL at the reward every method reaches (the smallest of their best)."""
-    summary: dict = {"methods": {}}
-    fronts, gains = {}, {}
+def archive(sweep: Path, methods: list[str], dest: Path) -> list[Path]:
+    """Copy each run of ``methods`` under ``sweep`` into ``dest`` (see the module docstring)."""
+    import shutil
+
+    out = []
+    for method in methods:
+        for run in sorted((sweep / method).glob("seed_*")):
+            if not (run / "metrics.jsonl").is_file():
+                continue
+            target = dest / method / run.name
+            if target.exists():
+                shutil.rmtree(target)
+            target.mkdir(parents=True)
+            for name in ("config.json", "events.jsonl"):
+                if (run / name).is_file():
+                    shutil.copy2(run / name, target / name)
+            rows = [
+                {k: v for k, v in row.items() if is_read(k)}
+                for row in read_jsonl(run / "metrics.jsonl")
+            ]
+            (target / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            out.append(target)
+    return out
+
+
+def default_targets(data: dict[str, dict[int, Run]]) -> tuple[list[float], list[float]]:
+    """Four KLs evenly up to the largest KL every run reaches; four rewards evenly from the
+    highest first evaluation to the lowest best reward of any run."""
+    runs = [r for runs in data.values() for r in runs.values() if r.curve]
+    if not runs:
+        return [], []
+    top_kl = min(max(r.path("kl", "reward")[0]) for r in runs)
+    low = max(r.curve[min(r.curve)]["reward"] for r in runs)
+    high = min(max(r.path("kl", "reward")[1]) for r in runs)
+    kls = [_round_down(top_kl * q) for q in (0.25, 0.5, 0.75, 1.0)] if top_kl > 0 else []
+    rewards = [_round_down(low + (high - low) * q) for q in (0.25, 0.5, 0.75, 1.0)]
+    return kls, (rewards if high > low else [])
+
+
+def matched(runs: dict[int, Run], at: str, target: float) -> dict[int, float]:
+    """Seed -> the reward where the run first reaches KL ``target`` (``at="kl"``) or the KL
+    where it first reaches reward ``target`` (``at="reward"``)."""
+    other = "reward" if at == "kl" else "kl"
+    return {s: first_crossing(*r.path(at, other), target) for s, r in runs.items()}
+
+
+def summarize(
+    data: dict[str, dict[int, Run]],
+    kl_targets: list[float] | None = None,
+    reward_targets: list[float] | None = None,
+    baseline: str | None = None,
+) -> dict:
+    """Every number of the report (see the module docstring); ``baseline``: pair each method
+    with it alone, else every pair of methods."""
+    auto_kl, auto_reward = default_targets(data)
+    targets = {
+        "kl": auto_kl if kl_targets is None else kl_targets,
+        "reward": auto_reward if reward_targets is None else reward_targets,
+    }
+    summary: dict = {
+        "methods": {},
+        "kl_targets": targets["kl"],
+        "reward_targets": targets["reward"],
+    }
     for method, runs in data.items():
-        finals = {s: curve[max(curve)] for s, curve in runs.items() if curve}
-        entry = {
+        finals = {s: r.curve[max(r.curve)] for s, r in runs.items() if r.curve}
+        entry: dict = {
             "seeds": len(finals),
             "final": {
                 s: dict(zip(("mean", "ci95"), mean_ci([f[s] for f in finals.values()])))
                 for s in STATS
                 if all(s in f for f in finals.values())
             },
+            "machines": sorted({m for r in runs.values() for m in r.machines}),
+            "dtypes": sorted({d for r in runs.values() for d in r.dtypes}),
+            "processes": sorted({p for r in runs.values() for p in r.processes}),
+            "train_s": dict(zip(("mean", "ci95"), mean_ci([r.train_s for r in runs.values()]))),
         }
-        iters = sorted({i for curve in runs.values() for i in curve})
+        iters = sorted({i for r in runs.values() for i in r.curve})
         entry["curve"] = {
             str(i): {
                 s: dict(
                     zip(
                         ("mean", "ci95"),
-                        mean_ci([c[i][s] for c in runs.values() if i in c and s in c[i]]),
+                        mean_ci(
+                            [
+                                r.curve[i][s]
+                                for r in runs.values()
+                                if i in r.curve and s in r.curve[i]
+                            ]
+                        ),
                     )
                 )
-                for s in ("reward", "kl")
+                for s in ("reward", "kl", "tokens")
             }
             for i in iters
         }
-        points = [(c[i]["kl"], c[i]["reward"]) for c in runs.values() for i in c]
-        fronts[method] = frontier(points)
-        entry["frontier"] = fronts[method]
-        gains[method] = frontier(
-            [(c[i]["kl"], c[i]["gain"]) for c in runs.values() for i in c if "gain" in c[i]]
-        )
-        entry["gain_frontier"] = gains[method]
+        for at in ("kl", "reward"):
+            entry[f"at_{at}"] = {}
+            for t in targets[at]:
+                per_seed = matched(runs, at, t)
+                m, ci = mean_ci(list(per_seed.values()))
+                reached = sum(math.isfinite(v) for v in per_seed.values())
+                entry[f"at_{at}"][str(t)] = {
+                    "mean": m,
+                    "ci95": ci,
+                    "reached": reached,
+                    "per_seed": {str(s): v for s, v in sorted(per_seed.items())},
+                }
         summary["methods"][method] = entry
-    if fronts:
-        target = min(max(r for _, r in f) for f in fronts.values() if f)
-        summary["matched_reward"] = target
-        for method, f in fronts.items():
-            summary["methods"][method]["kl_at_matched_reward"] = kl_at_reward(f, target)
-    if any(gains.values()):
-        target = min(max(g for _, g in f) for f in gains.values() if f)
-        summary["matched_gain"] = target
-        for method, f in gains.items():
-            summary["methods"][method]["kl_at_matched_gain"] = kl_at_reward(f, target)
+    methods = list(data)
+    pairs = (
+        [(m, baseline) for m in methods if m != baseline]
+        if baseline in data
+        else list(combinations(methods, 2))
+    )
+    summary["paired"] = []
+    for a, b in pairs:
+        seeds = sorted(set(data[a]) & set(data[b]))
+        for at in ("kl", "reward"):
+            for t in targets[at]:
+                va, vb = matched(data[a], at, t), matched(data[b], at, t)
+                test = paired_test([va[s] for s in seeds], [vb[s] for s in seeds])
+                summary["paired"].append({"a": a, "b": b, "at": at, "target": t, **test})
     return summary
 
 
+def _pm(mean: float, ci95: float, digits: int = 3) -> str:
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.{digits}f}" + ("" if math.isnan(ci95) else f" ± {ci95:.{digits}f}")
+
+
 def table(summary: dict) -> str:
-    """The markdown table of final numbers."""
-    head = (
-        "| method | seeds | " + " | ".join(STATS) + " | KL at matched reward | KL at matched gain |"
-    )
-    lines = [head, "|" + "---|" * (len(STATS) + 4)]
-    for method, entry in summary["methods"].items():
-        cells = []
-        for s in STATS:
-            m = entry["final"].get(s)
-            cells.append("—" if m is None else f"{m['mean']:.3f} ± {m['ci95']:.3f}")
+    """The markdown tables: final numbers, matched values, paired tests."""
+    lines = [
+        "| method | seeds | " + " | ".join(STATS) + " | train s | machines | dtypes |",
+        "|" + "---|" * (len(STATS) + 5),
+    ]
+    for method, e in summary["methods"].items():
+        cells = [_pm(**e["final"][s]) if s in e["final"] else "—" for s in STATS]
         lines.append(
-            f"| {method} | {entry['seeds']} | "
+            f"| {method} | {e['seeds']} | "
             + " | ".join(cells)
-            + f" | {entry.get('kl_at_matched_reward', math.nan):.3f}"
-            + f" | {entry.get('kl_at_matched_gain', math.nan):.3f} |"
+            + f" | {_pm(**e['train_s'], digits=0)} | {', '.join(e['machines']) or '—'}"
+            + f" | {', '.join(e['dtypes']) or '—'} |"
         )
+    for at, other in (("kl", "reward"), ("reward", "KL")):
+        if not summary[f"{at}_targets"]:
+            continue
+        name = "KL" if at == "kl" else "reward"
+        lines += ["", f"| {other} at {name} = | " + " | ".join(summary["methods"]) + " |"]
+        lines.append("|" + "---|" * (len(summary["methods"]) + 1))
+        for t in summary[f"{at}_targets"]:
+            cells = []
+            for e in summary["methods"].values():
+                v = e[f"at_{at}"][str(t)]
+                cells.append(f"{_pm(v['mean'], v['ci95'])} ({v['reached']}/{e['seeds']})")
+            lines.append(f"| {t:g} | " + " | ".join(cells) + " |")
+    if summary["paired"]:
+        lines += [
+            "",
+            "| paired (same seeds) | at | difference a − b | seeds | t | p |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in summary["paired"]:
+            what = "reward" if p["at"] == "kl" else "KL"
+            lines.append(
+                f"| {p['a']} − {p['b']} | {what} at {p['at']} {p['target']:g} | "
+                f"{_pm(p['diff'], p['ci95'])} | {p['seeds']} | {p['t']:.2f} | {p['p']:.3g} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def plots(summary: dict, data: dict, out: Path) -> list[Path]:
-    """``curves.png`` (reward and KL per iteration, mean and 95% band) and ``frontier.png``."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for method, entry in summary["methods"].items():
-        its = sorted(int(i) for i in entry["curve"])
-        for ax, stat in zip(axes, ("reward", "kl")):
-            m = np.array([entry["curve"][str(i)][stat]["mean"] for i in its])
-            ci = np.nan_to_num(np.array([entry["curve"][str(i)][stat]["ci95"] for i in its]))
-            (line,) = ax.plot(its, m, "o-", label=method)
-            ax.fill_between(its, m - ci, m + ci, color=line.get_color(), alpha=0.2)
-            ax.set_xlabel("iteration")
-            ax.set_ylabel(f"evaluation {stat}")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
-    plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, stat, key in ((axes[0], "reward", "frontier"), (axes[1], "gain", "gain_frontier")):
-        for method, runs in data.items():
-            pts = [(c[i]["kl"], c[i][stat]) for c in runs.values() for i in c if stat in c[i]]
-            (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", alpha=0.4)
-            front = summary["methods"][method][key]
-            ax.plot(
-                [p[0] for p in front],
-                [p[1] for p in front],
-                "-",
-                color=line.get_color(),
-                label=method,
-            )
-        ax.set_xlabel("KL to reference")
-        ax.set_ylabel(
-            f"evaluation {stat}" + (" (over the run's first evaluation)" if stat == "gain" else "")
-        )
-    axes[0].legend(fontsize=8)
+def _band(ax, x, mean, ci, label):
+    (line,) = ax.plot(x, mean, "o-", ms=3, label=label)
+    ci = np.nan_to_num(np.asarray(ci, dtype=np.float64))
+    ax.fill_between(
+        x, np.asarray(mean) - ci, np.asarray(mean) + ci, color=line.get_color(), alpha=0.2
+    )
+    return line
+
+
+def plots(summary: dict, data: dict[str, dict[int, Run]], out: Path) -> list[Path]:
+    """``curves.png`` (reward and KL per iteration), ``curves_tokens.png`` (the same against
+    the mean sampled tokens), ``frontier.png`` (every evaluation and the reward at each KL
+    with its band over seeds)."""
+    paths = []
+    for name, xlabel in (("curves", "iteration"), ("curves_tokens", "sampled answer tokens")):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for method, e in summary["methods"].items():
+            its = sorted(int(i) for i in e["curve"])
+            c = [e["curve"][str(i)] for i in its]
+            x = its if name == "curves" else [p["tokens"]["mean"] for p in c]
+            for ax, stat in zip(axes, ("reward", "kl")):
+                _band(ax, x, [p[stat]["mean"] for p in c], [p[stat]["ci95"] for p in c], method)
+                ax.set_xlabel(xlabel)
+                ax.set_ylabel(f"evaluation {stat} (mean, 95% band)")
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=110)
+        plt.close(fig)
+        paths.append(out / f"{name}.png")
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    runs_all = [r for runs in data.values() for r in runs.values() if r.curve]
+    top = min(max(r.path("kl", "reward")[0]) for r in runs_all) if runs_all else 0.0
+    grid = np.linspace(0.0, top, 25) if top > 0 else np.array([0.0])
+    for method, runs in data.items():
+        pts = [p for r in runs.values() for p in zip(*r.path("kl", "reward"))]
+        band = [mean_ci(list(matched(runs, "kl", float(k)).values())) for k in grid]
+        line = _band(ax, grid, [b[0] for b in band], [b[1] for b in band], method)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", color=line.get_color(), alpha=0.35)
+    ax.set_xlabel("KL to reference")
+    ax.set_ylabel("evaluation reward")
+    ax.set_title("reward where each run first reaches a KL (mean, 95% band)", fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "frontier.png", dpi=110)
     plt.close(fig)
-    return [out / "curves.png", out / "frontier.png"]
+    return [*paths, out / "frontier.png"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -221,28 +363,36 @@ def main(argv: list[str] | None = None) -> dict:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("sweep", type=Path)
-    p.add_argument(
-        "--methods",
-        nargs="+",
-        help="only these methods (their matched reward/gain is then among them alone)",
-    )
+    p.add_argument("--methods", nargs="+", help="only these methods, in this order")
+    p.add_argument("--baseline", help="pair each method with this one only (default: all pairs)")
+    p.add_argument("--kl-targets", nargs="+", type=float, help="KLs to read the reward at")
+    p.add_argument("--reward-targets", nargs="+", type=float, help="rewards to read the KL at")
     p.add_argument("--out", type=Path, help="the report folder (default: SWEEP/report)")
+    p.add_argument("--archive", type=Path, help="copy what the report reads into this folder")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     data = load_sweep(args.sweep)
     if args.methods:
-        data = {m: data[m] for m in args.methods if m in data}
+        missing = [m for m in args.methods if m not in data]
+        if missing:
+            raise SystemExit(f"no runs of {', '.join(missing)} under {args.sweep}")
+        data = {m: data[m] for m in args.methods}
     if not data:
         raise SystemExit(
             f"no runs under {args.sweep} (expected SWEEP/<method>/seed_<s>/metrics.jsonl)"
         )
+    if args.baseline and args.baseline not in data:
+        raise SystemExit(f"--baseline {args.baseline}: no such method among {', '.join(data)}")
+    if args.archive:
+        for run in archive(args.sweep, list(data), args.archive):
+            print(f"archived {run}")
     out = args.out or args.sweep / "report"
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(data)
+    summary = summarize(data, args.kl_targets, args.reward_targets, args.baseline)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "table.md").write_text(table(summary))
     plots(summary, data, out)
     print(table(summary), end="")
-    print(f"wrote {out}/summary.json, table.md, curves.png, frontier.png")
+    print(f"wrote {out}/summary.json, table.md, curves.png, curves_tokens.png, frontier.png")
     return summary
 
 

@@ -5,6 +5,7 @@ writes the commands instead (for a cluster scheduler). Any other flags go to eve
 
     python scripts/sweep.py runs/sweep --methods cory ppo --seeds 0 1 2
     python scripts/sweep.py runs/sweep --methods cory cory-no-kt --seeds 0 --iterations 12
+    python scripts/sweep.py runs/sweep --methods cory ppo ppo-2x-batch cory-bf16 --no-adap-kl-ctrl
     python scripts/sweep.py runs/sweep --methods cory ppo --print > jobs.txt
     python scripts/sweep.py runs/sweep --log-with tensorboard wandb   # wandb group: "sweep"
     python scripts/sweep.py runs/custom --methods cory ppo --task prompts \
@@ -27,9 +28,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORY, PPO = "scripts/run_cory.py", "scripts/run_ppo.py"
+DOUBLE_BATCH = "--batch-size=2x"
+"""A method flag the sweep replaces with twice the run's batch size (``--batch-size`` among
+the sweep's flags, else the default)."""
 METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cory": (CORY, ()),
     "ppo": (PPO, ()),
+    "ppo-2x-batch": (PPO, (DOUBLE_BATCH,)),
+    "cory-bf16": (CORY, ("--dtype", "bf16")),
+    "ppo-bf16": (PPO, ("--dtype", "bf16")),
     "cory-no-kt": (CORY, ("--no-knowledge-transfer",)),
     "cory-no-rex": (CORY, ("--no-role-exchange",)),
     "cory-independent": (CORY, ("--reward-mode", "independent")),
@@ -38,19 +45,53 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cory-grpo": (CORY, ("--learner", "grpo")),
     "grpo": (PPO, ("--learner", "grpo")),
 }
-"""Method name -> (script, its flags): CORY, the PPO control, CORY's ablations (no knowledge
-transfer, no role exchange, independent rewards) and the critic-free learners in both."""
+"""Method name -> (script, its flags): CORY, the PPO control (and at twice the batch: as many
+answers sampled and trained on per iteration as CORY's two models), CORY's ablations (no
+knowledge transfer, no role exchange, independent rewards), the critic-free learners in both,
+and bf16 arms (refused where the CPU emulates bf16). A method's flags come after the sweep's
+own, so they win: ``--dtype fp32`` for the sweep and ``cory-bf16`` still runs in bf16."""
+BF16 = ("cory-bf16", "ppo-bf16")
 DONE = ".sweep-done"
 """Written into a run folder when its run exited cleanly: the sweep skips it next time."""
+
+
+def bf16_is_native(extra: list[str]) -> bool:
+    """Whether the runs' device (``--device`` among the sweep's flags, else the CPU) computes
+    bf16 natively."""
+    from agents.policy import loading
+
+    device = extra[extra.index("--device") + 1] if "--device" in extra[:-1] else "cpu"
+    return loading.computes_natively("bf16", device)
 
 
 def run_folder(sweep: Path, method: str, seed: int) -> Path:
     return sweep / method / f"seed_{seed}"
 
 
+def batch_size(extra: list[str]) -> int:
+    """The ``--batch-size`` among the sweep's flags (the last one), else the default."""
+    from agents.run.config import TrainConfig
+
+    size = TrainConfig.batch_size
+    for i, flag in enumerate(extra):
+        if flag == "--batch-size" and i + 1 < len(extra):
+            size = int(extra[i + 1])
+        elif flag.startswith("--batch-size="):
+            size = int(flag.split("=", 1)[1])
+    return size
+
+
+def method_flags(method: str, extra: list[str]) -> list[str]:
+    """The method's own flags, :data:`DOUBLE_BATCH` replaced by twice the run's batch."""
+    out = []
+    for flag in METHODS[method][1]:
+        out += ["--batch-size", str(2 * batch_size(extra))] if flag == DOUBLE_BATCH else [flag]
+    return out
+
+
 def command(sweep: Path, method: str, seed: int, extra: list[str]) -> list[str]:
     """The run's command line; ``--resume`` when its folder holds an unfinished run."""
-    script, flags = METHODS[method]
+    script = METHODS[method][0]
     folder = run_folder(sweep, method, seed)
     resume = ["--resume"] if folder.is_dir() and not (folder / DONE).exists() else []
     group = (
@@ -66,8 +107,8 @@ def command(sweep: Path, method: str, seed: int, extra: list[str]) -> list[str]:
         "--output-dir",
         str(folder),
         "--no-progress",
-        *flags,
         *extra,
+        *method_flags(method, extra),
         *group,
         *resume,
     ]
@@ -84,6 +125,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     args, extra = p.parse_known_args(argv)
     jobs = [(m, s) for m in args.methods for s in args.seeds]
+    emulated = [m for m in args.methods if m in BF16 and not bf16_is_native(extra)]
+    if emulated and not args.print_only:
+        p.error(
+            f"{', '.join(emulated)}: this machine emulates bf16 (a CPU without AMX or AVX-512 "
+            "BF16, or a GPU without bf16), "
+            "so a bf16 arm here would measure the emulation; run it where bf16 is native"
+        )
     if args.print_only:
         for m, s in jobs:
             print(shlex.join(command(args.sweep, m, s, extra)))

@@ -194,7 +194,7 @@ def test_a_saved_result_is_the_printed_object_with_its_provenance(tmp_path, monk
 
 
 def test_the_machine_kind_is_a_short_slug_of_the_cpu_its_matmul_feature_and_threads(monkeypatch):
-    from bench import machine
+    from agents.run import machine
 
     monkeypatch.setattr(
         machine, "_cpu", lambda: ("AMD EPYC 9B14 96-Core Processor", ["avx512_bf16", "avx2"])

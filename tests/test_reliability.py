@@ -30,6 +30,7 @@ from agents.run import run_log as run_log_module
 from agents.run.checkpoint import checkpoints, load_checkpoint, save_checkpoint
 from agents.run.cli import parse, run_main
 from agents.run.config import TrainConfig
+from agents.run.machine import machine_kind
 from baselines.ppo import SingleAgentTrainer
 
 TIMING = ("charts/rollout_s", "charts/iteration_s")
@@ -213,13 +214,19 @@ def test_resume_applies_and_records_a_new_learning_rate(tmp_path):
     for learner in trainer.learners.values():
         assert [g["lr"] for g in learner.optimizer.param_groups] == [5e-3]
     events = [json.loads(x) for x in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
-    assert events == [
+    assert [e for e in events if e["event"] == "resume"] == [
         {
             "iteration": 1,
             "event": "resume",
             "changes": {"iterations": [3, 4], "learning_rate": [0.01, 0.005]},
         }
     ]
+    # each sitting (the first and the resumed one) says where it ran and in which dtype
+    sittings = [e for e in events if e["event"] == "sitting"]
+    assert [e["iteration"] for e in sittings] == [0, 1]
+    assert {(e["machine"], e["dtype"], e["processes"]) for e in sittings} == {
+        (machine_kind("cpu"), config.dtype, 1)
+    }
     assert json.loads((tmp_path / "run" / "config.json").read_text())["learning_rate"] == 5e-3
 
 

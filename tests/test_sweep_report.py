@@ -34,7 +34,7 @@ def write_run(folder, evals: list[tuple[int, float, float]], models=("model_a", 
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def test_report_means_cis_and_frontier_by_hand(tmp_path):
+def test_report_finals_matched_values_and_paired_tests_by_hand(tmp_path):
     sweep = tmp_path / "sweep"
     write_run(sweep / "cory" / "seed_0", [(0, 0.1, 0.0), (2, 0.3, 1.0)])
     write_run(sweep / "cory" / "seed_1", [(0, 0.1, 0.0), (2, 0.5, 2.0)])
@@ -44,40 +44,92 @@ def test_report_means_cis_and_frontier_by_hand(tmp_path):
     summary = report.main([str(sweep)])
     cory, ppo = summary["methods"]["cory"], summary["methods"]["ppo"]
     assert cory["seeds"] == 2 and cory["final"]["reward"]["mean"] == pytest.approx(0.4)
-    # two seeds: t(0.975, 1) = 12.706, sd = 0.1414, half-width = 12.706 * 0.1414 / sqrt(2)
-    assert cory["final"]["reward"]["ci95"] == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
+    # two seeds: t(0.975, 1) = tan(0.475 pi) = 12.7062, sd = 0.1414, half-width = t sd / sqrt(2)
+    half = math.tan(0.475 * math.pi) * math.sqrt(0.02) / math.sqrt(2)
+    assert cory["final"]["reward"]["ci95"] == pytest.approx(half)
     assert ppo["final"]["kl"]["mean"] == pytest.approx(3.5)
-    assert [tuple(p) for p in cory["frontier"]] == [(0.0, 0.1), (1.0, 0.3), (2.0, 0.5)]
-    assert [tuple(p) for p in ppo["frontier"]] == [(0.0, 0.1), (3.0, 0.2), (4.0, 0.4)]
-    assert summary["matched_reward"] == pytest.approx(0.4)  # the smaller of the best rewards
-    assert cory["kl_at_matched_reward"] == 2.0 and ppo["kl_at_matched_reward"] == 4.0
-    assert (sweep / "report" / "curves.png").is_file() and (
-        sweep / "report" / "frontier.png"
-    ).is_file()
-    assert "| cory | 2 | 0.400 ±" in (sweep / "report" / "table.md").read_text()
-    assert report.mean_ci([1.0])[1] != report.mean_ci([1.0])[1]  # one seed: no interval (NaN)
+    # default targets: KLs up to the smallest top KL (cory seed 0's 1.0); rewards from the
+    # highest first evaluation (0.1) to the lowest best reward (ppo seed 1's 0.2)
+    assert summary["kl_targets"] == [0.25, 0.5, 0.75, 1.0]
+    assert summary["reward_targets"] == pytest.approx([0.125, 0.15, 0.175, 0.2])
+    # reward where each run first reaches KL 1: 0.3; 0.1 + 0.5 * 0.4; 0.1 + 0.3 / 4; 0.1 + 0.1 / 3
+    at1 = {m: summary["methods"][m]["at_kl"]["1.0"]["per_seed"] for m in ("cory", "ppo")}
+    assert at1["cory"] == pytest.approx({"0": 0.3, "1": 0.3})
+    assert at1["ppo"] == pytest.approx({"0": 0.175, "1": 0.1 + 0.1 / 3})
+    # KL where each first reaches reward 0.2: 0.5, 0.5; 4 / 3, 3
+    at02 = ppo["at_reward"]["0.2"]
+    assert at02["per_seed"] == pytest.approx({"0": 4 / 3, "1": 3.0}) and at02["reached"] == 2
+    assert cory["at_reward"]["0.2"]["mean"] == pytest.approx(0.5)
+    (test,) = [p for p in summary["paired"] if p["at"] == "kl" and p["target"] == 1.0]
+    d = [0.3 - 0.175, 0.3 - (0.1 + 0.1 / 3)]  # 0.125, 0.1667: mean 0.1458, t = 7.0
+    assert (test["a"], test["b"], test["seeds"]) == ("cory", "ppo", 2)
+    assert test["diff"] == pytest.approx(sum(d) / 2)
+    assert test["t"] == pytest.approx(7.0)
+    assert test["p"] == pytest.approx(1 - 2 / math.pi * math.atan(7.0))  # t with 1 dof
+    for name in ("curves.png", "curves_tokens.png", "frontier.png", "table.md"):
+        assert (sweep / "report" / name).is_file()
+    text = (sweep / "report" / "table.md").read_text()
+    assert "| cory | 2 | 0.400 ±" in text and "| cory − ppo | reward at kl 1 |" in text
+    # explicit targets and a baseline: one pair per other method, at those targets only
+    summary = report.main([str(sweep), "--baseline", "cory", "--kl-targets", "2"])
+    assert [(p["a"], p["b"], p["target"]) for p in summary["paired"] if p["at"] == "kl"] == [
+        ("ppo", "cory", 2.0)
+    ]
+    assert math.isnan(
+        summary["methods"]["cory"]["at_kl"]["2.0"]["per_seed"]["0"]
+    )  # never got there
+    with pytest.raises(SystemExit, match="no runs of grpo"):
+        report.main([str(sweep), "--methods", "cory", "grpo"])
 
 
-def test_the_gain_over_each_runs_first_evaluation_pairs_the_seeds(tmp_path):
-    """Seeds whose base evaluations differ (0.1 / 0.3): the gain is each run's own rise."""
+def test_the_gain_pairs_the_seeds_and_tokens_and_sittings_are_read(tmp_path):
+    """Seeds whose base evaluations differ (0.1 / 0.3): the gain is each run's own rise;
+    the tokens sampled before each evaluation and each sitting's machine and dtype."""
     sweep = tmp_path / "sweep"
     write_run(sweep / "cory" / "seed_0", [(0, 0.1, 0.0), (2, 0.3, 1.0)])
     write_run(sweep / "cory" / "seed_1", [(0, 0.3, 0.0), (2, 0.7, 2.0)])
-    write_run(sweep / "ppo" / "seed_0", [(0, 0.1, 0.0), (2, 0.2, 3.0)], models=("policy",))
-    summary = load_script("scripts/report.py").main([str(sweep)])
-    cory, ppo = summary["methods"]["cory"], summary["methods"]["ppo"]
-    assert cory["final"]["gain"]["mean"] == pytest.approx(0.3)  # (0.2 + 0.4) / 2
-    assert [(kl, round(g, 9)) for kl, g in cory["gain_frontier"]] == [
-        (0.0, 0.0),
-        (1.0, 0.2),
-        (2.0, 0.4),
+    ppo = sweep / "ppo" / "seed_0"
+    write_run(ppo, [(0, 0.1, 0.0), (2, 0.2, 3.0)], models=("policy",))
+    rows = [json.loads(x) for x in (ppo / "metrics.jsonl").read_text().splitlines()]
+    train = [
+        {
+            "charts/episodes": 4.0,
+            "policy/tokens/responses_len_mean": 5.0,
+            "charts/iteration_s": 2.0,
+        },
+        {
+            "charts/episodes": 4.0,
+            "policy/tokens/responses_len_mean": 7.0,
+            "charts/iteration_s": 3.0,
+        },
     ]
-    assert summary["matched_gain"] == pytest.approx(0.1)  # PPO's best gain
-    assert cory["kl_at_matched_gain"] == 1.0 and ppo["kl_at_matched_gain"] == 3.0
-    assert summary["matched_reward"] == pytest.approx(0.2)
-    assert (
-        cory["kl_at_matched_reward"] == 0.0
-    )  # seed 1's base model already scores 0.3: why the gain
+    rows = [{**rows[0], **train[0]}, {"iteration": 1, **train[1]}, rows[1]]
+    (ppo / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sittings = [
+        {"iteration": 0, "event": "sitting", "machine": "cpu-a", "dtype": "fp32", "processes": 1},
+        {"iteration": 1, "event": "resume"},
+        {"iteration": 1, "event": "sitting", "machine": "cpu-b", "dtype": "fp32", "processes": 1},
+    ]
+    (ppo / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in sittings))
+    summary = load_script("scripts/report.py").main([str(sweep)])
+    cory, ppo_entry = summary["methods"]["cory"], summary["methods"]["ppo"]
+    assert cory["final"]["gain"]["mean"] == pytest.approx(0.3)  # (0.2 + 0.4) / 2
+    # the evaluation at iteration 2 follows iterations 0 and 1: 4 * 5 + 4 * 7 answer tokens
+    assert ppo_entry["curve"]["2"]["tokens"]["mean"] == pytest.approx(48.0)
+    assert ppo_entry["curve"]["0"]["tokens"]["mean"] == 0.0
+    assert ppo_entry["machines"] == ["cpu-a", "cpu-b"] and ppo_entry["dtypes"] == ["fp32"]
+    assert ppo_entry["train_s"]["mean"] == pytest.approx(5.0)
+    assert cory["machines"] == []  # no events.jsonl: nothing claimed
+    # the archive keeps what the report reads and drops the rest: the same report
+    rows[0]["policy/ppo/loss/total"] = 1.5
+    (ppo / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = load_script("scripts/report.py")
+    again = report.main([str(sweep), "--archive", str(tmp_path / "archive")])
+    kept = (tmp_path / "archive" / "ppo" / "seed_0" / "metrics.jsonl").read_text()
+    assert "policy/ppo/loss/total" not in kept and "policy/tokens/responses_len_mean" in kept
+    assert (tmp_path / "archive" / "ppo" / "seed_0" / "events.jsonl").is_file()
+    same = report.main([str(tmp_path / "archive")])
+    assert json.dumps(same, sort_keys=True) == json.dumps(again, sort_keys=True)  # NaNs too
 
 
 @pytest.mark.slow

@@ -424,6 +424,39 @@ def test_arith_steps():
         make_task("arith", max_steps=4)
 
 
+SINGLE_DIGIT_SOLVERS = {
+    "add1d": (rf"has {_N} \w+ and gets {_N} more\.", lambda a, b: a + b),
+    "sub1d": (rf"has {_N} \w+ and gives away {_N}\.", lambda a, b: a - b),
+    "shop1d": (rf"buys {_N} [\w ]+ that cost \${_N} each", lambda n, p: n * p),
+    "age1d": (rf"is {_N} years old\. .* is {_N} years older", lambda a, d: a + d),
+}
+
+
+def test_arith_single_digit_operands_and_short_answers():
+    problems = arith_mod.generate_problems(400, seed=1, max_steps=1, single_digit=True)
+    assert {p.kind for p in problems} == set(SINGLE_DIGIT_SOLVERS)
+    for p in problems:
+        pattern, solve = SINGLE_DIGIT_SOLVERS[p.kind]
+        nums = [int(x) for x in re.search(pattern, p.question).groups()]
+        assert all(1 <= n <= 9 for n in nums) and solve(*nums) == p.answer >= 0, p.question
+        assert p.steps == 1
+    with pytest.raises(ValueError, match="single_digit problems take one operation"):
+        make_task("arith", single_digit=True)  # max_steps defaults to 3
+    task = make_task(
+        "arith", num_train=50, num_eval=10, max_steps=1, single_digit=True, short_answers=True
+    )
+    assert task.pioneer_template == templates.SHORT_PIONEER and "Reference: {a1}" in (
+        task.observer_template
+    )
+    assert task.generation.max_new_tokens == 32
+    assert task.generation.stop_strings == templates.GSM8K_STOP
+    # the example's own answer is one the reward accepts
+    example = templates.SHORT_SHOT.split("Answer:")[1].strip()
+    q = type(task.train_queries[0])("How many?", answer="7")
+    assert score(task.reward_fn, [q], [example]).tolist() == [1.0]
+    assert make_task("arith", num_train=5, num_eval=1).generation.max_new_tokens == 96
+
+
 def test_task_objects_pass_through():
     task = make_task("arith", num_train=5, num_eval=1)
     assert isinstance(task, Task) and make_task(task) is task

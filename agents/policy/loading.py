@@ -104,6 +104,16 @@ def cpu_computes_natively(dtype: str) -> bool:
     return torch.cpu._is_amx_fp16_supported()
 
 
+def computes_natively(dtype: str, device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes ``dtype``'s matmuls natively: on CUDA, bf16 where torch
+    says the GPU supports it and fp32 / fp16 always; on a CPU, :func:`cpu_computes_natively`."""
+    if torch.device(device).type == "cuda":
+        if check_dtype(dtype) == "bf16":
+            return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return True
+    return cpu_computes_natively(dtype)
+
+
 def autocast(dtype: str, device: str | torch.device) -> contextlib.AbstractContextManager:
     """The compute context of ``dtype``: nothing for fp32, autocast to bf16 / fp16 otherwise."""
     if check_dtype(dtype) == "fp32":

@@ -13,7 +13,9 @@ the run's config and a damaged newest checkpoint is set aside for the newest int
 (:mod:`agents.run.resume`); a learner that keeps skipping non-finite steps stops the run
 with the likely cause; SIGINT / SIGTERM stop after the current iteration with a checkpoint.
 An iteration whose update had non-finite steps writes no checkpoint (the weights its finite
-steps produced are suspect).
+steps produced are suspect). Each sitting (the first start and every resume) writes a
+``sitting`` event to ``events.jsonl``: the machine kind (:mod:`agents.run.machine`), the
+dtype and the number of processes, so a run's figures say where they were made.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from agents.run.checkpoint import (
     set_rng_state,
 )
 from agents.run.config import TrainConfig, to_dict
+from agents.run.machine import machine_kind
 from agents.run.plots import plot_runs
 from agents.run.resume import check_output
 from agents.run.run_lock import release_run_folder
@@ -80,6 +83,9 @@ def _fit(trainer, config: TrainConfig, stop_after: int | None) -> list[dict[str,
     w = getattr(trainer, "world", SINGLE)
     start, state, changes = _prepare(out, config, w)
     log = _open_log(out, config, w, start, resuming=state is not None)
+    log.log_event(
+        start, "sitting", machine=machine_kind(config.device), dtype=config.dtype, processes=w.size
+    )
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         set_rng_state(state["global_rng"])

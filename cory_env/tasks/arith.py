@@ -9,6 +9,7 @@ questions are distinct.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ GENERATION = GenerationConfig(
 )
 """Short problems need short answers, so up to 96 new tokens; 288 prompt tokens hold the
 1-shot example (~90), a question (< 70) and a 96-token reference answer."""
+SHORT_GENERATION = dataclasses.replace(GENERATION, max_new_tokens=32, max_prompt_tokens=160)
+"""``short_answers``: a one-line example answers in ~12 tokens, so 32 new tokens; 160 prompt
+tokens hold the example (~40), a question (< 40) and a 32-token reference answer."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,42 @@ def share3(rng: random.Random) -> tuple[str, int]:
     )
 
 
+# ------------------------------------------------- one operation, single-digit operands
+
+
+def add1d(rng: random.Random) -> tuple[str, int]:
+    name, thing, a, b = rng.choice(NAMES), rng.choice(THINGS), rng.randint(1, 9), rng.randint(1, 9)
+    return (
+        f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?",
+        a + b,
+    )
+
+
+def sub1d(rng: random.Random) -> tuple[str, int]:
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    a = rng.randint(2, 9)
+    b = rng.randint(1, a - 1)
+    return (
+        f"{name} has {a} {thing} and gives away {b}. How many {thing} does {name} have left?",
+        a - b,
+    )
+
+
+def mul1d(rng: random.Random) -> tuple[str, int]:
+    name, item, n, p = rng.choice(NAMES), rng.choice(ITEMS), rng.randint(2, 9), rng.randint(2, 9)
+    return f"{name} buys {n} {item} that cost ${p} each. How many dollars does {name} spend?", n * p
+
+
+def age1d(rng: random.Random) -> tuple[str, int]:
+    a, b = _two_names(rng)
+    age, d = rng.randint(2, 9), rng.randint(1, 9)
+    return f"{a} is {age} years old. {b} is {d} years older than {a}. How old is {b}?", age + d
+
+
+SINGLE_DIGIT: dict[str, Template] = {"add": add1d, "sub": sub1d, "shop": mul1d, "age": age1d}
+"""One-operation templates whose operands are single digits (``single_digit=true``)."""
+
+
 TEMPLATES: dict[int, dict[str, Template]] = {
     1: {"shop": shop1, "share": share1, "age": age1, "rate": rate1, "give": give1},
     2: {"change": change2, "age": age2, "read": read2, "bake": bake2, "save": save2},
@@ -244,26 +284,36 @@ TEMPLATES: dict[int, dict[str, Template]] = {
 }
 
 
-def generate_problem(rng: random.Random, steps: int) -> Problem:
-    """One problem of ``steps`` operations from a template drawn with ``rng``."""
+def generate_problem(rng: random.Random, steps: int, single_digit: bool = False) -> Problem:
+    """One problem of ``steps`` operations from a template drawn with ``rng``; with
+    ``single_digit``, a one-operation problem on single-digit operands."""
     if steps not in TEMPLATES:
         raise ValueError(f"steps must be in 1..{MAX_STEPS}, got {steps}")
-    kind = rng.choice(sorted(TEMPLATES[steps]))
-    question, answer = TEMPLATES[steps][kind](rng)
-    return Problem(question, answer, f"{kind}{steps}", steps)
+    if single_digit and steps != 1:
+        raise ValueError(f"single_digit problems take one operation, got steps={steps}")
+    table = SINGLE_DIGIT if single_digit else TEMPLATES[steps]
+    kind = rng.choice(sorted(table))
+    question, answer = table[kind](rng)
+    return Problem(question, answer, f"{kind}{steps}" + ("d" if single_digit else ""), steps)
 
 
-def generate_problems(n: int, seed: int = 0, max_steps: int = MAX_STEPS) -> list[Problem]:
+def generate_problems(
+    n: int, seed: int = 0, max_steps: int = MAX_STEPS, single_digit: bool = False
+) -> list[Problem]:
     """``n`` distinct problems, the step count uniform in ``1..max_steps``."""
     if not 1 <= max_steps <= MAX_STEPS:
         raise ValueError(f"max_steps must be in 1..{MAX_STEPS}, got {max_steps}")
+    if single_digit and max_steps != 1:
+        raise ValueError(
+            f"single_digit problems take one operation: set max_steps=1, got {max_steps}"
+        )
     rng = random.Random(seed)
     seen: set[str] = set()
     out: list[Problem] = []
     for _ in range(100 * n + 100):
         if len(out) == n:
             return out
-        problem = generate_problem(rng, rng.randint(1, max_steps))
+        problem = generate_problem(rng, rng.randint(1, max_steps), single_digit)
         if problem.question not in seen:
             seen.add(problem.question)
             out.append(problem)
@@ -271,24 +321,40 @@ def generate_problems(n: int, seed: int = 0, max_steps: int = MAX_STEPS) -> list
 
 
 def arith_task(
-    num_train: int = 2000, num_eval: int = 200, seed: int = 0, max_steps: int = 3
+    num_train: int = 2000,
+    num_eval: int = 200,
+    seed: int = 0,
+    max_steps: int = 3,
+    single_digit: bool = False,
+    short_answers: bool = False,
 ) -> Task:
-    """The arith task: ``num_train`` + ``num_eval`` distinct generated problems (seeded)."""
+    """The arith task: ``num_train`` + ``num_eval`` distinct generated problems (seeded);
+    ``single_digit`` (with ``max_steps=1``): one operation on single-digit operands;
+    ``short_answers``: a one-line worked example in the prompt and up to 32 new tokens."""
     if num_train < 1 or num_eval < 0:
         raise ValueError(f"need num_train >= 1 and num_eval >= 0, got {num_train}, {num_eval}")
-    problems = generate_problems(num_train + num_eval, seed=seed, max_steps=max_steps)
+    problems = generate_problems(num_train + num_eval, seed, max_steps, single_digit)
     queries = [Query(p.question, answer=str(p.answer)) for p in problems]
+    t = templates
+    pioneer, observer, chain = (
+        (t.SHORT_PIONEER, t.SHORT_OBSERVER, t.SHORT_CHAIN)
+        if short_answers
+        else (t.GSM8K_PIONEER, t.GSM8K_OBSERVER, t.GSM8K_CHAIN)
+    )
+    operands = "single-digit operands" if single_digit else f"1-{max_steps} step"
     return Task(
         name="arith",
         train_queries=queries[:num_train],
         eval_queries=queries[num_train:],
         reward_fn=make_reward("answer-match"),
-        pioneer_template=templates.GSM8K_PIONEER,
-        observer_template=templates.GSM8K_OBSERVER,
-        chain_template=templates.GSM8K_CHAIN,
+        pioneer_template=pioneer,
+        observer_template=observer,
+        chain_template=chain,
         chain_answer=templates.GSM8K_CHAIN_ANSWER,
-        generation=GENERATION,
-        description=f"Generated 1-{max_steps} step word problems; reward: exact answer.",
+        generation=SHORT_GENERATION if short_answers else GENERATION,
+        description=f"Generated word problems ({operands}"
+        + (", short answers" if short_answers else "")
+        + "); reward: exact answer.",
     )
 
 
