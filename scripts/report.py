@@ -37,6 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from agents.run.run_log import read_jsonl  # noqa: E402
 from agents.run.study_stats import first_crossing, mean_ci, paired_test  # noqa: E402
 
 STATS = ("reward", "gain", "kl", "distinct1", "distinct2", "length")
@@ -93,12 +94,6 @@ def run_curve(rows: list[dict]) -> dict[int, dict[str, float]]:
             if "reward" in point and first is not None:
                 point["gain"] = point["reward"] - first
     return out
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def load_run(folder: Path) -> Run:
@@ -161,13 +156,21 @@ def archive(sweep: Path, methods: list[str], dest: Path) -> list[Path]:
     return out
 
 
+def common_top_kl(data: dict[str, dict[int, Run]]) -> float:
+    """The largest KL every run's evaluation path reaches (0 without evaluations)."""
+    tops = [
+        max(r.path("kl", "reward")[0]) for runs in data.values() for r in runs.values() if r.curve
+    ]
+    return min(tops, default=0.0)
+
+
 def default_targets(data: dict[str, dict[int, Run]]) -> tuple[list[float], list[float]]:
     """Four KLs evenly up to the largest KL every run reaches; four rewards evenly from the
     highest first evaluation to the lowest best reward of any run."""
     runs = [r for runs in data.values() for r in runs.values() if r.curve]
     if not runs:
         return [], []
-    top_kl = min(max(r.path("kl", "reward")[0]) for r in runs)
+    top_kl = common_top_kl(data)
     low = max(r.curve[min(r.curve)]["reward"] for r in runs)
     high = min(max(r.path("kl", "reward")[1]) for r in runs)
     kls = [_round_down(top_kl * q) for q in (0.25, 0.5, 0.75, 1.0)] if top_kl > 0 else []
@@ -254,10 +257,10 @@ def summarize(
     )
     summary["paired"] = []
     for a, b in pairs:
-        seeds = sorted(set(data[a]) & set(data[b]))
+        seeds = [str(s) for s in sorted(set(data[a]) & set(data[b]))]
         for at in ("kl", "reward"):
             for t in targets[at]:
-                va, vb = matched(data[a], at, t), matched(data[b], at, t)
+                va, vb = (summary["methods"][m][f"at_{at}"][str(t)]["per_seed"] for m in (a, b))
                 test = paired_test([va[s] for s in seeds], [vb[s] for s in seeds])
                 summary["paired"].append({"a": a, "b": b, "at": at, "target": t, **test})
     return summary
@@ -340,8 +343,7 @@ def plots(summary: dict, data: dict[str, dict[int, Run]], out: Path) -> list[Pat
         plt.close(fig)
         paths.append(out / f"{name}.png")
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    runs_all = [r for runs in data.values() for r in runs.values() if r.curve]
-    top = min(max(r.path("kl", "reward")[0]) for r in runs_all) if runs_all else 0.0
+    top = common_top_kl(data)
     grid = np.linspace(0.0, top, 25) if top > 0 else np.array([0.0])
     for method, runs in data.items():
         pts = [p for r in runs.values() for p in zip(*r.path("kl", "reward"))]

@@ -335,11 +335,10 @@ def arith_task(
         raise ValueError(f"need num_train >= 1 and num_eval >= 0, got {num_train}, {num_eval}")
     problems = generate_problems(num_train + num_eval, seed, max_steps, single_digit)
     queries = [Query(p.question, answer=str(p.answer)) for p in problems]
-    t = templates
     pioneer, observer, chain = (
-        (t.SHORT_PIONEER, t.SHORT_OBSERVER, t.SHORT_CHAIN)
+        (templates.SHORT_PIONEER, templates.SHORT_OBSERVER, templates.SHORT_CHAIN)
         if short_answers
-        else (t.GSM8K_PIONEER, t.GSM8K_OBSERVER, t.GSM8K_CHAIN)
+        else (templates.GSM8K_PIONEER, templates.GSM8K_OBSERVER, templates.GSM8K_CHAIN)
     )
     operands = "single-digit operands" if single_digit else f"1-{max_steps} step"
     return Task(
