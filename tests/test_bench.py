@@ -308,3 +308,21 @@ def test_the_merged_tokens_bench_compares_each_sequence_up_to_its_first_differen
         1000 * out["sequences_that_differ"] / out["tokens_compared"]
     )
     assert 0 <= out["max_logit_gap"] < 1e-4  # the same logits to float rounding
+
+
+def test_the_dtype_bench_times_both_dtypes_in_one_run_and_refuses_emulated_bf16(monkeypatch):
+    from agents.policy import loading
+
+    bench = load_script("bench/dtype.py")
+    args = bench.Args(model="tiny", iterations=1, batch_size=4, new_tokens=3)
+    if loading.cpu_computes_natively("bf16"):
+        out = bench.main(args)
+        assert out["bf16_over_fp32_iteration"] == pytest.approx(
+            out["bf16_iteration_s"] / out["fp32_iteration_s"]
+        )
+        assert out["peak_mem_bf16_over_fp32"] == pytest.approx(
+            out["peak_mb_bf16"] / out["peak_mb_fp32"], rel=1e-3
+        )
+    monkeypatch.setattr(loading, "cpu_computes_natively", lambda dtype: dtype == "fp32")
+    with pytest.raises(SystemExit, match="emulates bf16"):
+        bench.main(args)
