@@ -65,6 +65,9 @@ class Run:
     train_s: float = 0.0
     """The sum of the run's ``charts/iteration_s`` (training iterations, evaluations not
     included)."""
+    iteration_s: float = float("nan")
+    """The median of the run's ``charts/iteration_s``: one training iteration's time, which a
+    few iterations slowed by another job (or a paused process) do not move."""
 
     def path(self, x: str, y: str) -> tuple[list[float], list[float]]:
         its = [i for i in sorted(self.curve) if x in self.curve[i] and y in self.curve[i]]
@@ -98,13 +101,15 @@ def run_curve(rows: list[dict]) -> dict[int, dict[str, float]]:
 
 def load_run(folder: Path) -> Run:
     rows = read_jsonl(folder / "metrics.jsonl")
+    times = [r["charts/iteration_s"] for r in rows if "charts/iteration_s" in r]
     sittings = [e for e in read_jsonl(folder / "events.jsonl") if e.get("event") == "sitting"]
     return Run(
         curve=run_curve(rows),
         machines=sorted({str(e.get("machine")) for e in sittings}),
         dtypes=sorted({str(e.get("dtype")) for e in sittings}),
         processes=sorted({int(e.get("processes", 1)) for e in sittings}),
-        train_s=float(sum(r.get("charts/iteration_s", 0.0) for r in rows)),
+        train_s=float(sum(times)),
+        iteration_s=float(np.median(times)) if times else float("nan"),
     )
 
 
@@ -215,7 +220,10 @@ def summarize(
             "machines": sorted({m for r in runs.values() for m in r.machines}),
             "dtypes": sorted({d for r in runs.values() for d in r.dtypes}),
             "processes": sorted({p for r in runs.values() for p in r.processes}),
-            "train_s": dict(zip(("mean", "ci95"), mean_ci([r.train_s for r in runs.values()]))),
+            **{
+                k: dict(zip(("mean", "ci95"), mean_ci([getattr(r, k) for r in runs.values()])))
+                for k in ("train_s", "iteration_s")
+            },
         }
         iters = sorted({i for r in runs.values() for i in r.curve})
         entry["curve"] = {
@@ -275,15 +283,18 @@ def _pm(mean: float, ci95: float, digits: int = 3) -> str:
 def table(summary: dict) -> str:
     """The markdown tables: final numbers, matched values, paired tests."""
     lines = [
-        "| method | seeds | " + " | ".join(STATS) + " | train s | machines | dtypes |",
-        "|" + "---|" * (len(STATS) + 5),
+        "| method | seeds | "
+        + " | ".join(STATS)
+        + " | train s | s/iteration | machines | dtypes |",
+        "|" + "---|" * (len(STATS) + 6),
     ]
     for method, e in summary["methods"].items():
         cells = [_pm(**e["final"][s]) if s in e["final"] else "—" for s in STATS]
         lines.append(
             f"| {method} | {e['seeds']} | "
             + " | ".join(cells)
-            + f" | {_pm(**e['train_s'], digits=0)} | {', '.join(e['machines']) or '—'}"
+            + f" | {_pm(**e['train_s'], digits=0)} | {_pm(**e['iteration_s'], digits=1)}"
+            + f" | {', '.join(e['machines']) or '—'}"
             + f" | {', '.join(e['dtypes']) or '—'} |"
         )
     for at, other in (("kl", "reward"), ("reward", "KL")):

@@ -119,6 +119,7 @@ def test_the_gain_pairs_the_seeds_and_tokens_and_sittings_are_read(tmp_path):
     assert ppo_entry["curve"]["0"]["tokens"]["mean"] == 0.0
     assert ppo_entry["machines"] == ["cpu-a", "cpu-b"] and ppo_entry["dtypes"] == ["fp32"]
     assert ppo_entry["train_s"]["mean"] == pytest.approx(5.0)
+    assert ppo_entry["iteration_s"]["mean"] == pytest.approx(2.5)  # the median of 2 and 3
     assert cory["machines"] == []  # no events.jsonl: nothing claimed
     # the archive keeps what the report reads and drops the rest: the same report
     rows[0]["policy/ppo/loss/total"] = 1.5
