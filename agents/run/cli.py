@@ -148,6 +148,8 @@ def _as_flags(config: TrainConfig, file: str | None) -> Any:
             g.name: file if g.name == "config" else getattr(config, g.name)
             for g in dataclasses.fields(group)
         }
+        if "dtype" in values and getattr(config, "dtype_was_auto", False):
+            values["dtype"] = "auto"  # resolved again with the flags' device and mode
         groups[f.name] = group(**values)
     return flags(**groups)
 

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from agents.policy.loading import default_dtype
 from agents.run.learner_config import grpo_options, learner_config
 from agents.run.schema import read_settings
 from agents.run.validate import check_config
@@ -231,9 +232,12 @@ class TrainConfig:
     dtype) and as one fused call per layer when scoring in fp32
     (:mod:`agents.policy.lora_calls`: the same numbers in fewer calls; the shared base is
     never written); False: peft's layers."""
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """Compute dtype. LoRA: the frozen base (the reference) loads in it, adapters and value
-    heads train in fp32 (peft's mixed setup); full: fp32 master weights under autocast."""
+    heads train in fp32 (peft's mixed setup); full: fp32 master weights under autocast.
+    ``auto`` resolves when the config is made (:func:`agents.policy.loading.default_dtype`):
+    bf16 for LoRA on a CPU that computes bf16 natively, fp32 elsewhere (``$CORY_DTYPE``, where
+    set, names it instead); ``config.json`` records the resolved dtype, which a resume keeps."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Where the models run."""
     collective_timeout: float = 300.0
@@ -280,6 +284,9 @@ class TrainConfig:
         """Refuse a config out of range (:func:`agents.run.validate.check_config`) or one the
         learners' configs cannot be built from (their own rules), naming the field."""
         self.log_with = tuple(self.log_with)  # a saved config.json holds a list
+        self.dtype_was_auto = self.dtype == "auto"
+        if self.dtype_was_auto:
+            self.dtype = default_dtype(self.device, self.mode)
         check_config(self)
         learner_config(self)
         grpo_options(self)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from agents.distributed import World, gather
 from agents.errors import ResumeError, RunError
+from agents.policy.loading import DTYPES
 from agents.run.checkpoint import (
     checkpoint_dir,
     checkpoint_folders,
@@ -93,7 +94,8 @@ def check_output(config: Any, world: World) -> tuple[Path | None, dict[str, tupl
     """Refuse an output folder this config cannot use, before anything loads: a file; a
     folder another process runs in (its lock, taken here and held for the run); a run there
     without ``--resume``; on resume, no intact checkpoint, another number of processes than
-    ``world``'s, changed fixed settings or fewer iterations than done. Returns the newest
+    ``world``'s, changed fixed settings or fewer iterations than done (a dtype left
+    ``auto`` takes the run's recorded one). Returns the newest
     intact checkpoint (None: the run starts from scratch; damaged newer ones are set aside,
     saying so) and the changeable settings that differ from the saved config
     (:func:`check_resume`). Process 0 takes the lock and picks the checkpoint; every
@@ -111,6 +113,8 @@ def check_output(config: Any, world: World) -> tuple[Path | None, dict[str, tupl
             f"{out} was run by {had} process(es) and this run has {size}: resume it "
             f"with {had} (each process's random stream is in the checkpoint)"
         )
+    if getattr(config, "dtype_was_auto", False) and saved.get("dtype") in DTYPES:
+        config.dtype = saved["dtype"]  # ``auto`` resolved when the run began: it stays on it
     changes = check_resume(saved, asdict(config))
     done = int(latest.name.split("_")[-1])
     if config.iterations < done:
