@@ -3,8 +3,11 @@ evidence: per method, the final evaluation numbers (mean and 95% confidence inte
 seeds), the reward at matched KL and the KL at matched reward (read off each run's
 evaluation path, see :mod:`agents.run.study_stats`), paired t-tests between methods over
 the seeds they share (the same seed samples the same queries), where each run ran (the
-machine kind, dtype and processes of its sittings), and plots: reward and KL against
-iterations and against sampled tokens, and the reward-KL frontier with a band over seeds.
+machine kind, dtype and processes of its sittings), each run's held-out evaluation of its
+final models where ``scripts/evaluate.py`` wrote one (``models/<model>/evaluation.json``:
+pass@k, reward, KL, averaged over the run's models, paired over seeds too), and plots:
+reward and KL against iterations and against sampled tokens, and the reward-KL frontier
+with a band over seeds.
 
     python scripts/report.py runs/sweep            # writes runs/sweep/report/
     python scripts/report.py runs/sweep --methods cory ppo --baseline ppo --kl-targets 5 10 20
@@ -17,8 +20,9 @@ KL every run reaches, and four rewards evenly from the highest first evaluation 
 lowest best reward of any run, so each target is one every run can be read at.
 
 ``--archive DEST`` copies what the report reads into ``DEST/<method>/seed_<s>/``: each
-run's ``config.json``, ``events.jsonl`` and ``metrics.jsonl`` cut to the columns read here
-(:data:`ARCHIVED`; no checkpoints, models or samples), small enough to commit; the report
+run's ``config.json``, ``events.jsonl``, its models' ``evaluation.json`` files and
+``metrics.jsonl`` cut to the columns read here (:data:`ARCHIVED`; no checkpoints, weights
+or samples), small enough to commit; the report
 on the archive is the report on the sweep.
 """
 
@@ -48,6 +52,11 @@ ANSWER_LENGTHS = "/tokens/responses_len_mean"
 """Each role's mean sampled answer length in a training row (``pioneer/``, ``observer/``,
 ``policy/``...): times ``charts/episodes``, the tokens that iteration sampled."""
 
+HELDOUT = "models/*/evaluation.json"
+"""Where ``scripts/evaluate.py`` writes a run's final model's held-out evaluation."""
+HELDOUT_STATS = ("reward", "kl", "distinct2", "length")
+"""The held-out numbers the report reads besides each ``pass@k``."""
+
 ARCHIVED = ("iteration", "eval/", "charts/", ANSWER_LENGTHS)
 """The metrics columns the report reads (by name, prefix or suffix): what ``--archive`` keeps."""
 
@@ -65,6 +74,10 @@ class Run:
     train_s: float = 0.0
     """The sum of the run's ``charts/iteration_s`` (training iterations, evaluations not
     included)."""
+    heldout: dict[str, float] = field(default_factory=dict)
+    """The run's final models evaluated alone by ``scripts/evaluate.py`` (each model's
+    ``models/<model>/evaluation.json``), each number averaged over its models: held-out
+    pass@k, reward, KL."""
     iteration_s: float = float("nan")
     """The median of the run's ``charts/iteration_s``: one training iteration's time, which a
     few iterations slowed by another job (or a paused process) do not move."""
@@ -99,6 +112,20 @@ def run_curve(rows: list[dict]) -> dict[int, dict[str, float]]:
     return out
 
 
+def load_heldout(folder: Path) -> dict[str, float]:
+    """Each number of the run's ``models/*/evaluation.json`` (each ``pass@k`` and
+    :data:`HELDOUT_STATS`) averaged over its models; empty without such files."""
+    files = [json.loads(p.read_text()) for p in sorted(folder.glob(HELDOUT))]
+    if not files:
+        return {}
+    keys = [
+        k
+        for k in files[0]
+        if (k.startswith("pass@") or k in HELDOUT_STATS) and all(k in f for f in files)
+    ]
+    return {k: float(np.mean([f[k] for f in files])) for k in keys}
+
+
 def load_run(folder: Path) -> Run:
     rows = read_jsonl(folder / "metrics.jsonl")
     times = [r["charts/iteration_s"] for r in rows if "charts/iteration_s" in r]
@@ -110,6 +137,7 @@ def load_run(folder: Path) -> Run:
         processes=sorted({int(e.get("processes", 1)) for e in sittings}),
         train_s=float(sum(times)),
         iteration_s=float(np.median(times)) if times else float("nan"),
+        heldout=load_heldout(folder),
     )
 
 
@@ -157,6 +185,10 @@ def archive(sweep: Path, methods: list[str], dest: Path) -> list[Path]:
                 for row in read_jsonl(run / "metrics.jsonl")
             ]
             (target / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            for evaluation in sorted(run.glob(HELDOUT)):
+                kept = target / evaluation.relative_to(run)
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(evaluation, kept)
             out.append(target)
     return out
 
@@ -225,6 +257,15 @@ def summarize(
                 for k in ("train_s", "iteration_s")
             },
         }
+        evaluated = [r.heldout for r in runs.values() if r.heldout]
+        entry["heldout"] = {
+            k: {
+                **dict(zip(("mean", "ci95"), mean_ci([h[k] for h in evaluated]))),
+                "seeds": len(evaluated),
+            }
+            for k in (evaluated[0] if evaluated else {})
+            if all(k in h for h in evaluated)
+        }
         iters = sorted({i for r in runs.values() for i in r.curve})
         entry["curve"] = {
             str(i): {
@@ -263,7 +304,7 @@ def summarize(
         if baseline in data
         else list(combinations(methods, 2))
     )
-    summary["paired"] = []
+    summary["paired"], summary["paired_heldout"] = [], []
     for a, b in pairs:
         seeds = [str(s) for s in sorted(set(data[a]) & set(data[b]))]
         for at in ("kl", "reward"):
@@ -271,6 +312,17 @@ def summarize(
                 va, vb = (summary["methods"][m][f"at_{at}"][str(t)]["per_seed"] for m in (a, b))
                 test = paired_test([va[s] for s in seeds], [vb[s] for s in seeds])
                 summary["paired"].append({"a": a, "b": b, "at": at, "target": t, **test})
+        shared = [
+            s
+            for s in sorted(set(data[a]) & set(data[b]))
+            if data[a][s].heldout and data[b][s].heldout
+        ]
+        for k in summary["methods"][a]["heldout"]:
+            if k in summary["methods"][b]["heldout"] and shared:
+                test = paired_test(
+                    [data[a][s].heldout[k] for s in shared], [data[b][s].heldout[k] for s in shared]
+                )
+                summary["paired_heldout"].append({"a": a, "b": b, "stat": k, **test})
     return summary
 
 
@@ -309,6 +361,20 @@ def table(summary: dict) -> str:
                 v = e[f"at_{at}"][str(t)]
                 cells.append(f"{_pm(v['mean'], v['ci95'])} ({v['reached']}/{e['seeds']})")
             lines.append(f"| {t:g} | " + " | ".join(cells) + " |")
+    held = {k for e in summary["methods"].values() for k in e["heldout"]}
+    heldout = sorted((k for k in held if k.startswith("pass@")), key=lambda k: int(k[5:]))
+    heldout += [k for k in HELDOUT_STATS if k in held]
+    if heldout:
+        lines += [
+            "",
+            "| held-out (final models) | seeds | " + " | ".join(heldout) + " |",
+            "|" + "---|" * (len(heldout) + 2),
+        ]
+        for method, e in summary["methods"].items():
+            h = e["heldout"]
+            seeds = max((v["seeds"] for v in h.values()), default=0)
+            cells = [_pm(h[k]["mean"], h[k]["ci95"]) if k in h else "—" for k in heldout]
+            lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + " |")
     if summary["paired"]:
         lines += [
             "",
@@ -320,6 +386,17 @@ def table(summary: dict) -> str:
             lines.append(
                 f"| {p['a']} − {p['b']} | {what} at {p['at']} {p['target']:g} | "
                 f"{_pm(p['diff'], p['ci95'])} | {p['seeds']} | {p['t']:.2f} | {p['p']:.3g} |"
+            )
+    if summary["paired_heldout"]:
+        lines += [
+            "",
+            "| paired, held-out (same seeds) | stat | difference a − b | seeds | t | p |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in summary["paired_heldout"]:
+            lines.append(
+                f"| {p['a']} − {p['b']} | {p['stat']} | {_pm(p['diff'], p['ci95'])} | "
+                f"{p['seeds']} | {p['t']:.2f} | {p['p']:.3g} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -133,6 +133,40 @@ def test_the_gain_pairs_the_seeds_and_tokens_and_sittings_are_read(tmp_path):
     assert json.dumps(same, sort_keys=True) == json.dumps(again, sort_keys=True)  # NaNs too
 
 
+def test_held_out_evaluations_are_averaged_over_models_and_paired_by_seed(tmp_path):
+    """``scripts/evaluate.py``'s ``models/<m>/evaluation.json``: a run's number is the mean
+    of its models', a method's the mean over seeds, and the paired test pairs the seeds."""
+    sweep = tmp_path / "sweep"
+    held = {
+        ("cory", 0): {"model_a": 0.50, "model_b": 0.30},
+        ("cory", 1): {"model_a": 0.60, "model_b": 0.60},
+        ("ppo", 0): {"policy": 0.25},
+        ("ppo", 1): {"policy": 0.40},
+    }
+    for (method, seed), models in held.items():
+        run = sweep / method / f"seed_{seed}"
+        write_run(run, [(0, 0.1, 0.0), (2, 0.3, 1.0)], models=tuple(models))
+        for m, p1 in models.items():
+            (run / "models" / m).mkdir(parents=True)
+            evaluation = {"model": m, "pass@1": p1, "pass@4": 2 * p1, "reward": p1, "kl": 1.0}
+            (run / "models" / m / "evaluation.json").write_text(json.dumps(evaluation))
+    report = load_script("scripts/report.py")
+    summary = report.main([str(sweep), "--archive", str(tmp_path / "archive")])
+    cory, ppo = (summary["methods"][m]["heldout"] for m in ("cory", "ppo"))
+    assert cory["pass@1"]["mean"] == pytest.approx(0.5) and cory["pass@1"]["seeds"] == 2
+    assert ppo["pass@4"]["mean"] == pytest.approx(0.65)  # (0.5 + 0.8) / 2
+    (test,) = [p for p in summary["paired_heldout"] if p["stat"] == "pass@1"]
+    assert test["diff"] == pytest.approx(((0.4 - 0.25) + (0.6 - 0.4)) / 2)  # per seed: 0.15, 0.2
+    assert (
+        "| held-out (final models) | seeds | pass@1 | pass@4 | reward | kl |"
+        in (sweep / "report" / "table.md").read_text()
+    )
+    kept = tmp_path / "archive" / "cory" / "seed_0" / "models" / "model_b" / "evaluation.json"
+    assert json.loads(kept.read_text())["pass@1"] == 0.30
+    again = report.main([str(tmp_path / "archive")])  # the archive gives the same report
+    assert again["methods"]["cory"]["heldout"] == summary["methods"]["cory"]["heldout"]
+
+
 @pytest.mark.slow
 def test_sweep_runs_a_grid_skips_finished_and_resumes_interrupted(tmp_path, capsys):
     tiny = tmp_path / "tiny"
