@@ -83,16 +83,28 @@ def _rss_kib(pid: int) -> int:
 
 
 def _size(path: Path) -> int:
-    if not path.exists():
-        return 0
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes of the files under ``path``; a file or folder removed mid-walk (a checkpoint
+    rotated out) counts as gone, not as the run having exited."""
+    total = 0
+    for root, _, files in os.walk(path):  # os.walk skips a folder that vanished
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total
 
 
 def _training_rows(out: Path) -> list[dict]:
     path = out / "metrics.jsonl"
     if not path.is_file():
         return []
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # the last line, caught mid-write
+            continue
     return [r for r in rows if "charts/iteration_s" in r]
 
 

@@ -35,6 +35,29 @@ def test_soak_figures_from_hand_made_samples(tmp_path):
     assert bench.figures(samples, tmp_path, 20, 3.0)["rows_one_per_iteration"] is False
 
 
+def test_a_look_survives_files_removed_and_lines_torn_mid_write(tmp_path, monkeypatch):
+    """A checkpoint rotated out while the folder is measured is gone, not an exited run; a
+    metrics line caught mid-write is not a row yet."""
+    import os
+
+    bench = load_script("bench/soak.py")
+    (tmp_path / "checkpoints" / "iter_000001").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "iter_000001" / "state.json").write_text("x" * 10)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "w.bin").write_text("y" * 7)
+    (tmp_path / "metrics.jsonl").write_text('{"iteration": 0, "charts/iteration_s": 1.0}\n{"iter')
+    stat = os.stat
+
+    def gone(path, *a, **k):
+        if str(path).endswith("state.json"):
+            raise FileNotFoundError(path)
+        return stat(path, *a, **k)
+
+    monkeypatch.setattr(bench.os, "stat", gone)
+    look = bench.sample(os.getpid(), tmp_path)
+    assert look["state_bytes"] == 7 and look["iteration"] == 1 and look["checkpoints"] == 1
+
+
 @pytest.mark.slow
 def test_a_short_soak_stays_flat():
     bench = load_script("bench/soak.py")
