@@ -306,17 +306,14 @@ def summarize(
     )
     summary["paired"], summary["paired_heldout"] = [], []
     for a, b in pairs:
-        seeds = [str(s) for s in sorted(set(data[a]) & set(data[b]))]
+        common = sorted(set(data[a]) & set(data[b]))
+        seeds = [str(s) for s in common]
         for at in ("kl", "reward"):
             for t in targets[at]:
                 va, vb = (summary["methods"][m][f"at_{at}"][str(t)]["per_seed"] for m in (a, b))
                 test = paired_test([va[s] for s in seeds], [vb[s] for s in seeds])
                 summary["paired"].append({"a": a, "b": b, "at": at, "target": t, **test})
-        shared = [
-            s
-            for s in sorted(set(data[a]) & set(data[b]))
-            if data[a][s].heldout and data[b][s].heldout
-        ]
+        shared = [s for s in common if data[a][s].heldout and data[b][s].heldout]
         for k in summary["methods"][a]["heldout"]:
             if k in summary["methods"][b]["heldout"] and shared:
                 test = paired_test(
@@ -375,30 +372,32 @@ def table(summary: dict) -> str:
             seeds = max((v["seeds"] for v in h.values()), default=0)
             cells = [_pm(h[k]["mean"], h[k]["ci95"]) if k in h else "—" for k in heldout]
             lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + " |")
-    if summary["paired"]:
-        lines += [
-            "",
-            "| paired (same seeds) | at | difference a − b | seeds | t | p |",
-            "|---|---|---|---|---|---|",
-        ]
-        for p in summary["paired"]:
-            what = "reward" if p["at"] == "kl" else "KL"
-            lines.append(
-                f"| {p['a']} − {p['b']} | {what} at {p['at']} {p['target']:g} | "
-                f"{_pm(p['diff'], p['ci95'])} | {p['seeds']} | {p['t']:.2f} | {p['p']:.3g} |"
-            )
-    if summary["paired_heldout"]:
-        lines += [
-            "",
-            "| paired, held-out (same seeds) | stat | difference a − b | seeds | t | p |",
-            "|---|---|---|---|---|---|",
-        ]
-        for p in summary["paired_heldout"]:
-            lines.append(
-                f"| {p['a']} − {p['b']} | {p['stat']} | {_pm(p['diff'], p['ci95'])} | "
-                f"{p['seeds']} | {p['t']:.2f} | {p['p']:.3g} |"
-            )
+    lines += _paired_table(
+        "paired (same seeds)",
+        "at",
+        summary["paired"],
+        lambda p: f"{'reward' if p['at'] == 'kl' else 'KL'} at {p['at']} {p['target']:g}",
+    )
+    lines += _paired_table(
+        "paired, held-out (same seeds)", "stat", summary["paired_heldout"], lambda p: p["stat"]
+    )
     return "\n".join(lines) + "\n"
+
+
+def _paired_table(title: str, column: str, tests: list[dict], what) -> list[str]:
+    """The markdown rows of paired tests (none without tests); ``what(test)``: its ``column``."""
+    if not tests:
+        return []
+    return [
+        "",
+        f"| {title} | {column} | difference a − b | seeds | t | p |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {p['a']} − {p['b']} | {what(p)} | {_pm(p['diff'], p['ci95'])} | "
+            f"{p['seeds']} | {p['t']:.2f} | {p['p']:.3g} |"
+            for p in tests
+        ),
+    ]
 
 
 def _band(ax, x, mean, ci, label):
