@@ -20,19 +20,20 @@ The last line printed is one JSON object of the figures (:data:`GOALS`).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout (and its bench package)
 
+from agents.run.run_log import read_jsonl  # noqa: E402
 from bench import record  # noqa: E402
 from bench.kill_anywhere import tiny_model_folder  # noqa: E402
 
@@ -96,15 +97,9 @@ def _size(path: Path) -> int:
 
 
 def _training_rows(out: Path) -> list[dict]:
-    path = out / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # the last line, caught mid-write
-            continue
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a last line caught mid-write is not a row yet
+        rows = read_jsonl(out / "metrics.jsonl")
     return [r for r in rows if "charts/iteration_s" in r]
 
 
