@@ -5,7 +5,9 @@ evaluation path, see :mod:`agents.run.study_stats`), paired t-tests between meth
 the seeds they share (the same seed samples the same queries), where each run ran (the
 machine kind, dtype and processes of its sittings), each run's held-out evaluation of its
 final models where ``scripts/evaluate.py`` wrote one (``models/<model>/evaluation.json``:
-pass@k, reward, KL, averaged over the run's models, paired over seeds too), and plots:
+pass@k, reward, KL, averaged over the run's models, paired over seeds too), the course of
+each run's evaluation reward (its peak, the drop after it and the slope of its second half,
+see :func:`agents.run.study_stats.course`: does the reward peak and decline), and plots:
 reward and KL against iterations and against sampled tokens, and the reward-KL frontier
 with a band over seeds.
 
@@ -42,7 +44,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from agents.run.run_log import read_jsonl  # noqa: E402
-from agents.run.study_stats import first_crossing, mean_ci, paired_test  # noqa: E402
+from agents.run.study_stats import course, first_crossing, mean_ci, paired_test  # noqa: E402
 
 STATS = ("reward", "gain", "kl", "distinct1", "distinct2", "length")
 """``gain``: the evaluation reward minus the run's own first evaluation's (the base model's,
@@ -52,6 +54,8 @@ ANSWER_LENGTHS = "/tokens/responses_len_mean"
 """Each role's mean sampled answer length in a training row (``pioneer/``, ``observer/``,
 ``policy/``...): times ``charts/episodes``, the tokens that iteration sampled."""
 
+COURSE = ("peak", "peak_iteration", "drop", "late_slope")
+"""The course of a run's evaluation reward (:func:`agents.run.study_stats.course`)."""
 HELDOUT = "models/*/evaluation.json"
 """Where ``scripts/evaluate.py`` writes a run's final model's held-out evaluation."""
 HELDOUT_STATS = ("reward", "kl", "distinct2", "length")
@@ -85,6 +89,11 @@ class Run:
     def path(self, x: str, y: str) -> tuple[list[float], list[float]]:
         its = [i for i in sorted(self.curve) if x in self.curve[i] and y in self.curve[i]]
         return [self.curve[i][x] for i in its], [self.curve[i][y] for i in its]
+
+    def course(self) -> dict[str, float]:
+        """The course of the run's evaluation reward (peak, drop, late slope)."""
+        its = [i for i in sorted(self.curve) if "reward" in self.curve[i]]
+        return course(its, [self.curve[i]["reward"] for i in its])
 
 
 def run_curve(rows: list[dict]) -> dict[int, dict[str, float]]:
@@ -266,6 +275,14 @@ def summarize(
             for k in (evaluated[0] if evaluated else {})
             if all(k in h for h in evaluated)
         }
+        courses = {s: r.course() for s, r in runs.items() if r.curve}
+        entry["course"] = {
+            k: {
+                **dict(zip(("mean", "ci95"), mean_ci([c[k] for c in courses.values()]))),
+                "per_seed": {str(s): c[k] for s, c in sorted(courses.items())},
+            }
+            for k in COURSE
+        }
         iters = sorted({i for r in runs.values() for i in r.curve})
         entry["curve"] = {
             str(i): {
@@ -304,7 +321,7 @@ def summarize(
         if baseline in data
         else list(combinations(methods, 2))
     )
-    summary["paired"], summary["paired_heldout"] = [], []
+    summary["paired"], summary["paired_course"], summary["paired_heldout"] = [], [], []
     for a, b in pairs:
         common = sorted(set(data[a]) & set(data[b]))
         seeds = [str(s) for s in common]
@@ -313,6 +330,12 @@ def summarize(
                 va, vb = (summary["methods"][m][f"at_{at}"][str(t)]["per_seed"] for m in (a, b))
                 test = paired_test([va[s] for s in seeds], [vb[s] for s in seeds])
                 summary["paired"].append({"a": a, "b": b, "at": at, "target": t, **test})
+        for k in ("peak", "drop", "late_slope"):
+            va, vb = (summary["methods"][m]["course"][k]["per_seed"] for m in (a, b))
+            test = paired_test(
+                [va.get(s, math.nan) for s in seeds], [vb.get(s, math.nan) for s in seeds]
+            )
+            summary["paired_course"].append({"a": a, "b": b, "stat": k, **test})
         shared = [s for s in common if data[a][s].heldout and data[b][s].heldout]
         for k in summary["methods"][a]["heldout"]:
             if k in summary["methods"][b]["heldout"] and shared:
@@ -358,6 +381,18 @@ def table(summary: dict) -> str:
                 v = e[f"at_{at}"][str(t)]
                 cells.append(f"{_pm(v['mean'], v['ci95'])} ({v['reached']}/{e['seeds']})")
             lines.append(f"| {t:g} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| course of the evaluation reward | seeds | peak | peak iteration | drop (peak − final)"
+        " | late slope (per 10 iterations) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, e in summary["methods"].items():
+        cells = [_pm(**{k: e["course"][c][k] for k in ("mean", "ci95")}) for c in COURSE]
+        cells[1] = _pm(
+            e["course"]["peak_iteration"]["mean"], e["course"]["peak_iteration"]["ci95"], 1
+        )
+        lines.append(f"| {method} | {e['seeds']} | " + " | ".join(cells) + " |")
     held = {k for e in summary["methods"].values() for k in e["heldout"]}
     heldout = sorted((k for k in held if k.startswith("pass@")), key=lambda k: int(k[5:]))
     heldout += [k for k in HELDOUT_STATS if k in held]
@@ -377,6 +412,9 @@ def table(summary: dict) -> str:
         "at",
         summary["paired"],
         lambda p: f"{'reward' if p['at'] == 'kl' else 'KL'} at {p['at']} {p['target']:g}",
+    )
+    lines += _paired_table(
+        "paired, course (same seeds)", "stat", summary["paired_course"], lambda p: p["stat"]
     )
     lines += _paired_table(
         "paired, held-out (same seeds)", "stat", summary["paired_heldout"], lambda p: p["stat"]

@@ -1,5 +1,6 @@
 """agents.run.study_stats against closed forms: Student's t for one and two degrees of
-freedom, a binomial incomplete beta, a paired test by hand, and reading a path."""
+freedom, a binomial incomplete beta, a paired test by hand, reading a path and the
+course of a reward."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from agents.run.study_stats import (
     betainc,
+    course,
     first_crossing,
     mean_ci,
     paired_test,
@@ -60,3 +62,17 @@ def test_first_crossing_reads_the_path_in_order():
     assert first_crossing(xs, ys, 5.0) == pytest.approx(2.5)  # after the dip: 1.5 + 2/3 * 1.5
     assert first_crossing(xs, ys, 0.0) == 0.0
     assert math.isnan(first_crossing(xs, ys, 6.5))
+
+
+def test_course_peak_drop_and_late_slope_by_hand():
+    # peak 0.5 at iteration 8; the second half (iterations >= 12): (16, 0.4), (24, 0.2)
+    c = course([0, 8, 16, 24], [0.1, 0.5, 0.4, 0.2])
+    assert c["peak"] == 0.5 and c["peak_iteration"] == 8.0
+    assert c["drop"] == pytest.approx(0.3)
+    assert c["late_slope"] == pytest.approx(10 * (0.2 - 0.4) / 8)  # -0.25 per 10 iterations
+    # three late points: the least-squares slope of (8, 0.2), (12, 0.6), (16, 0.4) is 0.025
+    rising = course([0, 8, 12, 16], [0.1, 0.2, 0.6, 0.4])
+    assert rising["late_slope"] == pytest.approx(0.25) and rising["peak_iteration"] == 12.0
+    last = course([0, 4], [0.1, 0.3])  # the peak is the last evaluation: no drop
+    assert last["drop"] == 0.0 and math.isnan(last["late_slope"])  # one late point
+    assert all(math.isnan(v) for v in course([], []).values())

@@ -167,6 +167,31 @@ def test_held_out_evaluations_are_averaged_over_models_and_paired_by_seed(tmp_pa
     assert again["methods"]["cory"]["heldout"] == summary["methods"]["cory"]["heldout"]
 
 
+def test_the_course_of_each_run_is_read_and_paired_by_seed(tmp_path):
+    """Per run the peak of its evaluation reward, the drop after it and its late slope; a
+    method's numbers are means over seeds, and the paired test pairs the seeds."""
+    sweep = tmp_path / "sweep"
+    its = (0, 8, 16, 24)
+    rewards = {
+        ("cory", 0): (0.1, 0.2, 0.3, 0.4),  # rises to the end: no drop, slope +0.125
+        ("cory", 1): (0.1, 0.3, 0.3, 0.5),  # slope +0.25
+        ("ppo", 0): (0.1, 0.6, 0.5, 0.3),  # peak at 8, drop 0.3, slope -0.25
+        ("ppo", 1): (0.1, 0.5, 0.4, 0.4),  # drop 0.1, slope 0
+    }
+    for (method, seed), r in rewards.items():
+        write_run(sweep / method / f"seed_{seed}", [(i, x, i / 8) for i, x in zip(its, r)])
+    summary = load_script("scripts/report.py").main([str(sweep)])
+    cory, ppo = (summary["methods"][m]["course"] for m in ("cory", "ppo"))
+    assert ppo["peak"]["mean"] == pytest.approx(0.55) and ppo["peak_iteration"]["mean"] == 8.0
+    assert ppo["drop"]["per_seed"] == pytest.approx({"0": 0.3, "1": 0.1})
+    assert ppo["late_slope"]["per_seed"] == pytest.approx({"0": -0.25, "1": 0.0})
+    assert cory["drop"]["mean"] == 0.0 and cory["peak_iteration"]["mean"] == 24.0
+    assert cory["late_slope"]["mean"] == pytest.approx((0.125 + 0.25) / 2)
+    (test,) = [p for p in summary["paired_course"] if p["stat"] == "late_slope"]
+    assert test["diff"] == pytest.approx(((0.125 + 0.25) + (0.25 - 0.0)) / 2)  # 0.375, 0.25
+    assert "| cory − ppo | drop |" in (sweep / "report" / "table.md").read_text()
+
+
 @pytest.mark.slow
 def test_sweep_runs_a_grid_skips_finished_and_resumes_interrupted(tmp_path, capsys):
     tiny = tmp_path / "tiny"

@@ -1,7 +1,8 @@
 """The statistics of a study over seeds (``scripts/report.py``'s maths, numpy and the standard
 library only): Student's t (its two-sided tail and 95% quantile, from the regularized
 incomplete beta function), a mean with its 95% confidence interval, the paired t-test over
-seeds, and a value read off a run's evaluation path at a matched KL or reward.
+seeds, a value read off a run's evaluation path at a matched KL or reward, and the course
+of a run's reward (its peak and what follows it).
 
 A run's evaluation path is its sequence of evaluations ``(kl, reward)`` in iteration order.
 The reward "at KL k" is read where the path first reaches KL ``k``, linearly interpolated
@@ -17,7 +18,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["betainc", "first_crossing", "mean_ci", "paired_test", "t_critical", "t_two_sided_p"]
+__all__ = [
+    "betainc",
+    "course",
+    "first_crossing",
+    "mean_ci",
+    "paired_test",
+    "t_critical",
+    "t_two_sided_p",
+]
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -118,3 +127,28 @@ def first_crossing(xs: Sequence[float], ys: Sequence[float], target: float) -> f
             w = (target - xs[i - 1]) / (x - xs[i - 1])
             return float(ys[i - 1] + w * (ys[i] - ys[i - 1]))
     return math.nan
+
+
+def course(iterations: Sequence[float], rewards: Sequence[float]) -> dict[str, float]:
+    """The course of a run's evaluation reward (``rewards[i]`` at ``iterations[i]``, in order):
+    ``peak`` (the highest), ``peak_iteration`` (its first iteration), ``drop`` (the peak minus
+    the last evaluation's reward, 0 when the last is the peak) and ``late_slope`` (the
+    least-squares slope of the reward over the evaluations of the run's second half, those at
+    iterations ``>= last / 2``, per 10 iterations; NaN with fewer than two). The peak is the
+    maximum of noisy evaluations, so ``drop`` is positive on average even for a run that
+    never declines; the late slope has no such bias."""
+    it = np.asarray(iterations, dtype=np.float64)
+    r = np.asarray(rewards, dtype=np.float64)
+    if len(r) == 0:
+        return {k: math.nan for k in ("peak", "peak_iteration", "drop", "late_slope")}
+    best = int(np.argmax(r))
+    late = it >= it[-1] / 2
+    slope = math.nan
+    if late.sum() >= 2 and np.ptp(it[late]) > 0:
+        slope = 10.0 * float(np.polyfit(it[late], r[late], 1)[0])
+    return {
+        "peak": float(r[best]),
+        "peak_iteration": float(it[best]),
+        "drop": float(r[best] - r[-1]),
+        "late_slope": slope,
+    }
